@@ -1,0 +1,44 @@
+# videolang: the two contract commands are `make demo` and `make test`.
+# Both create .venv when missing, install torch first (so pip never picks a CUDA build),
+# then the package with its extras. A stamp file makes a second run add only seconds.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.videolang-installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@# PYTHONDONTWRITEBYTECODE is set on these machines: compile once so imports stay fast.
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	@start=$$(date +%s); \
+	$(VENV)/bin/videolang demo --out $(DEMO_DIR) && \
+	echo "make demo: done in $$(( $$(date +%s) - start )) s"
+
+test: $(STAMP)
+	@start=$$(date +%s); \
+	$(VENV)/bin/ruff check src tests benchmarks && \
+	$(PY) -m pytest -q tests; rc=$$?; \
+	echo "make test: finished in $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_decode.py
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache
