@@ -1,0 +1,246 @@
+"""The ``videolang`` command: one CLI with subcommands (``videolang --help`` lists them).
+
+Handlers import their modules lazily so ``videolang --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from videolang import __version__
+from videolang.errors import VideolangError
+
+log = logging.getLogger("videolang")
+
+
+# --------------------------------------------------------------------------------------------
+# handlers
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from videolang.data.synth import synthesize_world
+
+    start = time.perf_counter()
+    manifest = synthesize_world(
+        args.out, args.num_videos, args.seed, size=args.size, fps=args.fps, duration=args.duration,
+        gop=args.gop, codec=args.codec, workers=args.workers, overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    elapsed = time.perf_counter() - start
+    counts = manifest.get("counts", {})
+    print(f"synthesized {args.num_videos} videos into {args.out} in {elapsed:.1f} s")
+    print(json.dumps(counts, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from videolang.data.stores import pack_videos
+
+    report = pack_videos(args.video_dir, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"packed {report.n_packed} videos ({report.n_bytes / 1e6:.1f} MB) into {args.out}; "
+          f"{len(report.skipped)} unreadable files skipped")
+    for path in report.skipped:
+        print(f"  skipped: {path}")
+    return 0
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise VideolangError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    return records
+
+
+def _cmd_shards(args: argparse.Namespace) -> int:
+    from videolang.data.stores import write_webdataset
+
+    video_dir = Path(args.video_dir)
+    records = _read_jsonl(Path(args.annotations)) if args.annotations else None
+    if records is None:
+        files = sorted(p for p in video_dir.rglob("*") if p.is_file())
+        records = [{"id": p.stem, "path": str(p.relative_to(video_dir))} for p in files]
+
+    def resolve(rec: dict, where: str) -> Path:
+        if "path" not in rec or "id" not in rec:
+            raise VideolangError(f"{where}: record needs 'id' and 'path'")
+        for candidate in (video_dir / rec["path"], video_dir / Path(rec["path"]).name):
+            if candidate.is_file():
+                return candidate
+        raise VideolangError(f"{where}: video {rec['path']!r} not found under {video_dir}")
+
+    def samples():
+        for lineno, rec in enumerate(records, 1):
+            path = resolve(rec, f"{args.annotations or video_dir}:{lineno}")
+            yield {"__key__": rec["id"], path.suffix.lstrip(".") or "mp4": path.read_bytes(), "json": rec}
+
+    shards = write_webdataset(samples(), args.out, maxcount=args.maxcount, overwrite=args.overwrite)
+    print(f"wrote {len(records)} samples into {len(shards)} shards under {args.out}")
+    return 0
+
+
+def _video_sources(spec: str):
+    """(id, source) pairs from a folder of videos or an LMDB store."""
+    path = Path(spec)
+    if (path / "data.mdb").exists():
+        from videolang.data.stores import LmdbVideoStore
+
+        store = LmdbVideoStore(path)
+        keys = store.keys()
+        return len(keys), ((k, store[k]) for k in keys)
+    if path.is_dir():
+        exts = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in exts)
+        return len(files), ((p.relative_to(path).with_suffix("").as_posix(), p) for p in files)
+    raise VideolangError(f"--videos {spec}: not a folder of videos or an LMDB store")
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from videolang.data.features import extract_pooled_pixel_features
+    from videolang.data.stores import FeatureStoreWriter
+
+    if args.backbone != "pooled-pixels":
+        raise VideolangError(f"--backbone {args.backbone!r}: available backbones: pooled-pixels")
+    total, sources = _video_sources(args.videos)
+    resume = Path(args.out).exists() and not args.overwrite
+    dtype = args.dtype
+    if dtype is None:  # keep a resumed store's dtype
+        from videolang.data.stores import FeatureStore
+
+        dtype = str(FeatureStore(args.out).dtype) if resume else "float16"
+    with FeatureStoreWriter(args.out, dtype=dtype, overwrite=args.overwrite, resume=resume) as writer:
+        report = extract_pooled_pixel_features(sources, writer, grid=args.grid, progress=not args.quiet,
+                                               total=total)
+    print(f"features: {report.written} written, {report.already_present} already in the store, "
+          f"{len(report.bad)} bad videos skipped")
+    for vid, reason in report.bad:
+        print(f"  bad: {vid}: {reason}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from videolang.data.video import probe
+
+    for path in args.videos:
+        meta = probe(path)
+        print(json.dumps({
+            "path": path, "num_frames": meta.num_frames, "fps": meta.fps,
+            "duration": round(meta.duration, 4), "width": meta.width, "height": meta.height,
+            "codec": meta.codec, "keyframes": list(meta.keyframes),
+        }))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from videolang.cli.demo import run_demo
+
+    return run_demo(args.out, num_videos=args.num_videos, seed=args.seed, overwrite=True)
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videolang",
+        description="videolang: video-and-language learning (ClipBERT, VideoCLIP, VLM, VIMPAC, "
+        "cross-modal distillation) on one data layer and one engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"videolang {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    data = sub.add_parser("data", help="make, pack and inspect datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+
+    p = dsub.add_parser("synth", help="render the synthetic video world (videos + annotations)")
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--num-videos", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
+    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the world's)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per video")
+    p.add_argument("--gop", type=int, default=None, help="keyframe interval in frames")
+    p.add_argument("--codec", default="auto", choices=["auto", "h264", "mpeg4"])
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+    p = dsub.add_parser("pack", help="pack a folder of videos into an LMDB store (key = relative path)")
+    p.add_argument("video_dir")
+    p.add_argument("out")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_pack)
+
+    p = dsub.add_parser("shards", help="write WebDataset tar shards (video bytes + JSON per sample)")
+    p.add_argument("video_dir")
+    p.add_argument("out")
+    p.add_argument("--annotations", help="JSONL with 'id' and 'path' per video (e.g. videos.jsonl)")
+    p.add_argument("--maxcount", type=int, default=100, help="samples per shard")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_shards)
+
+    p = dsub.add_parser("probe", help="print video metadata (frames, fps, size, keyframes) as JSON")
+    p.add_argument("videos", nargs="+")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("extract-features", help="fill a feature store with per-second video features")
+    p.add_argument("--videos", required=True, help="a folder of videos or an LMDB store")
+    p.add_argument("--backbone", default="pooled-pixels")
+    p.add_argument("--out", required=True, help="feature store folder (resumed if it exists)")
+    p.add_argument("--dtype", default=None, choices=["float16", "float32"],
+                   help="default: float16, or the existing store's when resuming")
+    p.add_argument("--grid", type=int, default=4, help="pooled-pixels: grid x grid pooling")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on the synthetic world (what `make demo` runs)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--num-videos", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        # `videolang` or `videolang data` alone: show the relevant help.
+        if args.command == "data":
+            parser.parse_args(["data", "--help"])
+        parser.print_help()
+        return 0
+    try:
+        return func(args)
+    except VideolangError as exc:
+        print(f"videolang: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("videolang: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
