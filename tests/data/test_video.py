@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -146,3 +147,51 @@ def test_bad_bytes_and_directory(video_dir):
         read_frames(b"\x00" * 1000, [0])
     with pytest.raises(VideoDecodeError, match="directory"):
         read_frames(video_dir, [0])
+
+
+class _FakeFrameBatch:
+    def __init__(self, data):
+        self.data = data
+
+
+class _FakeTorchcodecDecoder:
+    """Stands in for torchcodec.decoders.VideoDecoder (the PyPI wheel needs CUDA libraries):
+    checks that our adapter calls it with the documented arguments and maps its results."""
+
+    calls: ClassVar[list] = []
+
+    def __init__(self, source, dimension_order, seek_mode):
+        assert dimension_order == "NHWC" and seek_mode == "exact"
+        data = source if isinstance(source, bytes) else open(source, "rb").read()  # noqa: SIM115
+        self._reader = VideoReader(data)
+
+    def __len__(self):
+        return self._reader.metadata.num_frames
+
+    def get_frames_at(self, indices):
+        type(self).calls.append(list(indices))
+        return _FakeFrameBatch(self._reader.read(indices))
+
+
+def test_torchcodec_backend_adapter(video_dir, monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("torchcodec.decoders")
+    fake.VideoDecoder = _FakeTorchcodecDecoder
+    monkeypatch.setitem(sys.modules, "torchcodec", types.ModuleType("torchcodec"))
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", fake)
+    from videolang.data.video import available_backends
+
+    assert "torchcodec" in available_backends()
+    path = video_dir / "gop7.mp4"
+    frames = read_frames(path, [40, 2, 2], backend="auto")
+    assert indices_of(frames) == [40, 2, 2]
+    assert _FakeTorchcodecDecoder.calls[-1] == [40, 2, 2]
+    assert torch.equal(read_frames(path.read_bytes(), [3], backend="torchcodec"), read_frames(path, [3]))
+    with pytest.raises(FrameIndexError, match="out of range"):
+        read_frames(path, [50], backend="torchcodec")
+    with pytest.raises(VideoDecodeError, match="empty"):
+        read_frames(video_dir / "empty.mp4", [0], backend="torchcodec")
+    with pytest.raises(ValueError, match="unknown decoding backend"):
+        read_frames(path, [0], backend="decord")

@@ -1,0 +1,80 @@
+"""Storage backends for videos and precomputed features.
+
+- :mod:`~videolang.data.stores.lmdb_store`: raw video bytes in LMDB (ClipBERT layout) and
+  VIMPAC frame-token LMDBs.
+- :mod:`~videolang.data.stores.feature_store`: sharded memory-mapped feature arrays (MMPT
+  ``ShardedTensor`` layout), plus readers for MMPT's own shards and per-video ``.npy`` files.
+- :mod:`~videolang.data.stores.webdataset_store`: WebDataset tar shards of raw videos with a
+  rank- and worker-aware streaming reader.
+
+All writers are atomic (temporary file or directory, then rename) and refuse to replace an
+existing output unless ``overwrite=True``; all errors are :class:`videolang.errors.StoreError`
+naming the file or key at fault.
+
+Exports load lazily: ``from videolang.data.stores import FeatureStore`` does not import torch
+(only the WebDataset reader needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from videolang.data.stores.feature_store import FeatureStore, FeatureStoreWriter, ShardedTensor
+    from videolang.data.stores.lmdb_store import (
+        DEFAULT_VIDEO_EXTENSIONS,
+        LmdbTokenStore,
+        LmdbVideoStore,
+        PackReport,
+        pack_videos,
+        write_token_lmdb,
+    )
+    from videolang.data.stores.webdataset_store import (
+        VIDEO_EXTENSIONS,
+        WebVideoDataset,
+        write_webdataset,
+    )
+
+_EXPORTS = {
+    "FeatureStore": "feature_store",
+    "FeatureStoreWriter": "feature_store",
+    "ShardedTensor": "feature_store",
+    "DEFAULT_VIDEO_EXTENSIONS": "lmdb_store",
+    "LmdbTokenStore": "lmdb_store",
+    "LmdbVideoStore": "lmdb_store",
+    "PackReport": "lmdb_store",
+    "pack_videos": "lmdb_store",
+    "write_token_lmdb": "lmdb_store",
+    "VIDEO_EXTENSIONS": "webdataset_store",
+    "WebVideoDataset": "webdataset_store",
+    "write_webdataset": "webdataset_store",
+}
+
+__all__ = [
+    "DEFAULT_VIDEO_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "FeatureStore",
+    "FeatureStoreWriter",
+    "LmdbTokenStore",
+    "LmdbVideoStore",
+    "PackReport",
+    "ShardedTensor",
+    "WebVideoDataset",
+    "pack_videos",
+    "write_token_lmdb",
+    "write_webdataset",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'videolang.data.stores' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"videolang.data.stores.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,396 @@
+"""VideoCLIP data: caption tracks, positive pairs over per-second features, retrieval batches.
+
+* :func:`load_timestamped_captions` reads HowTo100M's ``raw_caption.json`` layout
+  (``{video_id: {"start": [...], "end": [...], "text": [...]}}``) and tokenizes every caption
+  once (word pieces, no special tokens, at most ``max_clip_tokens`` each, as MMPT's
+  pre-tokenization did).
+* :class:`PretrainPairs` turns one video into ``pairs_per_video`` (video window, text span)
+  positives (:func:`videolang.data.sampling.videoclip_overlapped_pair`); ids and features are
+  padded to fixed shapes so batches stack.
+* :class:`VideoTextPairs` is the evaluation side: one (video span, sentence) pair per item
+  (MSR-VTT: the first ``max_video_len`` seconds; YouCook2: the annotated segment).
+* :class:`RetrievalBatchSampler` builds VideoCLIP's retrieval-augmented batches: every batch is
+  a query video plus videos sampled from its nearest neighbours in embedding space.
+
+Sequence layouts (``videoclip_vlm.md`` §1.4-1.5): text ``[CLS] w1..wn [SEP] [PAD]..`` of length
+``max_text_len + 2``; video features ``(max_video_len, D)`` with a validity mask.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from videolang.data.datasets import item_generator
+from videolang.data.sampling import videoclip_overlapped_pair
+from videolang.errors import ConfigError, VideolangError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CaptionTrack",
+    "PretrainPairs",
+    "RetrievalBatchSampler",
+    "TextLayout",
+    "VideoTextPairs",
+    "collate_pairs",
+    "kmeans",
+    "load_timestamped_captions",
+    "retrieval_batches",
+]
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """Token ids of the text sequence layout."""
+
+    cls_id: int = 101
+    sep_id: int = 102
+    pad_id: int = 0
+    max_text_len: int = 61
+
+    def build(self, words: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[CLS] words[:max_text_len] [SEP] [PAD]..`` and its mask, length max_text_len + 2."""
+        words = list(words)[: self.max_text_len]
+        ids = torch.full((self.max_text_len + 2,), self.pad_id, dtype=torch.long)
+        ids[0] = self.cls_id
+        ids[1 : len(words) + 1] = torch.tensor(words, dtype=torch.long)
+        ids[len(words) + 1] = self.sep_id
+        mask = torch.zeros(self.max_text_len + 2, dtype=torch.bool)
+        mask[: len(words) + 2] = True
+        return ids, mask
+
+
+@dataclass
+class CaptionTrack:
+    """Timed captions of one video, tokenized."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    tokens: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def load_timestamped_captions(
+    path: str | os.PathLike,
+    tokenize: Callable[[list[str]], list[list[int]]],
+    *,
+    max_clip_tokens: int = 32,
+    video_ids: Sequence[str] | None = None,
+) -> dict[str, CaptionTrack]:
+    """Read ``raw_caption.json`` and tokenize it. Malformed entries are errors naming the file
+    and the video id; videos with no caption are dropped with a warning."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"caption file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    wanted = set(video_ids) if video_ids is not None else None
+    tracks: dict[str, CaptionTrack] = {}
+    for vid, entry in raw.items():
+        if wanted is not None and vid not in wanted:
+            continue
+        try:
+            starts = np.asarray(entry["start"], dtype=np.float64)
+            ends = np.asarray(entry["end"], dtype=np.float64)
+            texts = list(entry["text"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: video {vid!r}: needs 'start', 'end', 'text' lists ({exc})") from None
+        if not (len(starts) == len(ends) == len(texts)):
+            raise ConfigError(f"{path}: video {vid!r}: start/end/text lengths differ")
+        if len(texts) == 0:
+            log.warning("%s: video %s has no captions; dropped", path, vid)
+            continue
+        tokens = [t[:max_clip_tokens] for t in tokenize([str(x) for x in texts])]
+        tracks[vid] = CaptionTrack(starts, ends, tokens)
+    return tracks
+
+
+def _video_window(feats: np.ndarray, start: int, end: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``[start, end)`` of ``feats`` cut to ``max_len``, zero-padded, with a mask."""
+    rows = np.asarray(feats[start : min(end, start + max_len)], dtype=np.float32)
+    out = torch.zeros(max_len, feats.shape[1])
+    out[: len(rows)] = torch.from_numpy(rows)
+    mask = torch.zeros(max_len, dtype=torch.bool)
+    mask[: len(rows)] = True
+    return out, mask
+
+
+class PretrainPairs(Dataset):
+    """One item per video: ``pairs_per_video`` overlapped (video, text) positives.
+
+    Items: ``vfeats (P, Tv, D)``, ``vmask (P, Tv)``, ``caps (P, Lt)``, ``cmask (P, Lt)``,
+    ``video_index``. Each item's draws come from (seed, epoch, index), so they do not depend on
+    the number of workers.
+    """
+
+    def __init__(
+        self,
+        features: Mapping[str, np.ndarray],
+        captions: Mapping[str, CaptionTrack],
+        video_ids: Sequence[str],
+        layout: TextLayout,
+        *,
+        pairs_per_video: int = 4,
+        max_video_len: int = 32,
+        min_text_tokens: int = 8,
+        max_text_tokens: int = 64,
+        min_video_len: int = 3,
+        overlapped: bool = True,
+        seed: int = 0,
+    ):
+        missing = [v for v in video_ids if v not in captions or v not in features]
+        if missing:
+            raise VideolangError(
+                f"{len(missing)} videos lack captions or features, e.g. {missing[:5]}"
+            )
+        self.features, self.captions, self.video_ids = features, captions, list(video_ids)
+        self.layout = layout
+        self.pairs_per_video = pairs_per_video
+        self.max_video_len = max_video_len
+        self.text_range = (min_text_tokens, max_text_tokens)
+        self.min_video_len = min_video_len
+        self.overlapped = overlapped
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        vid = self.video_ids[index]
+        feats = self.features[vid]
+        track = self.captions[vid]
+        g = item_generator(self.seed, self.epoch, index)
+        seconds = max(len(feats), 1)
+        n_tok = [len(t) for t in track.tokens]
+        out: dict[str, list] = {"vfeats": [], "vmask": [], "caps": [], "cmask": []}
+        for _ in range(self.pairs_per_video):
+            w = videoclip_overlapped_pair(
+                track.starts, track.ends, n_tok, seconds, min_text_tokens=self.text_range[0],
+                max_text_tokens=self.text_range[1], min_video_len=self.min_video_len,
+                max_video_len=self.max_video_len, overlapped=self.overlapped, generator=g,
+            )
+            v, vm = _video_window(feats, w.video_start, w.video_end, self.max_video_len)
+            words = [tok for c in range(w.text_start, w.text_end + 1) for tok in track.tokens[c]]
+            ids, cm = self.layout.build(words)
+            for key, val in zip(("vfeats", "vmask", "caps", "cmask"), (v, vm, ids, cm), strict=True):
+                out[key].append(val)
+        item = {k: torch.stack(v) for k, v in out.items()}
+        item["video_index"] = torch.full((self.pairs_per_video,), index, dtype=torch.long)
+        return item
+
+
+class VideoTextPairs(Dataset):
+    """Evaluation pairs: ``(video_id, start_second, end_second | None, sentence)`` each.
+
+    ``end=None`` takes the first ``max_video_len`` seconds (MSR-VTT protocol); a segment takes
+    rows ``[floor(start), ceil(end))`` (YouCook2 protocol).
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, float, float | None, str]],
+        features: Mapping[str, np.ndarray],
+        tokenize: Callable[[list[str]], list[list[int]]],
+        layout: TextLayout,
+        *,
+        max_video_len: int = 32,
+    ):
+        missing = sorted({p[0] for p in pairs if p[0] not in features})
+        if missing:
+            raise VideolangError(f"{len(missing)} evaluation videos have no features, e.g. {missing[:5]}")
+        self.pairs = list(pairs)
+        self.features = features
+        self.tokens = tokenize([p[3] for p in self.pairs])
+        self.layout = layout
+        self.max_video_len = max_video_len
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        vid, start, end, _ = self.pairs[index]
+        feats = self.features[vid]
+        lo = math.floor(start)
+        hi = len(feats) if end is None else max(math.ceil(end), lo + 1)
+        v, vm = _video_window(feats, min(lo, max(len(feats) - 1, 0)), hi, self.max_video_len)
+        ids, cm = self.layout.build(self.tokens[index])
+        return {"vfeats": v, "vmask": vm, "caps": ids, "cmask": cm, "index": index}
+
+
+def collate_pairs(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack items and flatten their pair dimension: (B, P, ...) -> (B*P, ...)."""
+    return {k: torch.cat([b[k] for b in batch]) for k in batch[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# retrieval-augmented batches
+
+
+def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain Lloyd k-means (k-means++ seeding) in torch; returns ``(k, D)`` centroids."""
+    n = x.shape[0]
+    k = min(k, n)
+    first = int(torch.randint(n, (1,), generator=generator))
+    centroids = [x[first]]
+    d2 = ((x - x[first]) ** 2).sum(1)
+    for _ in range(1, k):
+        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
+        nxt = int(torch.multinomial(probs, 1, generator=generator))
+        centroids.append(x[nxt])
+        d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(1))
+    c = torch.stack(centroids)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(1)
+        counts = torch.bincount(assign, minlength=k).clamp(min=1).unsqueeze(1).to(x.dtype)
+        new = torch.zeros_like(c).index_add_(0, assign, x) / counts
+        empty = torch.bincount(assign, minlength=k) == 0
+        new[empty] = c[empty]  # keep empty clusters where they were
+        if torch.allclose(new, c):
+            break
+        c = new
+    return c
+
+
+def _faiss_candidates(emb: np.ndarray, queries: np.ndarray, n_candidates: int, n_clusters: int, nprobe: int) -> np.ndarray:
+    import faiss  # optional dependency (extra "faiss")
+
+    d = emb.shape[1]
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, n_clusters, faiss.METRIC_L2)
+    index.train(emb)
+    index.add(emb)
+    # Grow nprobe until every query finds enough neighbours: batches are always full size
+    # (the original searched one cell and produced undersized batches).
+    probe = nprobe
+    while True:
+        index.nprobe = probe
+        _, idx = index.search(emb[queries], n_candidates + 1)
+        if (idx >= 0).all() or probe >= n_clusters:
+            return idx
+        probe = min(probe * 2, n_clusters)
+
+
+def _torch_candidates(emb: torch.Tensor, queries: torch.Tensor, n_candidates: int, n_clusters: int,
+                      nprobe: int, generator: torch.Generator) -> np.ndarray:
+    centroids = kmeans(emb, n_clusters, generator=generator)
+    assign = torch.cdist(emb, centroids).argmin(1)
+    members = [torch.nonzero(assign == c).flatten() for c in range(len(centroids))]
+    out = []
+    for q in queries.tolist():
+        order = torch.cdist(emb[q : q + 1], centroids)[0].argsort()
+        pool: list[torch.Tensor] = []
+        size = 0
+        for rank, c in enumerate(order.tolist()):
+            pool.append(members[c])
+            size += len(members[c])
+            if rank + 1 >= nprobe and size > n_candidates:
+                break
+        cand = torch.cat(pool)
+        dist = ((emb[cand] - emb[q]) ** 2).sum(1)
+        out.append(cand[dist.argsort()[: n_candidates + 1]].numpy())
+    return np.stack(out)
+
+
+def retrieval_batches(
+    embeddings: torch.Tensor,
+    videos_per_batch: int,
+    *,
+    generator: torch.Generator,
+    candidates_factor: int = 2,
+    n_clusters: int | None = None,
+    nprobe: int = 8,
+    backend: str = "auto",
+) -> list[list[int]]:
+    """VideoCLIP's retrieval-augmented batches over ``embeddings`` (N, H).
+
+    Sample ``N // videos_per_batch`` query videos without replacement; for each, find its
+    ``candidates_factor * videos_per_batch`` nearest videos (L2, IVF index: faiss when
+    installed, torch k-means otherwise, probing more cells until enough are found) and return
+    the query plus ``videos_per_batch - 1`` of them drawn at random. Every batch is full.
+    """
+    n = embeddings.shape[0]
+    k = videos_per_batch
+    if n < k:
+        raise VideolangError(f"{n} videos cannot fill a batch of {k} videos")
+    n_cand = min(candidates_factor * k, n - 1)
+    n_clusters = n_clusters or max(1, min(int(math.sqrt(n)), n // max(n_cand, 1)))
+    queries = torch.randperm(n, generator=generator)[: n // k]
+    emb = embeddings.detach().float().cpu()
+    use_faiss = backend == "faiss"
+    if backend == "auto":
+        try:
+            import faiss  # noqa: F401
+
+            use_faiss = True
+        except ImportError:
+            use_faiss = False
+    if use_faiss:
+        cand = _faiss_candidates(emb.numpy(), queries.numpy(), n_cand, n_clusters, nprobe)
+    else:
+        cand = _torch_candidates(emb, queries, n_cand, n_clusters, nprobe, generator)
+    batches = []
+    for q, row in zip(queries.tolist(), cand, strict=True):
+        others = [int(i) for i in row if i != q][:n_cand]
+        pick = torch.randperm(len(others), generator=generator)[: k - 1].tolist()
+        batches.append([q, *(others[i] for i in pick)])
+    return batches
+
+
+class RetrievalBatchSampler(Sampler[list[int]]):
+    """Batches of video indices: random until :meth:`set_embeddings` is called, then
+    retrieval-augmented (rebuilt by the recipe every epoch). Under DDP every rank builds the
+    same batch list from the same seed and embeddings and takes every ``world``-th batch."""
+
+    def __init__(self, num_videos: int, videos_per_batch: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, **retrieval_options: Any):
+        if num_videos < videos_per_batch * world_size:
+            raise VideolangError(
+                f"{num_videos} videos are too few for {world_size} rank(s) x {videos_per_batch} videos per batch"
+            )
+        self.num_videos, self.k = num_videos, videos_per_batch
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.options = retrieval_options
+        self.epoch = 0
+        self.embeddings: torch.Tensor | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_embeddings(self, embeddings: torch.Tensor | None) -> None:
+        if embeddings is not None and embeddings.shape[0] != self.num_videos:
+            raise ValueError(f"{embeddings.shape[0]} embeddings for {self.num_videos} videos")
+        self.embeddings = embeddings
+
+    def _all_batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.embeddings is None:
+            perm = torch.randperm(self.num_videos, generator=g).tolist()
+            return [perm[i : i + self.k] for i in range(0, self.num_videos - self.k + 1, self.k)]
+        return retrieval_batches(self.embeddings, self.k, generator=g, **self.options)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        usable = len(batches) - len(batches) % self.world_size
+        return iter(batches[self.rank : usable : self.world_size])
+
+    def __len__(self) -> int:
+        return (self.num_videos // self.k) // self.world_size

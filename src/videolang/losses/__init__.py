@@ -1,0 +1,11 @@
+"""Losses shared by the recipes (contrastive, masked modelling, distillation)."""
+
+from videolang.losses.contrastive import (
+    all_gather_with_grad,
+    contrastive_logits,
+    t2v_loss,
+    v2t_loss,
+    videoclip_loss,
+)
+
+__all__ = ["all_gather_with_grad", "contrastive_logits", "t2v_loss", "v2t_loss", "videoclip_loss"]

