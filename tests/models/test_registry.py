@@ -7,11 +7,12 @@ import torch
 
 from videolang.errors import ConfigError
 from videolang.models import create_model, list_models, load_pretrained, save_pretrained
+from videolang.models.registry import get_model_config
 
 TINY_OVERRIDES = {
     # Shrink every config to a few-second CPU test while keeping its architecture.
     "video.hidden_size": 32, "video.num_attention_heads": 4, "video.intermediate_size": 64,
-    "video.num_hidden_layers": 1, "video.vocab_size": 128,
+    "video.num_hidden_layers": 1,
     "text.hidden_size": 32, "text.num_attention_heads": 4, "text.intermediate_size": 64,
     "text.num_hidden_layers": 1, "text.vocab_size": 128, "text_pretrained": None,
     "feature_dim": 24,
@@ -30,7 +31,8 @@ def test_registry_lists_configs():
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward(name):
     torch.manual_seed(0)
-    model = create_model(name, **TINY_OVERRIDES)
+    slim = get_model_config(name)["slim_video_vocab"]
+    model = create_model(name, **TINY_OVERRIDES, **{"video.vocab_size": 2 if slim else 128})
     feats = torch.randn(3, 4, 24)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
     ids = torch.tensor([[101, 5, 6, 102], [101, 7, 102, 0], [101, 102, 0, 0]]) % 128
@@ -63,6 +65,9 @@ def test_minilm_text_tower_loads_offline():
     ref = load_file(str(get_model_path() / "model.safetensors"))
     got = model.text_encoder.encoder.layer[5].output.dense.weight
     assert torch.equal(got, ref["encoder.layer.5.output.dense.weight"])
-    # the 2-layer video tower starts from MiniLM's first 2 layers
+    # the 2-layer video tower starts from MiniLM's first 2 layers; its 2-row word table holds
+    # MiniLM's [CLS] (101) and [SEP] (102) rows
     assert torch.equal(model.video_encoder.bert.encoder.layer[1].output.dense.weight,
                        ref["encoder.layer.1.output.dense.weight"])
+    assert torch.equal(model.video_encoder.bert.embeddings.word_embeddings.weight,
+                       ref["embeddings.word_embeddings.weight"][[101, 102]])

@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)
 
+    from videolang.cli.train import register as register_train
+
+    register_train(sub)
+
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic world (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--num-videos", type=int, default=200)

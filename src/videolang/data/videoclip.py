@@ -22,14 +22,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
 from videolang.data.datasets import item_generator
 from videolang.data.sampling import videoclip_overlapped_pair
@@ -122,7 +122,7 @@ def load_timestamped_captions(
 
 def _video_window(feats: np.ndarray, start: int, end: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``[start, end)`` of ``feats`` cut to ``max_len``, zero-padded, with a mask."""
-    rows = np.asarray(feats[start : min(end, start + max_len)], dtype=np.float32)
+    rows = np.array(feats[start : min(end, start + max_len)], dtype=np.float32)  # a copy: stores are read-only
     out = torch.zeros(max_len, feats.shape[1])
     out[: len(rows)] = torch.from_numpy(rows)
     mask = torch.zeros(max_len, dtype=torch.bool)
@@ -332,7 +332,8 @@ def retrieval_batches(
     if n < k:
         raise VideolangError(f"{n} videos cannot fill a batch of {k} videos")
     n_cand = min(candidates_factor * k, n - 1)
-    n_clusters = n_clusters or max(1, min(int(math.sqrt(n)), n // max(n_cand, 1)))
+    # About sqrt(N) cells, with >= 40 videos each (what faiss needs to train an IVF index).
+    n_clusters = n_clusters or max(1, min(int(math.sqrt(n)), n // 40))
     queries = torch.randperm(n, generator=generator)[: n // k]
     emb = embeddings.detach().float().cpu()
     use_faiss = backend == "faiss"
@@ -355,19 +356,32 @@ def retrieval_batches(
     return batches
 
 
-class RetrievalBatchSampler(Sampler[list[int]]):
+class RetrievalBatchSampler(BatchSampler):
     """Batches of video indices: random until :meth:`set_embeddings` is called, then
-    retrieval-augmented (rebuilt by the recipe every epoch). Under DDP every rank builds the
-    same batch list from the same seed and embeddings and takes every ``world``-th batch."""
+    retrieval-augmented (the recipe refreshes the embeddings every epoch).
 
-    def __init__(self, num_videos: int, videos_per_batch: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, **retrieval_options: Any):
-        if num_videos < videos_per_batch * world_size:
+    ``sampler`` only tells the number of videos and, when it is a ``DistributedSampler``
+    (Lightning injects one under DDP), this rank and the world size. Every rank builds the same
+    batch list from the same seed, epoch and embeddings, and takes every ``world``-th batch, so
+    ranks see disjoint batches of equal count.
+    """
+
+    def __init__(self, sampler: Sampler | Sized, videos_per_batch: int, drop_last: bool = True, *,
+                 seed: int = 0, **retrieval_options: Any):
+        super().__init__(sampler, videos_per_batch, drop_last=True)
+        if isinstance(sampler, DistributedSampler):
+            num_videos = len(sampler.dataset)
+            self.rank, self.world_size = sampler.rank, sampler.num_replicas
+        else:
+            num_videos = len(sampler)
+            self.rank, self.world_size = 0, 1
+        if num_videos < videos_per_batch * self.world_size:
             raise VideolangError(
-                f"{num_videos} videos are too few for {world_size} rank(s) x {videos_per_batch} videos per batch"
+                f"{num_videos} videos are too few for {self.world_size} rank(s) x "
+                f"{videos_per_batch} videos per batch"
             )
         self.num_videos, self.k = num_videos, videos_per_batch
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed = seed
         self.options = retrieval_options
         self.epoch = 0
         self.embeddings: torch.Tensor | None = None

@@ -56,6 +56,10 @@ class VideoCLIPConfig:
     text_pretrained: str | None = None
     video_from_text: bool = True
     tokenizer: str = "minilm"
+    # The video tower only ever looks up [CLS] and [SEP]: with slim_video_vocab its word table
+    # has just those 2 rows (video.vocab_size must be 2), saving vocab x hidden parameters.
+    # The original keeps the full table (the default, for checkpoint parity).
+    slim_video_vocab: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoCLIPConfig:
@@ -114,6 +118,8 @@ class VideoCLIP(nn.Module):
 
     def __init__(self, cfg: VideoCLIPConfig):
         super().__init__()
+        if cfg.slim_video_vocab and cfg.video.vocab_size != 2:
+            raise ConfigError(f"slim_video_vocab needs video.vocab_size == 2, got {cfg.video.vocab_size}")
         if cfg.video.hidden_size != cfg.text.hidden_size and cfg.projection_dim is None:
             raise ConfigError(
                 f"video hidden size {cfg.video.hidden_size} != text hidden size "
@@ -138,9 +144,14 @@ class VideoCLIP(nn.Module):
         self.text_encoder.load_state_dict(text.state_dict())
         if self.config.video_from_text:
             video_bert = BertEncoder.from_pretrained(path, num_hidden_layers=self.config.video.num_hidden_layers)
+            state = video_bert.state_dict()
+            if self.config.slim_video_vocab:
+                key = "embeddings.word_embeddings.weight"
+                state[key] = state[key][[self.config.cls_token_id, self.config.sep_token_id]]
+                video_bert.config.vocab_size = 2
             if video_bert.config != self.config.video:
                 raise ConfigError(f"{path}: its BERT config differs from model.video")
-            self.video_encoder.bert.load_state_dict(video_bert.state_dict())
+            self.video_encoder.bert.load_state_dict(state)
 
     # -- towers ---------------------------------------------------------------------------------
 
@@ -152,9 +163,8 @@ class VideoCLIP(nn.Module):
         if t > self.config.max_video_len:
             raise ValueError(f"{t} video tokens exceed max_video_len={self.config.max_video_len}")
         bert = self.video_encoder.bert
-        words = bert.embeddings.word_embeddings(
-            torch.tensor([self.config.cls_token_id, self.config.sep_token_id], device=feats.device)
-        )
+        special = [0, 1] if self.config.slim_video_vocab else [self.config.cls_token_id, self.config.sep_token_id]
+        words = bert.embeddings.word_embeddings(torch.tensor(special, device=feats.device))
         tokens = self.video_encoder.videomlp(feats)
         embeds = torch.cat([words[0].expand(b, 1, -1), tokens, words[1].expand(b, 1, -1)], dim=1)
         ones = torch.ones(b, 1, dtype=torch.bool, device=feats.device)
@@ -173,6 +183,9 @@ class VideoCLIP(nn.Module):
         """Pooled text embeddings ``(B, H)`` from ``[CLS] w.. [SEP] [PAD]..`` ids."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
+        # Drop all-padding columns: masked keys change nothing, and short batches run faster.
+        length = int(attention_mask.sum(1).max().clamp(min=1))
+        input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         hidden = self.text_encoder(input_ids, attention_mask=attention_mask.bool())
         pooled = masked_mean_excluding_cls(hidden, attention_mask.bool())
         return self.text_proj(pooled) if self.text_proj is not None else pooled

@@ -1,0 +1,566 @@
+"""Run configuration: YAML files with ``includes``, command-line overrides, typed validation.
+
+A run is described by one YAML file (plus the files it ``includes``) and any number of
+``key.sub=value`` overrides. The merged mapping is validated against typed dataclasses:
+:class:`RunConfig` at the top, with the recipe's own dataclasses for the ``model`` and ``data``
+sections. Every error names the key and the file (or the command-line override) it came from::
+
+    configs/videoclip/pretrain.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)
+    command line 'trainer.max_epochs=three': key 'trainer.max_epochs' expects int or null, got 'three' (str)
+
+Loading order: parents named in ``includes`` (paths relative to the including file, merged in
+order), then the file itself (child wins), then the overrides. Mappings merge key by key; any
+other value (lists included) is replaced. The resolved configuration (:func:`dump_config`) is
+what the run folder's ``config.yaml`` holds; loading that file reproduces the run.
+
+Floats: YAML 1.1 reads ``1e-4`` as a string; this loader reads it as a float, as YAML 1.2 does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from videolang.errors import ConfigError
+
+__all__ = [
+    "OptimConfig",
+    "RunConfig",
+    "RunFolderConfig",
+    "TrainerConfig",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "load_config_dict",
+    "parse_override",
+    "validate_config",
+]
+
+Schedule = Literal["linear", "cosine", "constant", "polynomial"]
+Precision = Literal[
+    16, 32, 64, "16", "32", "64", "16-mixed", "bf16-mixed", "32-true", "16-true", "bf16-true", "64-true",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, decay groups and the learning-rate schedule (``optim`` section).
+
+    ``warmup_ratio`` (a fraction of the total optimizer steps) and ``warmup_steps`` are
+    exclusive; neither means no warm-up. After warm-up the schedule goes from the peak ``lr``
+    to ``lr * end_lr_ratio`` at the last step (``constant`` stays at the peak).
+    ``lr_multipliers`` scales the learning rate of every parameter whose name starts with a
+    prefix (``{"model.video_encoder": 0.1}``; the longest matching prefix wins).
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_ratio: float | None = None
+    warmup_steps: int | None = None
+    schedule: Schedule = "linear"
+    power: float = 1.0
+    end_lr_ratio: float = 0.0
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.warmup_ratio is not None and self.warmup_steps is not None:
+            raise ValueError("'warmup_ratio' and 'warmup_steps' are exclusive: set one of them")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"'warmup_ratio' must lie in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"'warmup_steps' must be >= 0, got {self.warmup_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"'lr' must be > 0, got {self.lr}")
+        if not 0.0 <= self.end_lr_ratio <= 1.0:
+            raise ValueError(f"'end_lr_ratio' must lie in [0, 1], got {self.end_lr_ratio}")
+        if self.power <= 0:
+            raise ValueError(f"'power' must be > 0, got {self.power}")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning ``Trainer`` arguments (``trainer`` section), plus checkpointing and progress.
+
+    ``None`` for a ``limit_*_batches`` / ``val_check_interval`` key means Lightning's default.
+    ``monitor`` names a logged validation metric (``val/R1``): the best checkpoint by it is kept
+    and exported; without it only ``last.ckpt`` is kept and the last weights are exported.
+    """
+
+    max_epochs: int | None = 10
+    max_steps: int = -1
+    precision: Precision = "32-true"
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    log_every_n_steps: int = 50
+    val_check_interval: int | float | None = None
+    check_val_every_n_epoch: int | None = 1
+    deterministic: bool | Literal["warn"] = False
+    benchmark: bool | None = None
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    limit_test_batches: int | float | None = None
+    limit_predict_batches: int | float | None = None
+    num_sanity_val_steps: int = 2
+    enable_progress_bar: bool = True
+    progress_bar: Literal["auto", "tqdm", "rich"] = "auto"
+    monitor: str | None = None
+    monitor_mode: Literal["min", "max"] = "min"
+    save_top_k: int = 1
+    checkpoint_every_n_steps: int | None = None
+    early_stopping_patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.accumulate_grad_batches < 1:
+            raise ValueError(f"'accumulate_grad_batches' must be >= 1, got {self.accumulate_grad_batches}")
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"'log_every_n_steps' must be >= 1, got {self.log_every_n_steps}")
+        if self.early_stopping_patience is not None and self.monitor is None:
+            raise ValueError("'early_stopping_patience' needs 'monitor' (the metric to watch)")
+
+
+@dataclass
+class RunFolderConfig:
+    """Where the run folder goes (``run`` section): ``<root>/<name>/<version>/``.
+
+    ``version`` ``None`` picks the next free ``version_N``; an int ``N`` means ``version_N``;
+    a string is used as the folder name. ``export``: write ``export/`` (safetensors +
+    config.json) at the end of fit. ``plots``: write PNG plots of the losses and metrics.
+    """
+
+    root: str = "runs"
+    version: int | str | None = None
+    export: bool = True
+    plots: bool = True
+
+
+@dataclass
+class RunConfig:
+    """One run: the recipe, its ``model`` / ``data`` sections and the engine's sections.
+
+    ``model`` and ``data`` hold the recipe's own dataclasses (see
+    :func:`videolang.engine.register_recipe`). ``name`` defaults to the recipe name.
+    """
+
+    recipe: str
+    name: str = ""
+    seed: int = 0
+    model: Any = None
+    data: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunFolderConfig = field(default_factory=RunFolderConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: a loader that reads 1e-4 as a float
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 floats (``1e-4``, ``5E+3``) instead of strings."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes tuples as lists."""
+
+
+_Dumper.add_representer(tuple, lambda dumper, data: dumper.represent_list(list(data)))
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}{line}: invalid YAML ({problem})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# files, includes and overrides
+
+Origins = dict[str, str]  # dotted key -> where it was set ("configs/a.yaml", "command line 'k=v'")
+
+
+def _merge(base: dict, update: Mapping, origins: Origins, where: str, prefix: str = "") -> None:
+    """Deep-merge ``update`` into ``base`` in place, recording where each key came from."""
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        origins[dotted] = where
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origins, where, f"{dotted}.")
+        else:
+            base[key] = _copy(value)
+            if isinstance(value, Mapping):
+                _record_origins(value, origins, where, f"{dotted}.")
+
+
+def _record_origins(mapping: Mapping, origins: Origins, where: str, prefix: str) -> None:
+    for key, value in mapping.items():
+        origins[f"{prefix}{key}"] = where
+        if isinstance(value, Mapping):
+            _record_origins(value, origins, where, f"{prefix}{key}.")
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _read_file(path: Path, origins: Origins, stack: tuple[Path, ...] = ()) -> dict:
+    """Read one YAML file and, first, the parents its ``includes`` names."""
+    where = os.fspath(path)
+    if path in stack:
+        chain = " -> ".join(os.fspath(p) for p in (*stack, path))
+        raise ConfigError(f"{where}: includes form a cycle ({chain})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        parent = f" (included from {os.fspath(stack[-1])})" if stack else ""
+        raise ConfigError(f"{where}: config file not found{parent}") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read config file ({exc.strerror})") from None
+    data = _parse_yaml(text, where)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a config file must be a mapping of keys, got {type(data).__name__}")
+    includes = data.pop("includes", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(p, str) for p in includes):
+        raise ConfigError(f"{where}: 'includes' must be a list of file paths, got {includes!r}")
+    merged: dict = {}
+    for rel in includes:
+        parent_path = (path.parent / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+        _merge(merged, _read_file(parent_path, origins, (*stack, path)), origins, os.fspath(parent_path))
+    _merge(merged, data, origins, where)
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``'optim.lr=1e-4'`` into ``('optim.lr', 1e-4)``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[\w-]+)*", key):
+        raise ConfigError(f"command line {text!r}: an override is key.sub=value (e.g. optim.lr=1e-4)")
+    value = _parse_yaml(raw, f"command line {text!r}") if raw.strip() else ""
+    return key, value
+
+
+def _apply_override(data: dict, origins: Origins, text: str) -> None:
+    key, value = parse_override(text)
+    where = f"command line {text!r}"
+    *parents, last = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            dotted = ".".join(parents[: i + 1])
+            raise ConfigError(f"{where}: '{dotted}' is a value ({child!r}), not a section")
+        node = child
+    _merge(node, {last: value}, origins, where, f"{'.'.join(parents)}." if parents else "")
+
+
+def load_config_dict(
+    source: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = ()
+) -> tuple[dict, Origins, str]:
+    """Merged (not yet validated) mapping: includes, then the file, then the overrides.
+
+    Returns ``(mapping, origins, source_name)``; ``origins`` maps each dotted key to where
+    it was set. A mapping ``source`` is taken as is (its keys are reported as ``<dict>``).
+    """
+    origins: Origins = {}
+    if isinstance(source, Mapping):
+        where = "<dict>"
+        data: dict = {}
+        _merge(data, source, origins, where)
+        data.pop("includes", None)
+    else:
+        where = os.fspath(source)
+        data = _read_file(Path(source), origins)
+    for text in overrides:
+        _apply_override(data, origins, text)
+    return data, origins, where
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+@dataclass
+class _Context:
+    origins: Origins
+    source: str
+    candidates: list[str]
+
+    def where(self, key: str) -> str:
+        """The file (or override) that set ``key``, or its closest parent section."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            origin = self.origins.get(".".join(parts[:n]))
+            if origin is not None:
+                return origin
+        return self.source
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, dict):
+        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(tp))
+        return f"{origin.__name__}[{args}]" if args else origin.__name__
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    """A value does not fit a type (internal: turned into a ConfigError naming the key)."""
+
+    def __init__(self, key: str, tp: Any, value: Any):
+        self.key, self.tp, self.value = key, tp, value
+
+
+def _convert(value: Any, tp: Any, key: str, ctx: _Context) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (list -> tuple, ...)."""
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if value is None:  # an empty section (`model:` with every key commented out)
+            value = {}
+        if not isinstance(value, Mapping):
+            raise _Mismatch(key, tp, value)
+        return _build(tp, value, key, ctx)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return _convert_union(value, args, tp, key, ctx)
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise _Mismatch(key, tp, value)
+    if origin in (list, tuple):
+        return _convert_sequence(value, origin, args, tp, key, ctx)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _Mismatch(key, tp, value)
+        key_tp, value_tp = args or (Any, Any)
+        return {
+            _convert(k, key_tp, f"{key}.{k}", ctx): _convert(v, value_tp, f"{key}.{k}", ctx)
+            for k, v in value.items()
+        }
+    return _convert_scalar(value, tp, key)
+
+
+def _convert_union(value: Any, args: tuple, tp: Any, key: str, ctx: _Context) -> Any:
+    if value is None:
+        if type(None) in args:
+            return None
+        raise _Mismatch(key, tp, value)
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, key, ctx)
+        except _Mismatch:
+            continue
+    raise _Mismatch(key, tp, value)
+
+
+def _convert_sequence(value: Any, origin: type, args: tuple, tp: Any, key: str, ctx: _Context) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise _Mismatch(key, tp, value)
+    if origin is list:
+        item_tp = args[0] if args else Any
+        return [_convert(v, item_tp, f"{key}[{i}]", ctx) for i, v in enumerate(value)]
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(v, args[0], f"{key}[{i}]", ctx) for i, v in enumerate(value))
+    if args and len(args) != len(value):
+        raise _Mismatch(key, tp, value)
+    item_tps = args or (Any,) * len(value)
+    return tuple(_convert(v, t, f"{key}[{i}]", ctx) for i, (v, t) in enumerate(zip(value, item_tps, strict=True)))
+
+
+def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif tp is type(None):
+        ok = value is None
+    elif isinstance(tp, type):
+        ok = isinstance(value, tp)
+    else:  # an annotation this validator does not know: accept the value as is
+        ok = True
+    if not ok:
+        raise _Mismatch(key, tp, value)
+    return value
+
+
+def _field_types(cls: type, field_overrides: Mapping[str, type] | None = None) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError as exc:
+        raise ConfigError(f"cannot read the field types of {cls.__qualname__} ({exc}): define config "
+                          "dataclasses, and the types they use, at module level") from None
+    types_ = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+    types_.update(field_overrides or {})
+    return types_
+
+
+def _unknown_key(key: str, ctx: _Context) -> ConfigError:
+    close = difflib.get_close_matches(key, ctx.candidates, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"{ctx.where(key)}: unknown key '{key}'{hint}")
+
+
+def _build(
+    cls: type, data: Mapping, prefix: str, ctx: _Context, field_overrides: Mapping[str, type] | None = None
+) -> Any:
+    """Instantiate the dataclass ``cls`` from ``data``, checking every key and type."""
+    fields = _field_types(cls, field_overrides)
+    dotted = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
+    for name in data:
+        if name not in fields:
+            raise _unknown_key(dotted(str(name)), ctx)
+    kwargs = {}
+    for name, tp in fields.items():
+        if name in data:
+            try:
+                kwargs[name] = _convert(data[name], tp, dotted(name), ctx)
+            except _Mismatch as exc:
+                raise ConfigError(
+                    f"{ctx.where(exc.key)}: key '{exc.key}' expects {_type_name(exc.tp)}, "
+                    f"got {exc.value!r} ({type(exc.value).__name__})"
+                ) from None
+        elif dataclasses.is_dataclass(tp):  # an absent section: its defaults
+            kwargs[name] = _build(tp, {}, dotted(name), ctx)
+    missing = [n for n in fields if n not in kwargs and _is_required(cls, n)]
+    if missing:
+        raise ConfigError(f"{ctx.where(prefix)}: missing required key '{dotted(missing[0])}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        section = f"'{prefix}'" if prefix else "the config"
+        raise ConfigError(f"{ctx.where(prefix)}: invalid {section}: {exc}") from None
+
+
+def _is_required(cls: type, name: str) -> bool:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _all_keys(cls: type, prefix: str = "", field_overrides: Mapping[str, type] | None = None) -> list[str]:
+    """Every valid dotted key of the schema (for 'did you mean' suggestions)."""
+    keys = []
+    for name, tp in _field_types(cls, field_overrides).items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_all_keys(tp, f"{dotted}."))
+    return keys
+
+
+def validate_config(data: Mapping, schema: Mapping[str, type], origins: Origins, source: str) -> RunConfig:
+    """Build a :class:`RunConfig` from a merged mapping; ``schema`` maps sections to classes."""
+    ctx = _Context(origins, source, _all_keys(RunConfig, field_overrides=schema))
+    return _build(RunConfig, data, "", ctx, field_overrides=schema)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def load_config(
+    source: str | os.PathLike | Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    seed: int | None = None,
+) -> RunConfig:
+    """Load, merge and validate a run configuration.
+
+    ``source`` is a YAML path or a mapping; ``overrides`` are ``key.sub=value`` strings
+    (values parsed as YAML); ``seed`` replaces the ``seed`` key. The recipe named by the
+    ``recipe`` key supplies the ``model`` / ``data`` dataclasses (imported on demand).
+    Raises :class:`~videolang.errors.ConfigError` naming the key and the file.
+    """
+    from videolang.engine.registry import get_recipe
+
+    data, origins, where = load_config_dict(source, overrides)
+    if seed is not None:
+        data["seed"] = seed
+        origins["seed"] = f"command line '--seed {seed}'"
+    recipe_name = data.get("recipe")
+    if not isinstance(recipe_name, str) or not recipe_name:
+        raise ConfigError(f"{origins.get('recipe', where)}: key 'recipe' must name a recipe "
+                          f"(e.g. recipe: videoclip.pretrain), got {recipe_name!r}")
+    try:
+        recipe = get_recipe(recipe_name)
+    except ConfigError as exc:
+        raise ConfigError(f"{origins.get('recipe', where)}: {exc}") from None
+    cfg = validate_config(data, recipe.schema(), origins, where)
+    if not cfg.name:
+        cfg.name = recipe_name.rpartition(":")[2]
+    return cfg
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The configuration as plain YAML-able data (tuples become lists)."""
+    return _copy(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved configuration as YAML text (what ``config.yaml`` in a run folder holds)."""
+    header = "# resolved videolang config: `videolang fit --config <this file>` reproduces the run\n"
+    return header + yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,212 @@
+"""Recipes: one LightningModule + one LightningDataModule per method and objective, by name.
+
+A recipe is registered under a name ``"<method>.<objective>"`` (``"videoclip.pretrain"``)
+together with the dataclasses of its ``model`` and ``data`` config sections::
+
+    @dataclass
+    class PretrainModel:
+        name: str = "videoclip-tiny"
+
+    class VideoCLIPPretrain(RecipeModule):
+        def __init__(self, cfg: RunConfig):
+            super().__init__(cfg)
+            self.model = create_model(cfg.model.name)
+        def training_step(self, batch, batch_idx): ...
+
+    register_recipe("videoclip.pretrain", VideoCLIPPretrain, VideoCLIPData, PretrainModel, VideoData)
+
+Recipes are imported on demand: ``get_recipe("videoclip.pretrain")`` imports
+``videolang.recipes.videoclip`` (the part before the first dot), which registers its recipes.
+A recipe outside the package is named ``"some.module:name"``: ``some.module`` is imported first.
+
+Contract. The LightningModule subclasses :class:`RecipeModule`, takes ``(cfg: RunConfig)``,
+builds its model in ``__init__`` and logs with ``self.log``: training values as ``train/...``
+(the loss it returns is plotted), validation metrics as ``val/...``, test metrics as
+``test/...``. The optimizer and schedule come from ``cfg.optim``
+(:meth:`RecipeModule.configure_optimizers`). ``export_pretrained(out_dir)`` writes the weights
+the run exports (``model.safetensors`` + ``config.json``); override it to export in a model
+library's own format. The DataModule takes ``(cfg: RunConfig)`` and provides the standard
+``setup`` / ``*_dataloader`` methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from videolang.engine.config import (
+    OptimConfig,
+    RunConfig,
+    RunFolderConfig,
+    TrainerConfig,
+    config_to_dict,
+)
+from videolang.engine.optim import build_optimizer, build_scheduler
+from videolang.errors import ConfigError, VideolangError
+
+__all__ = ["Recipe", "RecipeModule", "get_recipe", "list_recipes", "recipe", "register_recipe"]
+
+RECIPE_PACKAGE = "videolang.recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered recipe: its classes and the dataclasses of its config sections."""
+
+    name: str
+    module_cls: type[L.LightningModule]
+    datamodule_cls: type[L.LightningDataModule]
+    model_config_cls: type
+    data_config_cls: type
+    section_classes: Mapping[str, type] = field(default_factory=dict)
+
+    def schema(self) -> dict[str, type]:
+        """Section name -> dataclass, for :func:`videolang.engine.config.validate_config`."""
+        return {"model": self.model_config_cls, "data": self.data_config_cls, **self.section_classes}
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def _check_dataclass(cls: type, what: str, name: str) -> None:
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise VideolangError(f"recipe {name!r}: {what} must be a dataclass, got {cls!r}")
+
+
+def register_recipe(
+    name: str,
+    module_cls: type[L.LightningModule],
+    datamodule_cls: type[L.LightningDataModule],
+    model_config_cls: type,
+    data_config_cls: type,
+    *,
+    optim_config_cls: type[OptimConfig] = OptimConfig,
+    trainer_config_cls: type[TrainerConfig] = TrainerConfig,
+    run_config_cls: type[RunFolderConfig] = RunFolderConfig,
+) -> Recipe:
+    """Register a recipe under ``name``; returns the :class:`Recipe`.
+
+    ``optim_config_cls`` / ``trainer_config_cls`` / ``run_config_cls`` may be subclasses of
+    the engine's sections that add keys the recipe reads.
+    """
+    _check_dataclass(model_config_cls, "the model config", name)
+    _check_dataclass(data_config_cls, "the data config", name)
+    sections = {}
+    for key, cls, base in (("optim", optim_config_cls, OptimConfig), ("trainer", trainer_config_cls, TrainerConfig),
+                           ("run", run_config_cls, RunFolderConfig)):
+        if not (isinstance(cls, type) and issubclass(cls, base) and dataclasses.is_dataclass(cls)):
+            raise VideolangError(f"recipe {name!r}: the {key} config must be a dataclass subclassing {base.__name__}")
+        if cls is not base:
+            sections[key] = cls
+    entry = Recipe(name, module_cls, datamodule_cls, model_config_cls, data_config_cls, sections)
+    previous = _RECIPES.get(name)
+    if previous is not None and previous.module_cls.__qualname__ != module_cls.__qualname__:
+        raise VideolangError(f"recipe {name!r} is already registered by {previous.module_cls.__qualname__}")
+    _RECIPES[name] = entry
+    return entry
+
+
+def recipe(
+    name: str, *, datamodule: type[L.LightningDataModule], model_config: type, data_config: type, **sections: type
+) -> Callable[[type[L.LightningModule]], type[L.LightningModule]]:
+    """Class decorator form of :func:`register_recipe` for the LightningModule."""
+
+    def decorate(module_cls: type[L.LightningModule]) -> type[L.LightningModule]:
+        register_recipe(name, module_cls, datamodule, model_config, data_config, **sections)
+        return module_cls
+
+    return decorate
+
+
+def _import_recipe_module(module_name: str, recipe_name: str) -> None:
+    try:
+        importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only "that module does not exist" means an unknown recipe; a missing import *inside*
+        # the recipe module is a real error and propagates.
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        known = ", ".join(list_recipes()) or "none"
+        raise ConfigError(f"unknown recipe {recipe_name!r}: no module {module_name} (known recipes: {known})") from None
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``, importing its module first if needed.
+
+    ``"videoclip.pretrain"`` imports ``videolang.recipes.videoclip``;
+    ``"my.module:toy.regress"`` imports ``my.module`` and looks up ``"toy.regress"``.
+    """
+    module_name, sep, short = name.rpartition(":")
+    key = short if sep else name
+    if key not in _RECIPES:
+        if sep:
+            _import_recipe_module(module_name, name)
+        else:
+            _import_recipe_module(f"{RECIPE_PACKAGE}.{key.split('.', 1)[0]}", name)
+    if key not in _RECIPES:
+        close = ", ".join(sorted(_RECIPES)) or "none"
+        raise ConfigError(f"unknown recipe {name!r} (known recipes: {close})")
+    return _RECIPES[key]
+
+
+def list_recipes() -> list[str]:
+    """Names of every recipe: those of ``videolang.recipes.*`` and any registered already."""
+    try:
+        package = importlib.import_module(RECIPE_PACKAGE)
+    except ModuleNotFoundError:
+        package = None
+    if package is not None:
+        import pkgutil
+
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{RECIPE_PACKAGE}.{info.name}")
+    return sorted(_RECIPES)
+
+
+def recipe_key(name: str) -> str:
+    """The registry key of a recipe name (``"mod:toy.regress"`` -> ``"toy.regress"``)."""
+    return name.rpartition(":")[2]
+
+
+class RecipeModule(L.LightningModule):
+    """Base LightningModule of every recipe: keeps the config, builds optimizer + schedule.
+
+    ``configure_optimizers`` returns AdamW over the decay / no-decay groups of the whole
+    module (:func:`~videolang.engine.optim.build_param_groups`, so ``optim.lr_multipliers``
+    prefixes are module attribute paths such as ``model.video_encoder``) and a ``LambdaLR``
+    stepped every optimizer step over ``trainer.estimated_stepping_batches`` steps.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self, self.cfg.optim)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the resolved config in every checkpoint (``checkpoint["videolang_config"]``)."""
+        checkpoint["videolang_config"] = config_to_dict(self.cfg)
+
+    def export_pretrained(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` (this module's state dict) and ``config.json``.
+
+        ``config.json`` holds the recipe name and the ``model`` section. Recipes whose model
+        comes from the model library override this to write that library's format.
+        """
+        from videolang.engine.run import write_pretrained
+
+        config = {"recipe": self.cfg.recipe, "model": config_to_dict(self.cfg).get("model")}
+        return write_pretrained(self.state_dict(), config, out_dir)

@@ -1,0 +1,82 @@
+"""Exact resume: 3 epochs == 1 epoch, stop, resume for 2 more (weights and logged metrics)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from tests.engine.toy_recipe import toy_config
+
+import videolang.engine.run as run_module
+from videolang.engine import fit
+
+
+class StopAfterFirstEpoch(Callback):
+    """Simulates an interrupted job: training stops after epoch 0 (its checkpoint is written)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def assert_same_history(a: dict, b: dict) -> None:
+    for split in ("train", "val"):
+        assert len(a[split]) == len(b[split])
+        for x, y in zip(a[split], b[split], strict=True):
+            assert x.keys() == y.keys()
+            for key in x:
+                assert x[key] == pytest.approx(y[key], rel=0, abs=1e-6), (split, key)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    cfg = toy_config(root, max_epochs=3)
+    straight = fit(cfg)
+    interrupted = fit(cfg, callbacks=[StopAfterFirstEpoch()])
+    return cfg, straight, interrupted
+
+
+def test_resume_continues_exactly(runs):
+    cfg, straight, interrupted = runs
+    assert [e["epoch"] for e in interrupted.metrics["history"]["val"]] == [0]
+    resumed = fit(cfg, resume=interrupted.run_dir / "checkpoints" / "last.ckpt")
+    assert resumed.run_dir != interrupted.run_dir  # a resumed run is a new version folder
+    assert max_difference(weights(straight.run_dir), weights(resumed.run_dir)) <= 1e-6
+    assert_same_history(straight.metrics["history"], resumed.metrics["history"])
+    assert resumed.metrics["best"] == pytest.approx(straight.metrics["best"])
+    assert resumed.metrics["resumed_from"].endswith("last.ckpt")
+    # what Lightning logged after the resume matches too (CSV of the resumed folder = epochs 1-2)
+    assert (resumed.run_dir / "metrics.csv").is_file()
+
+
+def test_resume_last_finds_the_newest_checkpoint(runs):
+    cfg, straight, _ = runs
+    newest = max(straight.run_dir.parent.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    resumed = fit(cfg, ["trainer.max_epochs=4"], resume="last")
+    assert resumed.metrics["resumed_from"] == str(newest)
+    assert [e["epoch"] for e in resumed.metrics["history"]["val"]] == [0, 1, 2, 3]
+
+
+def test_without_rng_restore_resume_would_differ(runs, monkeypatch):
+    """The control experiment: Lightning alone does not restore RNG states (dropout, shuffling)."""
+    cfg, straight, interrupted = runs
+    monkeypatch.setattr(run_module.RngStateCallback, "load_state_dict", lambda self, state: None)
+    resumed = fit(cfg, resume=interrupted.run_dir / "checkpoints" / "last.ckpt")
+    assert max_difference(weights(straight.run_dir), weights(resumed.run_dir)) > 1e-4
+
+
+def test_resume_auto_starts_fresh_when_there_is_nothing_to_continue(tmp_path):
+    cfg = toy_config(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    first = fit(cfg, resume="auto")
+    assert first.metrics["resumed_from"] is None
+    second = fit(cfg, ["trainer.max_epochs=2"], resume="auto")
+    assert second.metrics["resumed_from"] == str(first.run_dir / "checkpoints" / "last.ckpt")

@@ -1,0 +1,110 @@
+"""2D CNN and pooled-pixels backbones, the registry, and ``video_to_features``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from videolang.data.features import pooled_pixels
+from videolang.errors import ConfigError
+from videolang.models.backbones import (
+    VideoBackbone,
+    create_backbone,
+    list_backbones,
+    per_second_bounds,
+    video_to_features,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP stalls (seconds per
+    forward measured) when other processes keep the CPU cores busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _video(t: int, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8, generator=g)
+
+
+def test_registry_lists_and_refuses_unknown():
+    assert {"s3dg", "cnn2d-tiny", "cnn2d-small", "pooled-pixels"} <= set(list_backbones())
+    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet'.*cnn2d-tiny"):
+        create_backbone("resnet")
+    with pytest.raises(ConfigError, match="bad options"):
+        create_backbone("pooled-pixels", nope=1)
+    with pytest.raises(ConfigError, match="no weights to load"):
+        create_backbone("pooled-pixels", weights="x.pth")
+
+
+@pytest.mark.parametrize("name", ["cnn2d-tiny", "cnn2d-small"])
+def test_cnn2d_shapes_and_seeded_init(name):
+    bb = create_backbone(name, seed=3)
+    assert isinstance(bb, VideoBackbone) and not bb.training
+    assert bb.fps is None and bb.frames_per_feature is None  # one row per source second
+    frames = _video(25, 48, 80)
+    feats = video_to_features(bb, frames, fps=10.0)
+    assert feats.shape == (3, bb.feature_dim) and feats.dtype == np.float32  # ceil(2.5 s)
+    assert np.array_equal(feats, video_to_features(create_backbone(name, seed=3), frames, 10.0))
+    assert not np.allclose(feats, video_to_features(create_backbone(name, seed=4), frames, 10.0))
+
+
+def test_cnn2d_rows_are_means_of_the_frames_of_each_second():
+    bb = create_backbone("cnn2d-tiny")
+    frames = _video(23)
+    feats = video_to_features(bb, frames, fps=10.0, batch_size=7)
+    with torch.inference_mode():
+        per_frame = bb(bb.transform(frames)).numpy()
+    for j, (a, b) in enumerate([(0, 10), (10, 20), (20, 23)]):
+        np.testing.assert_allclose(feats[j], per_frame[a:b].mean(0), rtol=1e-5, atol=1e-5)
+    unit = video_to_features(bb, frames, fps=10.0, l2_normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+
+
+def test_cnn2d_eval_forward_equals_the_unfused_modules():
+    bb = create_backbone("cnn2d-tiny")
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in bb.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.rand(6, 3, 64, 64)
+    with torch.inference_mode():
+        fused = bb(x)
+        plain = torch.nn.functional.adaptive_avg_pool2d(bb.stages((x - 0.5) / 0.25), 2).flatten(1)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", ["safetensors", "pt"])
+def test_cnn2d_weights_load_by_path(tmp_path, suffix):
+    src = create_backbone("cnn2d-tiny", seed=7)
+    path = tmp_path / f"w.{suffix}"
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    if suffix == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)  # the wrapper is unwrapped
+    bb = create_backbone("cnn2d-tiny", weights=path, seed=0)
+    frames = _video(10)
+    assert np.array_equal(video_to_features(bb, frames, 10.0), video_to_features(src, frames, 10.0))
+    state.pop("stages.0.weight")
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ConfigError, match=r"missing keys: stages\.0\.weight"):
+        create_backbone("cnn2d-tiny", weights=tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize(("t", "fps"), [(40, 10.0), (90, 30.0), (47, 29.97), (1, 10.0)])
+def test_pooled_pixels_backbone_equals_pooled_pixels(t, fps):
+    frames = _video(t, 32, 48)
+    bb = create_backbone("pooled-pixels", grid=2)
+    got = video_to_features(bb, frames, fps)
+    np.testing.assert_allclose(got, pooled_pixels(frames, fps, grid=2), rtol=0, atol=1e-6)
+    assert len(got) == len(per_second_bounds(t, fps)) - 1 == int(np.ceil(t / fps))
