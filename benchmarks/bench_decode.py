@@ -55,7 +55,7 @@ PLAIN_CONVERT = False
 def to_rgb(frame) -> np.ndarray:
     if PLAIN_CONVERT:
         return frame.to_ndarray(format="rgb24")
-    return _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
+    return _REFORMATTER.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def full_decode(path: Path, indices: np.ndarray) -> np.ndarray:

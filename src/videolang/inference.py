@@ -131,7 +131,8 @@ def _backbone_from_info(info: dict[str, Any]):
     path = weights.get("path") if isinstance(weights, dict) else None
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"pipeline.json: the feature backbone's weights {path} are not on this machine")
-    options = dict(info.get("options") or {})
+    # extraction.json records the backbone's options beside its description
+    options = {k: info[k] for k in ("grid", "rows_per_second", "output") if k in info}
     return create_backbone(info["backbone"], weights=path, seed=int(info.get("seed", 0)), **options)
 
 

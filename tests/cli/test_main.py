@@ -49,10 +49,11 @@ def test_pack_extract_and_probe(small_videos, tmp_path, capsys):
     assert str(lmdb) in capsys.readouterr().err
     feats = tmp_path / "feats"
     assert main(["extract-features", "--videos", str(lmdb), "--out", str(feats), "--quiet",
-                 "--dtype", "float32"]) == 0
+                 "--dtype", "float32", "--backbone", "pooled-pixels"]) == 0
     assert "2 written" in capsys.readouterr().out
     # a second run resumes: nothing new to write
-    assert main(["extract-features", "--videos", str(lmdb), "--out", str(feats), "--quiet"]) == 0
+    assert main(["extract-features", "--videos", str(lmdb), "--out", str(feats), "--quiet",
+                 "--backbone", "pooled-pixels"]) == 0
     assert "0 written, 2 already in the store" in capsys.readouterr().out
     from videolang.data.stores import FeatureStore
 
@@ -67,7 +68,7 @@ def test_pack_extract_and_probe(small_videos, tmp_path, capsys):
 def test_unknown_backbone_and_bad_annotation_line(small_videos, tmp_path, capsys):
     assert main(["extract-features", "--videos", str(small_videos), "--backbone", "s3d",
                  "--out", str(tmp_path / "f")]) == 2
-    assert "--backbone 's3d'" in capsys.readouterr().err
+    assert "unknown backbone 's3d'" in capsys.readouterr().err
     ann = tmp_path / "ann.jsonl"
     ann.write_text('{"id": "a", "path": "gop7.mp4"}\n{"id": broken}\n')
     assert main(["data", "shards", str(small_videos), str(tmp_path / "s"), "--annotations", str(ann)]) == 2

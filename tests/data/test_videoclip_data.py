@@ -113,15 +113,19 @@ def test_kmeans_separates_blobs():
 
 
 def test_batch_sampler_random_then_retrieval_and_rank_split():
-    s = RetrievalBatchSampler(120, 8, seed=0)
+    from torch.utils.data import DistributedSampler
+
+    s = RetrievalBatchSampler(range(120), 8, seed=0)
     first = list(s)
     assert len(first) == len(s) == 15 and sorted(i for b in first for i in b) == list(range(120))
     s.set_embeddings(blobs())
     assert all(len({i // 40 for i in b}) == 1 for b in s)
-    ranks = [RetrievalBatchSampler(120, 8, seed=0, rank=r, world_size=2) for r in range(2)]
+    # Under DDP Lightning injects a DistributedSampler: rank and world size come from it.
+    ranks = [RetrievalBatchSampler(DistributedSampler(range(120), num_replicas=2, rank=r), 8, seed=0)
+             for r in range(2)]
     for r in ranks:
         r.set_embeddings(blobs())
     b0, b1 = list(ranks[0]), list(ranks[1])
     assert len(b0) == len(b1) == len(ranks[0]) == 7 and not {tuple(x) for x in b0} & {tuple(x) for x in b1}
     with pytest.raises(VideolangError, match="too few"):
-        RetrievalBatchSampler(10, 8, world_size=2)
+        RetrievalBatchSampler(DistributedSampler(range(10), num_replicas=2, rank=0), 8)

@@ -80,3 +80,13 @@ def test_resume_auto_starts_fresh_when_there_is_nothing_to_continue(tmp_path):
     assert first.metrics["resumed_from"] is None
     second = fit(cfg, ["trainer.max_epochs=2"], resume="auto")
     assert second.metrics["resumed_from"] == str(first.run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path):
+    """Lightning 2.6 alone leaves last.ckpt at the last *improving* epoch; ours is always
+    the newest state, so resuming from it never repeats an epoch."""
+    cfg = toy_config(tmp_path, max_epochs=3, monitor="val/loss", monitor_mode="max", save_top_k=1)
+    result = fit(cfg)
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2
+    assert last["global_step"] == max(e["step"] for e in result.metrics["history"]["val"])

@@ -90,40 +90,24 @@ def _cmd_shards(args: argparse.Namespace) -> int:
     return 0
 
 
-def _video_sources(spec: str):
-    """(id, source) pairs from a folder of videos or an LMDB store."""
-    path = Path(spec)
-    if (path / "data.mdb").exists():
-        from videolang.data.stores import LmdbVideoStore
-
-        store = LmdbVideoStore(path)
-        keys = store.keys()
-        return len(keys), ((k, store[k]) for k in keys)
-    if path.is_dir():
-        exts = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in exts)
-        return len(files), ((p.relative_to(path).with_suffix("").as_posix(), p) for p in files)
-    raise VideolangError(f"--videos {spec}: not a folder of videos or an LMDB store")
-
-
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from videolang.data.features import extract_pooled_pixel_features
-    from videolang.data.stores import FeatureStoreWriter
+    from videolang.data.features import run_extraction
 
-    if args.backbone != "pooled-pixels":
-        raise VideolangError(f"--backbone {args.backbone!r}: available backbones: pooled-pixels")
-    total, sources = _video_sources(args.videos)
-    resume = Path(args.out).exists() and not args.overwrite
-    dtype = args.dtype
-    if dtype is None:  # keep a resumed store's dtype
-        from videolang.data.stores import FeatureStore
-
-        dtype = str(FeatureStore(args.out).dtype) if resume else "float16"
-    with FeatureStoreWriter(args.out, dtype=dtype, overwrite=args.overwrite, resume=resume) as writer:
-        report = extract_pooled_pixel_features(sources, writer, grid=args.grid, progress=not args.quiet,
-                                               total=total)
+    options: dict = {}
+    if args.grid is not None:
+        if args.backbone != "pooled-pixels":
+            raise VideolangError("--grid applies to --backbone pooled-pixels only")
+        options["grid"] = args.grid
+    if args.rows_per_second is not None:
+        options["rows_per_second"] = args.rows_per_second
+    report = run_extraction(
+        args.videos, args.backbone, args.out, weights=args.weights, dtype=args.dtype,
+        batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+        l2_normalize=args.l2_normalize, progress=not args.quiet, seed=args.seed,
+        backbone_options=options or None,
+    )
     print(f"features: {report.written} written, {report.already_present} already in the store, "
-          f"{len(report.bad)} bad videos skipped")
+          f"{len(report.bad)} bad videos skipped ({report.videos_per_s:.1f} videos/s)")
     for vid, reason in report.bad:
         print(f"  bad: {vid}: {reason}")
     return 0
@@ -199,12 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("extract-features", help="fill a feature store with per-second video features")
-    p.add_argument("--videos", required=True, help="a folder of videos or an LMDB store")
-    p.add_argument("--backbone", default="pooled-pixels")
+    p.add_argument("--videos", required=True, help="a folder of videos, an LMDB store or WebDataset shards")
+    p.add_argument("--backbone", default="cnn2d-tiny",
+                   help="s3dg, cnn2d-tiny, cnn2d-small or pooled-pixels (default: cnn2d-tiny)")
+    p.add_argument("--weights", help="local weights file of the backbone (e.g. s3d_howto100m.pth)")
     p.add_argument("--out", required=True, help="feature store folder (resumed if it exists)")
     p.add_argument("--dtype", default=None, choices=["float16", "float32"],
                    help="default: float16, or the existing store's when resuming")
-    p.add_argument("--grid", type=int, default=4, help="pooled-pixels: grid x grid pooling")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per forward pass")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="init seed when no --weights are given")
+    p.add_argument("--l2-normalize", action="store_true", help="unit-norm rows (MMPT's extractor default)")
+    p.add_argument("--grid", type=int, default=None, help="pooled-pixels: grid x grid pooling")
+    p.add_argument("--rows-per-second", type=float, default=None,
+                   help="frame-pooling backbones: feature rows per second of video (default 1)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)

@@ -402,9 +402,12 @@ class RetrievalBatchSampler(BatchSampler):
         return retrieval_batches(self.embeddings, self.k, generator=g, **self.options)
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the batches are drawn when the first one is requested, not when the
+        # iterator is made. Lightning makes the iterator before ``on_train_epoch_start`` when
+        # it resumes a run, and that hook is where the recipe sets the epoch and embeddings.
         batches = self._all_batches()
         usable = len(batches) - len(batches) % self.world_size
-        return iter(batches[self.rank : usable : self.world_size])
+        yield from batches[self.rank : usable : self.world_size]
 
     def __len__(self) -> int:
         return (self.num_videos // self.k) // self.world_size

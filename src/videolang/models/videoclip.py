@@ -138,7 +138,8 @@ class VideoCLIP(nn.Module):
 
     def _load_pretrained_text(self, name: str) -> None:
         path = resolve_pretrained_dir(name)
-        text = BertEncoder.from_pretrained(path)
+        # A shallower text tower takes the pretrained model's first layers.
+        text = BertEncoder.from_pretrained(path, num_hidden_layers=self.config.text.num_hidden_layers)
         if text.config != self.config.text:
             raise ConfigError(f"{path}: its BERT config differs from model.text ({text.config} vs {self.config.text})")
         self.text_encoder.load_state_dict(text.state_dict())

@@ -42,6 +42,7 @@ def write_formats(ann: WorldAnnotations, out: TreeWriter) -> None:
     write_clipbert(ann, out)
     write_tgif_qa(ann, out)
     write_howto100m(ann, out)
+    write_youcook2(ann, out)
     write_action_recognition(ann, out)
     write_epic_kitchens_55(ann, out)
     write_egtea_gaze_plus(ann, out)
@@ -246,6 +247,33 @@ def write_tgif_qa(ann: WorldAnnotations, out: TreeWriter, root: str = "formats/t
 
 # ---------------------------------------------------------------------------------------------
 # HowTo100M timestamped captions (MMPT reads raw_caption.json)
+
+
+YOUCOOK2_SUBSETS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def write_youcook2(ann: WorldAnnotations, out: TreeWriter, root: str = "formats/youcook2") -> None:
+    """``youcookii_annotations_trainval.json``: every event is an annotated segment with its
+    sentence. Deviations: segment bounds keep their fractional seconds (YouCook2's are whole
+    seconds; our events are about a second long), and the test subset has annotations too."""
+    out.json(
+        f"{root}/youcookii_annotations_trainval.json",
+        {
+            "database": {
+                v["id"]: {
+                    "duration": v["duration"],
+                    "subset": YOUCOOK2_SUBSETS[v["split"]],
+                    "recipe_type": "synthetic",
+                    "video_url": "",
+                    "annotations": [
+                        {"id": i, "segment": [e["start"], e["end"]], "sentence": e["caption"]}
+                        for i, e in enumerate(v["events"])
+                    ],
+                }
+                for v in ann.videos
+            }
+        },
+    )
 
 
 def write_howto100m(

@@ -194,6 +194,9 @@ class VideoBackbone(nn.Module):
     clip_frames: int = 1
     default_batch_size: int = 256
     decode_bound: bool = False
+    # Output rows per second for backbones that pool source frames (frames_per_feature None):
+    # 1 is VideoCLIP's per-second layout; more rows keep motion inside a second visible.
+    rows_per_second: float = 1.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -211,7 +214,7 @@ class VideoBackbone(nn.Module):
     def row_bounds(self, num_frames: int, source_fps: float) -> np.ndarray:
         """Offsets into :meth:`frame_indices`: output row ``j`` uses inputs ``b[j]:b[j+1]``."""
         if self.frames_per_feature is None:
-            return per_second_bounds(num_frames, source_fps)
+            return per_second_bounds(num_frames, source_fps / self.rows_per_second)
         n = len(self.frame_indices(num_frames, source_fps))
         rows = math.ceil(n / self.frames_per_feature)
         return np.minimum(np.arange(rows + 1, dtype=np.int64) * self.frames_per_feature, n)
@@ -272,10 +275,11 @@ class VideoBackbone(nn.Module):
             "feature_dim": self.feature_dim,
             "frames_per_feature": self.frames_per_feature
             if self.frames_per_feature is not None
-            else "source fps (one row per second)",
+            else "source frames of 1 / rows_per_second seconds",
             "fps": self.fps if self.fps is not None else "source",
             "frame_size": self.frame_size,
             "clip_frames": self.clip_frames,
+            "rows_per_second": self.rows_per_second,
             "seed": self.seed,
         }
 
@@ -478,12 +482,15 @@ def create_backbone(
 
     Without ``weights`` the parameters are initialised from ``seed`` (the global torch RNG is
     left untouched); for S3D-G this logs a warning, since its random features mean nothing.
-    ``options`` go to the backbone (``grid`` for pooled-pixels). Unknown names, unknown
+    ``options`` go to the backbone (``grid`` for pooled-pixels); ``rows_per_second`` (frame-
+    pooling backbones: 2D CNNs, pooled-pixels) sets how many feature rows each second of video
+    gets (default 1, VideoCLIP's layout). Unknown names, unknown
     options and weights that do not fit raise :class:`~videolang.errors.ConfigError`.
     """
     factory = _REGISTRY.get(name)
     if factory is None:
         raise ConfigError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    rows_per_second = float(options.pop("rows_per_second", 1.0))
     # Seeded init without disturbing the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -492,6 +499,11 @@ def create_backbone(
         except TypeError as exc:
             raise ConfigError(f"backbone {name!r}: bad options {sorted(options)} ({exc})") from exc
     model.seed = seed
+    if rows_per_second != 1.0:
+        if model.frames_per_feature is not None or rows_per_second <= 0:
+            raise ConfigError(f"backbone {name!r}: rows_per_second={rows_per_second} is not supported "
+                              "(only frame-pooling backbones take it, with a positive value)")
+        model.rows_per_second = rows_per_second
     has_params = any(True for _ in model.parameters())
     if weights is not None:
         if not has_params:

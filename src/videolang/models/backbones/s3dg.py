@@ -21,7 +21,9 @@ tower (``text_module.*``: a 66250x300 embedding and two linear layers) that MMPT
 keys are dropped on purpose (:attr:`S3DG.ignored_prefixes`). BatchNorm uses PyTorch's default
 ``eps=1e-5`` like the release's PyTorch port. The weights are the MIL-NCE authors' release; check
 its terms before redistributing features. This file is written from the paper and the release's
-parameter layout, not copied from either implementation.
+parameter layout, not copied from either implementation; with the same weights its outputs were
+checked to equal the release module's exactly (max |diff| 0.0 on 30x224x224, 30x64x64 and
+16x112x96 clips, CPU fp32).
 
 Preprocessing (MMPT ``scripts/video_feature_extractor``): resample to 30 fps, short side to 224,
 224x224 centre crop, divide by 255 (no mean/std), zero-pad the frame count to a multiple of 30

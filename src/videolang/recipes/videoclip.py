@@ -1,0 +1,476 @@
+"""VideoCLIP recipes: contrastive pretraining and retrieval fine-tuning / evaluation.
+
+* ``videoclip.pretrain``: overlapped (video window, caption span) positives from timestamped
+  captions (HowTo100M ``raw_caption.json`` layout) over per-second features, VideoCLIP's
+  symmetric contrastive loss, retrieval-augmented batches refreshed every epoch from
+  ``data.retrieval_start_epoch`` on. Validation is zero-shot text-to-video retrieval.
+* ``videoclip.retrieval``: fine-tuning on (video, sentence) pairs with the text-to-video loss
+  (the original's ``T2VContraLoss``), or, with ``trainer.max_epochs=0`` / ``videolang test``,
+  zero-shot evaluation of a pretrained model (``model.init``).
+
+Every retrieval result is logged as ``<stage>/<protocol>/<metric>`` where the protocol names
+the annotation format and split (``msrvtt-test``, ``youcook2-validation`` ...): text-to-video,
+one sentence per video (or per segment), ranks with ties counted against the query.
+
+Data (``data.*``): features come from a feature store (``videolang extract-features``);
+``data.feature_rate`` is its rows per second (VideoCLIP's S3D features: 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from videolang.data.stores import FeatureStore
+from videolang.data.videoclip import (
+    PretrainPairs,
+    RetrievalBatchSampler,
+    TextLayout,
+    VideoTextPairs,
+    collate_pairs,
+    load_timestamped_captions,
+)
+from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.errors import ConfigError
+from videolang.losses import t2v_loss, v2t_loss, videoclip_loss
+from videolang.metrics import retrieval_metrics
+from videolang.models import create_model, load_pretrained, save_pretrained
+from videolang.models.videoclip import VideoCLIP, convert_mmpt_state_dict
+
+log = logging.getLogger(__name__)
+
+EvalFormat = Literal["msrvtt", "youcook2", "jsonl"]
+
+
+@dataclass
+class VideoCLIPModelConfig:
+    """``model.*`` of the VideoCLIP recipes."""
+
+    name: str = "videoclip-minilm"  # a registered model (videolang.list_models())
+    feature_dim: int | None = None  # None: the feature store's dimension
+    init: str | None = None  # a saved model folder (run export) or an original MMPT checkpoint
+    init_format: Literal["videolang", "mmpt"] = "videolang"
+    freeze_text: bool = False
+    loss: Literal["symmetric", "t2v", "v2t"] = "symmetric"
+    normalize: bool = False  # cosine similarity (the original: raw dot product)
+    temperature: float = 1.0  # the original: 1
+    learn_temperature: bool = False
+    gather_negatives: bool = False  # negatives from every rank (the original: local only)
+
+
+@dataclass
+class VideoCLIPDataConfig:
+    """``data.*`` of the VideoCLIP recipes."""
+
+    features: str = ""
+    feature_rate: float | None = None  # rows per second; None: from the store's extraction.json, else 1
+    tokenizer: str = "minilm"
+    max_video_len: int = 32
+    max_text_len: int = 61
+    # pretraining (videoclip.pretrain)
+    captions: str | None = None
+    train_list: str | None = None  # one video id per line; default: every captioned video
+    pairs_per_video: int = 4
+    videos_per_batch: int = 32
+    overlapped: bool = True
+    min_video_len: int = 3
+    min_text_tokens: int = 8
+    max_text_tokens: int = 64
+    retrieval: bool = True
+    retrieval_start_epoch: int = 1
+    retrieval_candidates: int = 2  # sample k videos from the k * this nearest
+    retrieval_nprobe: int = 8
+    retrieval_pairs_per_video: int = 4  # clips averaged into a video's embedding
+    # fine-tuning (videoclip.retrieval)
+    train_pairs: str | None = None
+    train_format: EvalFormat = "jsonl"
+    train_split: str = "train"
+    batch_size: int = 64
+    # evaluation
+    val_pairs: str | None = None
+    val_format: EvalFormat = "jsonl"
+    val_split: str = "val"
+    test_pairs: str | None = None
+    test_format: EvalFormat = "msrvtt"
+    test_split: str = "test"
+    eval_batch_size: int = 256
+    num_workers: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# annotation readers: (video_id, start, end | None, sentence) pairs
+
+
+def _read_pairs(path: str, fmt: EvalFormat, split: str, *, all_captions: bool = False) -> list[tuple]:
+    """Read evaluation or fine-tuning pairs.
+
+    * ``msrvtt``: a JSFusion-style CSV (``key,vid_key,video_id,sentence``) gives its rows; an
+      ``MSRVTT_data.json`` gives every sentence of the videos whose ``split`` matches.
+    * ``youcook2``: ``youcookii_annotations_trainval.json``: one pair per annotated segment of
+      the videos whose ``subset`` is ``split`` (``training`` / ``validation``).
+    * ``jsonl``: our ``captions.jsonl`` (video_id, caption, split): the first caption of each
+      video of the split (``all_captions`` keeps all, for fine-tuning).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"annotation file not found: {p}")
+    pairs: list[tuple] = []
+    if fmt == "msrvtt" and p.suffix == ".csv":
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for lineno, row in enumerate(reader, 2):
+                if "video_id" not in row or "sentence" not in row:
+                    raise ConfigError(f"{p}:{lineno}: expected columns key,vid_key,video_id,sentence")
+                pairs.append((row["video_id"], 0.0, None, row["sentence"]))
+    elif fmt == "msrvtt":
+        data = json.loads(p.read_text(encoding="utf-8"))
+        keep = {v["video_id"] for v in data["videos"] if v.get("split") == split}
+        seen: set[str] = set()
+        for s in data["sentences"]:
+            if s["video_id"] in keep and (all_captions or s["video_id"] not in seen):
+                seen.add(s["video_id"])
+                pairs.append((s["video_id"], 0.0, None, s["caption"]))
+    elif fmt == "youcook2":
+        db = json.loads(p.read_text(encoding="utf-8"))["database"]
+        for vid in sorted(db):
+            if db[vid].get("subset") != split:
+                continue
+            for seg in db[vid]["annotations"]:
+                pairs.append((vid, float(seg["segment"][0]), float(seg["segment"][1]), seg["sentence"]))
+    else:
+        seen = set()
+        with open(p, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    vid, caption, rec_split = rec["video_id"], rec["caption"], rec.get("split")
+                except (json.JSONDecodeError, KeyError) as exc:
+                    raise ConfigError(f"{p}:{lineno}: expected JSON with video_id, caption, split ({exc})") from None
+                if rec_split == split and (all_captions or vid not in seen):
+                    seen.add(vid)
+                    pairs.append((vid, 0.0, None, caption))
+    if not pairs:
+        raise ConfigError(f"{p}: no {fmt} pairs for split {split!r}")
+    return pairs
+
+
+def protocol_name(fmt: str, split: str) -> str:
+    return f"{fmt}-{split}"
+
+
+def _scale_pairs(pairs: list[tuple], rate: float) -> list[tuple]:
+    if rate == 1.0:
+        return pairs
+    return [(v, s * rate, None if e is None else e * rate, t) for v, s, e, t in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# data module
+
+
+class _FineTunePairs(Dataset):
+    """One item per video per epoch, a random caption of it each time (MSR-VTT ``dup``)."""
+
+    def __init__(self, pairs: list[tuple], features, tokenize, layout: TextLayout, max_video_len: int, seed: int):
+        by_video: dict[str, list[tuple]] = {}
+        for p in pairs:
+            by_video.setdefault(p[0], []).append(p)
+        self.videos = sorted(by_video)
+        self.by_video = by_video
+        self.inner = VideoTextPairs(pairs, features, tokenize, layout, max_video_len=max_video_len)
+        self.index_of = {p: i for i, p in enumerate(self.inner.pairs)}
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        options = self.by_video[self.videos[i]]
+        pick = random.Random(self.seed * 7919 + self.epoch * 104729 + i).randrange(len(options))
+        return self.inner[self.index_of[options[pick]]]
+
+
+class VideoCLIPDataModule(L.LightningDataModule):
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.d: VideoCLIPDataConfig = cfg.data
+        if not self.d.features:
+            raise ConfigError("data.features: give the feature store folder (videolang extract-features --out)")
+        self.pretraining = cfg.recipe.endswith("pretrain")
+        self._ready = False
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        from videolang.data.text import load_tokenizer
+
+        self.features = FeatureStore(self.d.features)
+        self.feature_rate = resolve_feature_rate(self.d)
+        tok = load_tokenizer(self.d.tokenizer)
+        self.tokenizer = tok
+        self.tokenize = lambda texts: tok(list(texts), add_special_tokens=False)["input_ids"]
+        self.layout = TextLayout(tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, self.d.max_text_len)
+        self._ready = True
+
+    # -- datasets --
+
+    def train_dataset(self) -> Dataset:
+        self._prepare()
+        d = self.d
+        if self.pretraining:
+            if not d.captions:
+                raise ConfigError("data.captions: videoclip.pretrain needs timestamped captions (raw_caption.json)")
+            ids = _read_list(d.train_list) if d.train_list else None
+            tracks = load_timestamped_captions(d.captions, self.tokenize, video_ids=ids)
+            if self.feature_rate != 1.0:  # caption times are seconds, feature rows are not
+                for t in tracks.values():
+                    t.starts, t.ends = t.starts * self.feature_rate, t.ends * self.feature_rate
+            ids = [v for v in (ids or sorted(tracks)) if v in tracks and v in self.features]
+            return PretrainPairs(
+                self.features, tracks, ids, self.layout, pairs_per_video=d.pairs_per_video,
+                max_video_len=d.max_video_len, min_text_tokens=d.min_text_tokens,
+                max_text_tokens=d.max_text_tokens, min_video_len=d.min_video_len,
+                overlapped=d.overlapped, seed=self.cfg.seed,
+            )
+        if not d.train_pairs:
+            raise ConfigError("data.train_pairs: videoclip.retrieval fine-tuning needs (video, sentence) pairs")
+        pairs = _scale_pairs(_read_pairs(d.train_pairs, d.train_format, d.train_split, all_captions=True),
+                             self.feature_rate)
+        return _FineTunePairs(pairs, self.features, self.tokenize, self.layout, d.max_video_len, self.cfg.seed)
+
+    def eval_dataset(self, stage: str) -> tuple[VideoTextPairs, str]:
+        self._prepare()
+        path = getattr(self.d, f"{stage}_pairs")
+        fmt, split = getattr(self.d, f"{stage}_format"), getattr(self.d, f"{stage}_split")
+        if not path:
+            raise ConfigError(f"data.{stage}_pairs: no {stage} annotations given")
+        pairs = _scale_pairs(_read_pairs(path, fmt, split), self.feature_rate)
+        ds = VideoTextPairs(pairs, self.features, self.tokenize, self.layout, max_video_len=self.d.max_video_len)
+        return ds, protocol_name(fmt, split)
+
+    # -- loaders --
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset()
+        if self.pretraining:
+            sampler = RetrievalBatchSampler(
+                SequentialSampler(ds), self.d.videos_per_batch, seed=self.cfg.seed,
+                candidates_factor=self.d.retrieval_candidates, nprobe=self.d.retrieval_nprobe,
+            )
+            return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs,
+                              num_workers=self.d.num_workers)
+        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
+                          num_workers=self.d.num_workers)
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        ds, protocol = self.eval_dataset(stage)
+        setattr(self, f"{stage}_protocol", protocol)
+        return DataLoader(ds, batch_size=self.d.eval_batch_size, shuffle=False, num_workers=self.d.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("val") if self.d.val_pairs else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+def extraction_info(features: str) -> dict:
+    """The feature store's ``extraction.json`` (backbone, weights, rows per second), or {}."""
+    path = Path(features) / "extraction.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_feature_rate(d: VideoCLIPDataConfig) -> float:
+    if d.feature_rate is not None:
+        return float(d.feature_rate)
+    return float(extraction_info(d.features).get("rows_per_second", 1.0))
+
+
+def _read_list(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data.train_list: file not found: {p}")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if p.suffix == ".csv" and lines and "," in lines[0]:
+        lines = [ln.split(",")[0] for ln in lines[1:]]  # first column, header dropped
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# lightning module
+
+
+def build_videoclip(m: VideoCLIPModelConfig, feature_dim: int) -> VideoCLIP:
+    """The model of a run: from a saved folder / original checkpoint, or a registered config."""
+    if m.init and m.init_format == "videolang":
+        model = load_pretrained(m.init)
+        if model.config.feature_dim != feature_dim:
+            raise ConfigError(f"model.init {m.init}: expects {model.config.feature_dim}-d features, "
+                              f"the feature store has {feature_dim}")
+        return model.train()
+    model = create_model(m.name, feature_dim=feature_dim)
+    if m.init:  # original MMPT checkpoint
+        state = torch.load(m.init, map_location="cpu", weights_only=False)
+        convert_mmpt_state_dict(state, model, source=m.init)
+    return model
+
+
+class VideoCLIPModule(RecipeModule):
+    """Shared by both recipes: the model, the loss, retrieval evaluation."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        m: VideoCLIPModelConfig = cfg.model
+        dim = m.feature_dim or FeatureStore(cfg.data.features).dim
+        self.model = build_videoclip(m, dim)
+        if m.freeze_text:
+            self.model.text_encoder.requires_grad_(False)
+        self.logit_scale = (
+            nn.Parameter(torch.tensor(math.log(1.0 / m.temperature))) if m.learn_temperature else None
+        )
+        self._eval: dict[str, list] = {}
+
+    def _train_loader(self) -> DataLoader:
+        """The loader Lightning actually iterates (under DDP it re-creates ours with an
+        injected sampler, so the datamodule's own objects may not be the ones in use)."""
+        loader = self.trainer.train_dataloader
+        if not isinstance(loader, DataLoader):
+            raise TypeError(f"expected one training DataLoader, got {type(loader).__name__}")
+        return loader
+
+    def on_train_epoch_start(self) -> None:
+        # Per-epoch draws (pairs, captions, batches) are seeded by (seed, epoch, index).
+        # Lightning sets the epoch of a loader's ``sampler`` but not of a ``batch_sampler``.
+        loader = self._train_loader()
+        loader.dataset.set_epoch(self.current_epoch)
+        if hasattr(loader.batch_sampler, "set_epoch"):
+            loader.batch_sampler.set_epoch(self.current_epoch)
+
+    def _loss(self, video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        m: VideoCLIPModelConfig = self.cfg.model
+        options: dict[str, Any] = {"normalize": m.normalize, "gather": m.gather_negatives}
+        if self.logit_scale is not None:
+            options["logit_scale"] = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        else:
+            options["temperature"] = m.temperature
+        fn = {"symmetric": videoclip_loss, "t2v": t2v_loss, "v2t": v2t_loss}[m.loss]
+        return fn(video, text, **options)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        video, text = self.model(batch["vfeats"], batch["vmask"], batch["caps"], batch["cmask"])
+        loss = self._loss(video, text)
+        self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
+        return loss
+
+    # -- retrieval evaluation --
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        video, text = self.model(batch["vfeats"], batch["vmask"], batch["caps"], batch["cmask"])
+        store = self._eval.setdefault(stage, [])
+        store.append((batch["index"].detach(), video.detach(), text.detach()))
+
+    def _eval_end(self, stage: str) -> None:
+        parts = self._eval.pop(stage, [])
+        if not parts:
+            return
+        index = torch.cat([p[0] for p in parts])
+        video = torch.cat([p[1] for p in parts])
+        text = torch.cat([p[2] for p in parts])
+        if self.trainer.world_size > 1:  # gather, then drop the DistributedSampler's repeats
+            index, video, text = (self.all_gather(x).flatten(0, 1) for x in (index, video, text))
+        order = torch.argsort(index)
+        index, video, text = index[order], video[order], text[order]
+        keep = torch.ones_like(index, dtype=torch.bool)
+        keep[1:] = index[1:] != index[:-1]
+        video, text = video[keep], text[keep]
+        if self.cfg.model.normalize:
+            video, text = nn.functional.normalize(video, dim=-1), nn.functional.normalize(text, dim=-1)
+        metrics = retrieval_metrics(text.float() @ video.float().t())
+        protocol = getattr(self.trainer.datamodule, f"{stage}_protocol", stage)
+        for name, value in metrics.items():
+            self.log(f"{stage}/{protocol}/{name}", float(value), sync_dist=False, rank_zero_only=True)
+        self.log(f"{stage}/R1", float(metrics["R1"]), rank_zero_only=True)
+        self.log(f"{stage}/chance_R1", 100.0 / len(text), rank_zero_only=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+
+    def export_pretrained(self, out_dir) -> Path:
+        out = save_pretrained(self.model, out_dir)
+        info = {"tokenizer": self.cfg.data.tokenizer, "feature_rate": resolve_feature_rate(self.cfg.data),
+                "max_video_len": self.cfg.data.max_video_len}
+        features = extraction_info(self.cfg.data.features)
+        if features:
+            info["features"] = features
+        (Path(out) / "pipeline.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+        return Path(out)
+
+
+class VideoCLIPPretrain(VideoCLIPModule):
+    """Pretraining with retrieval-augmented batches."""
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        d: VideoCLIPDataConfig = self.cfg.data
+        if d.retrieval and self.current_epoch >= d.retrieval_start_epoch:
+            loader = self._train_loader()
+            loader.batch_sampler.set_embeddings(self.video_embeddings(loader.dataset))
+
+    @torch.no_grad()
+    def video_embeddings(self, ds: PretrainPairs) -> torch.Tensor:
+        """z_V per training video: the mean over exact-aligned clips of (video + text) / 2,
+        computed by every rank on its share of videos and gathered, so all ranks cluster the
+        same, complete set (the original clustered each rank's shard separately)."""
+        d: VideoCLIPDataConfig = self.cfg.data
+        probe = PretrainPairs(
+            ds.features, ds.captions, ds.video_ids, ds.layout, pairs_per_video=d.retrieval_pairs_per_video,
+            max_video_len=d.max_video_len, overlapped=False, seed=self.cfg.seed + 1,
+        )
+        probe.set_epoch(self.current_epoch)
+        rank, world = self.global_rank, self.trainer.world_size
+        mine = list(range(rank, len(probe), world))
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.zeros(len(probe), self.model.config.projection_dim or self.model.config.text.hidden_size,
+                          device=self.device)
+        for start in range(0, len(mine), 64):
+            chunk = mine[start : start + 64]
+            batch = collate_pairs([probe[i] for i in chunk])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            v, t = self.model(batch["vfeats"], batch["vmask"], batch["caps"], batch["cmask"])
+            z = ((v + t) / 2).view(len(chunk), d.retrieval_pairs_per_video, -1).mean(1)
+            out[chunk] = z
+        if world > 1:
+            out = self.all_gather(out).sum(0)  # each row was filled by exactly one rank
+        self.model.train(was_training)
+        return out.cpu()
+
+
+register_recipe("videoclip.pretrain", VideoCLIPPretrain, VideoCLIPDataModule, VideoCLIPModelConfig, VideoCLIPDataConfig)
+register_recipe("videoclip.retrieval", VideoCLIPModule, VideoCLIPDataModule, VideoCLIPModelConfig, VideoCLIPDataConfig)
