@@ -98,5 +98,5 @@ def test_fit_resume_test_and_inference(world):
 
 def test_missing_captions_is_a_clear_error(world):
     cfg = config(world, captions=None)
-    with pytest.raises(ConfigError, match="data.captions"):
+    with pytest.raises(ConfigError, match=r"data\.captions"):
         fit(cfg)
