@@ -15,7 +15,6 @@ from tests.conftest import decoded_index, write_index_video
 from videolang.data import features as fx
 from videolang.data.features import (
     extract_features,
-    extract_pooled_pixel_features,
     open_video_sources,
     run_extraction,
 )
@@ -291,10 +290,3 @@ def test_duplicates_and_source_errors(videos):
         with pytest.raises(RuntimeError, match="source went away"):
             extract_features(broken(), create_backbone("pooled-pixels"), DictWriter(),
                              progress=False, prefetch=prefetch)  # fmt: skip
-
-
-def test_extract_pooled_pixel_features_is_kept(videos):
-    w = DictWriter()
-    report = extract_pooled_pixel_features(_sources(videos, ["a", "text"]), w, grid=2, progress=False)
-    assert report.written == 1 and [vid for vid, _ in report.bad] == ["text"]
-    assert w["a"].shape == (4, 12) and np.all((w["a"] >= 0) & (w["a"] <= 1))

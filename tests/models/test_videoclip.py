@@ -105,3 +105,25 @@ def test_hidden_size_mismatch_needs_projection():
     cfg.projection_dim = 16
     model = VideoCLIP(cfg)
     assert model.encode_video(torch.randn(1, 3, 512)).shape == (1, 16)
+
+
+def test_convert_command_round_trip(golden, tmp_path):
+    """`videolang convert videoclip CKPT OUT`: an original-layout checkpoint file becomes a model
+    folder with identical outputs; a missing key fails listing it."""
+    from videolang.cli.main import main
+    from videolang.models import load_pretrained
+
+    ckpt = tmp_path / "checkpoint_best.pt"
+    torch.save(original_checkpoint(golden), ckpt)
+    tiny = ["max_video_len=8", *(f"{t}.{k}={v}" for t in ("video", "text") for k, v in TINY.items()),
+            "video.num_hidden_layers=2", "text.num_hidden_layers=3"]
+    assert main(["convert", "videoclip", str(ckpt), str(tmp_path / "out"), "--set", *tiny]) == 0
+    model = load_pretrained(tmp_path / "out")
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_video(golden["vfeats"], golden["vmasks"]), golden["pooled_video"],
+                                   atol=1e-5, rtol=0)
+    broken = original_checkpoint(golden)
+    del broken["model"]["mmmodel.video_encoder.videomlp.linear2.bias"]
+    torch.save(broken, ckpt)
+    assert main(["convert", "videoclip", str(ckpt), str(tmp_path / "out2"), "--set", *tiny]) == 2
+    assert not (tmp_path / "out2").exists()  # nothing half-written

@@ -1,11 +1,14 @@
-"""``videolang demo``: the data layer end to end on the synthetic world.
+"""``videolang demo``: the data layer and VideoCLIP end to end on the synthetic world.
 
 1. synthesize a world of real MP4 files with annotations;
-2. pack it into an LMDB store, WebDataset shards and a per-second feature store;
+2. pack it into an LMDB store and WebDataset shards; extract per-second cnn2d-tiny features
+   from the LMDB store into a feature store;
 3. read samples back through each (ClipBERT-style sparse clips from LMDB with two DataLoader
    workers, uniform frames from the shards, random access into the features), plus a folder
    with deliberately broken files to show that bad videos are skipped and counted;
-4. print a summary: counts, bad files seen, decode throughput.
+4. pretrain VideoCLIP (``configs/videoclip/synthetic_pretrain.yaml``) and evaluate zero-shot
+   text-to-video retrieval on the held-out test split in the MSR-VTT (JSFusion) format;
+5. print a summary: counts, bad files seen, decode throughput, retrieval against chance.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
@@ -60,13 +62,34 @@ def _drain(loader, counter) -> tuple[int, int, float]:
     return samples, frames, time.perf_counter() - start
 
 
-def run_demo(out: str | Path, *, num_videos: int = 200, seed: int = 0, overwrite: bool = True) -> int:
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "videoclip" / "synthetic_pretrain.yaml"
+
+
+def run_videoclip(world: Path, features: Path, runs: Path, seed: int) -> dict:
+    """Pretrain VideoCLIP on the world, then test the export zero-shot; returns the test metrics."""
+    from videolang.engine import fit, test
+    from videolang.errors import ConfigError
+
+    if not CONFIG.is_file():
+        raise ConfigError(f"demo config not found: {CONFIG} (run the demo from a source checkout)")
+    overrides = [
+        f"data.features={features}", f"data.captions={world}/formats/howto100m/raw_caption.json",
+        f"data.train_list={world}/formats/howto100m/train.lst",
+        f"data.val_pairs={world}/annotations/captions.jsonl",
+        f"data.test_pairs={world}/formats/msrvtt/MSRVTT_JSFUSION_test.csv",
+        f"run.root={runs}", f"seed={seed}",
+    ]
+    fitted = fit(CONFIG, overrides)
+    tested = test(CONFIG, [*overrides, f"model.init={fitted.run_dir / 'export'}"])
+    return {"run_dir": str(fitted.run_dir), **tested.metrics["test"]}
+
+
+def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrite: bool = True) -> int:
     from videolang.data.datasets import SkipCounter, VideoFramesDataset, collate_skipping
-    from videolang.data.features import extract_pooled_pixel_features
+    from videolang.data.features import run_extraction
     from videolang.data.sampling import uniform_frame_indices
     from videolang.data.stores import (
         FeatureStore,
-        FeatureStoreWriter,
         LmdbVideoStore,
         WebVideoDataset,
         pack_videos,
@@ -103,12 +126,9 @@ def run_demo(out: str | Path, *, num_videos: int = 200, seed: int = 0, overwrite
 
     start = time.perf_counter()
     feat_path = out / "features"
-    store = LmdbVideoStore(lmdb_path)
-    with FeatureStoreWriter(feat_path, dtype="float16", overwrite=overwrite) as writer:
-        feat_report = extract_pooled_pixel_features(
-            ((k, store[k]) for k in store), writer, progress=False, total=len(store)
-        )
-    step("extract pooled-pixel features", start)
+    feat_report = run_extraction(str(lmdb_path), "cnn2d-tiny", str(feat_path), dtype="float32",
+                                 overwrite=overwrite, progress=False, seed=seed)
+    step("extract cnn2d-tiny features from LMDB", start)
 
     # --- read back -------------------------------------------------------------------------
     counter = SkipCounter()
@@ -142,6 +162,10 @@ def run_demo(out: str | Path, *, num_videos: int = 200, seed: int = 0, overwrite
     bad_loader = DataLoader(bad_ds, batch_size=4, num_workers=0, collate_fn=collate_skipping)
     bad_samples, _, _ = _drain(bad_loader, bad_counter)
 
+    start = time.perf_counter()
+    retrieval = run_videoclip(world, feat_path, out / "runs", seed)
+    step("VideoCLIP pretraining + zero-shot test", start)
+
     total = time.perf_counter() - t0
     counts = manifest.get("counts", {})
     print("\n=== videolang demo: data layer summary ===")
@@ -151,7 +175,7 @@ def run_demo(out: str | Path, *, num_videos: int = 200, seed: int = 0, overwrite
     print(f"LMDB            : {pack.n_packed} videos, {pack.n_bytes / 1e6:.1f} MB, "
           f"{len(pack.skipped)} unreadable")
     print(f"WebDataset      : {len(shards)} shards, {shard_samples} samples read back")
-    print(f"feature store   : {feat_report.written} videos x {features.dim} dims, "
+    print(f"feature store   : {feat_report.written} videos x {features.dim} dims (cnn2d-tiny), "
           f"{rows} rows in 1000 random reads ({1000 / feat_s:.0f} reads/s)")
     print(f"decode (LMDB)   : {lmdb_samples} samples, {lmdb_frames} frames in {lmdb_s:.2f} s = "
           f"{lmdb_frames / lmdb_s:.0f} frames/s")
@@ -159,13 +183,24 @@ def run_demo(out: str | Path, *, num_videos: int = 200, seed: int = 0, overwrite
     print(f"bad files seen  : {counter.count + len(feat_report.bad)} in the world; "
           f"{bad_counter.count} of {len(bad_records)} in the deliberately broken folder skipped "
           f"({bad_samples} good read): {bad_counter.summary()}")
+    chance = retrieval["test/chance_R1"]
+    print("\n=== VideoCLIP zero-shot text-to-video retrieval ===")
+    print("protocol: MSR-VTT JSFusion-format CSV of the held-out test split (videos never seen in "
+          "pretraining), one sentence per video, ties counted against the query")
+    n = round(100 / chance)
+    chance_values = {"R1": chance, "R5": min(100.0, 5 * chance), "R10": min(100.0, 10 * chance),
+                     "MedR": (n + 1) / 2, "MeanR": (n + 1) / 2}
+    print(f"{'metric':<8}{'model':>10}{'chance':>10}")
+    for name in ("R1", "R5", "R10", "MedR", "MeanR"):
+        print(f"{name:<8}{retrieval[f'test/msrvtt-test/{name}']:>10.2f}{chance_values[name]:>10.2f}")
+    print(f"R@1 is {retrieval['test/msrvtt-test/R1'] / chance:.1f}x chance over {n} test videos; "
+          f"run folder: {retrieval['run_dir']}")
     print(f"total           : {total:.1f} s")
     ok = (
         lmdb_samples == num_videos and shard_samples == num_videos
-        and bad_counter.count == 4 and bad_samples == 4
+        and bad_counter.count == 4 and bad_samples == 4 and not feat_report.bad
     )
     if not ok:
         print("demo: FAILED consistency checks (see counts above)")
         return 1
-    torch.set_num_threads(torch.get_num_threads())
     return 0

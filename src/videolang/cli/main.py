@@ -113,6 +113,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from videolang.models.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.method, args.checkpoint, args.out_dir, model_name=args.model,
+                             overrides=args.set, overwrite=args.overwrite)
+    print(f"converted {args.checkpoint} -> {out} (load it with videolang.load)")
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from videolang.data.video import probe
 
@@ -201,13 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)
 
+    p = sub.add_parser("convert", help="convert an original checkpoint to a videolang model folder")
+    p.add_argument("method", choices=["videoclip"])
+    p.add_argument("checkpoint", help="the original checkpoint file (e.g. MMPT checkpoint_best.pt)")
+    p.add_argument("out_dir")
+    p.add_argument("--model", default=None, help="registered architecture (default: the method's base)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="architecture overrides, e.g. feature_dim=512")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_convert)
+
     from videolang.cli.train import register as register_train
 
     register_train(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic world (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--num-videos", type=int, default=200)
+    p.add_argument("--num-videos", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -63,8 +63,35 @@ def _add_stage_parser(subparsers: Any, stage: str) -> argparse.ArgumentParser:
     p.add_argument("--run-root", help="folder that holds the runs (default: the config's run.root, 'runs')")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (overrides applied) and exit")
+    if stage == "predict":
+        g = p.add_argument_group("inference with a saved model (instead of --config)")
+        g.add_argument("--model", help="a saved model folder (a run's export/), see videolang.load")
+        g.add_argument("--videos", nargs="+", default=[], help="video files to encode and score")
+        g.add_argument("--texts", nargs="+", default=[], help="sentences to encode and score")
+        g.add_argument("--top-k", type=int, default=5, help="best matches printed per video")
     p.set_defaults(func=lambda args: run_stage(stage, args))
     return p
+
+
+def run_inference(args: argparse.Namespace) -> int:
+    """``videolang predict --model DIR --videos ... --texts ...``: score every video against
+    every sentence with :func:`videolang.load` and print the best matches as JSON."""
+    import videolang
+    from videolang.errors import ConfigError
+
+    if not args.videos or not args.texts:
+        raise ConfigError("predict --model needs --videos and --texts")
+    pipe = videolang.load(args.model)
+    scores = pipe.score(args.videos, args.texts)
+    k = min(args.top_k, len(args.texts))
+    out = []
+    for video, row in zip(args.videos, scores, strict=True):
+        top = row.topk(k)
+        out.append({"video": video, "matches": [
+            {"text": args.texts[j], "score": round(float(v), 4)} for v, j in zip(top.values, top.indices, strict=True)
+        ]})
+    print(json.dumps(out, indent=2))
+    return 0
 
 
 def register(subparsers: Any) -> None:
@@ -94,6 +121,8 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
     """Run one engine command from parsed arguments; prints a JSON summary. Returns 0."""
     from videolang import engine
 
+    if stage == "predict" and getattr(args, "model", None):
+        return run_inference(args)
     overrides = _overrides(args)
     if args.print_config:
         cfg, _ = engine.load_run_config(args.config, overrides, args.seed, args.resume)

@@ -47,7 +47,6 @@ __all__ = [
     "EXTRACTION_INFO_NAME",
     "ExtractionReport",
     "extract_features",
-    "extract_pooled_pixel_features",
     "open_video_sources",
     "pooled_pixels",
     "run_extraction",
@@ -435,21 +434,6 @@ def extract_features(
         torch.set_num_threads(threads_before)
         report.seconds = time.perf_counter() - start
     return report
-
-
-def extract_pooled_pixel_features(
-    videos: Iterable[tuple[str, VideoSource]],
-    writer: Any,
-    *,
-    grid: int = 4,
-    progress: bool = True,
-    total: int | None = None,
-) -> ExtractionReport:
-    """:func:`extract_features` with the ``pooled-pixels`` backbone (kept for older callers)."""
-    from videolang.models.backbones import create_backbone
-
-    backbone = create_backbone("pooled-pixels", grid=grid)
-    return extract_features(videos, backbone, writer, progress=progress, total=total)
 
 
 # --------------------------------------------------------------------------------------------

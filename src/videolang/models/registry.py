@@ -103,8 +103,10 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return _build(get_model_config(name, **overrides), f"model {name!r}")
 
 
-def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` (atomically, as a folder)."""
+def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, overwrite: bool = True,
+                    extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (and ``extra_files``: name -> text) into
+    ``out_dir``, atomically as a folder."""
     from safetensors.torch import save_file
 
     cfg = model.config.to_dict()
@@ -114,6 +116,8 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, overwrite: 
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
     return Path(out_dir)
 
 

@@ -181,15 +181,19 @@ class VideoCLIP(nn.Module):
         return self.video_proj(pooled) if self.video_proj is not None else pooled
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled text embeddings ``(B, H)`` from ``[CLS] w.. [SEP] [PAD]..`` ids."""
+        """Pooled (and projected) text embeddings ``(B, H)`` from ``[CLS] w.. [SEP] [PAD]..`` ids."""
+        pooled = self.pool_text(input_ids, attention_mask)
+        return self.text_proj(pooled) if self.text_proj is not None else pooled
+
+    def pool_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The text tower's pooled output before any projection head."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         # Drop all-padding columns: masked keys change nothing, and short batches run faster.
         length = int(attention_mask.sum(1).max().clamp(min=1))
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         hidden = self.text_encoder(input_ids, attention_mask=attention_mask.bool())
-        pooled = masked_mean_excluding_cls(hidden, attention_mask.bool())
-        return self.text_proj(pooled) if self.text_proj is not None else pooled
+        return masked_mean_excluding_cls(hidden, attention_mask.bool())
 
     def forward(self, feats, feat_mask, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_video(feats, feat_mask), self.encode_text(input_ids, attention_mask)

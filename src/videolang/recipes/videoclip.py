@@ -61,7 +61,7 @@ class VideoCLIPModelConfig:
     feature_dim: int | None = None  # None: the feature store's dimension
     init: str | None = None  # a saved model folder (run export) or an original MMPT checkpoint
     init_format: Literal["videolang", "mmpt"] = "videolang"
-    freeze_text: bool = False
+    freeze_text: bool = False  # a frozen text tower runs in eval mode, its outputs cached
     loss: Literal["symmetric", "t2v", "v2t"] = "symmetric"
     normalize: bool = False  # cosine similarity (the original: raw dot product)
     temperature: float = 1.0  # the original: 1
@@ -346,6 +346,32 @@ class VideoCLIPModule(RecipeModule):
             nn.Parameter(torch.tensor(math.log(1.0 / m.temperature))) if m.learn_temperature else None
         )
         self._eval: dict[str, list] = {}
+        # Frozen text tower: pooled outputs by token sequence. Each caption span is encoded
+        # once per run instead of once per step (the tower is deterministic in eval mode).
+        self._text_cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def encode_pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video and text embeddings of a batch; the text side from the cache when frozen."""
+        video = self.model.encode_video(batch["vfeats"], batch["vmask"])
+        if not self.cfg.model.freeze_text:
+            return video, self.model.encode_text(batch["caps"], batch["cmask"])
+        pooled = self._cached_text(batch["caps"], batch["cmask"])
+        proj = self.model.text_proj
+        return video, proj(pooled) if proj is not None else pooled
+
+    @torch.no_grad()
+    def _cached_text(self, caps: torch.Tensor, cmask: torch.Tensor) -> torch.Tensor:
+        keys = [tuple(row[m].tolist()) for row, m in zip(caps, cmask, strict=True)]
+        missing = [i for i, k in enumerate(keys) if k not in self._text_cache]
+        if missing:
+            tower = self.model.text_encoder
+            was_training = tower.training
+            tower.eval()
+            pooled = self.model.pool_text(caps[missing], cmask[missing])
+            tower.train(was_training)
+            for i, row in zip(missing, pooled, strict=True):
+                self._text_cache[keys[i]] = row
+        return torch.stack([self._text_cache[k] for k in keys])
 
     def _train_loader(self) -> DataLoader:
         """The loader Lightning actually iterates (under DDP it re-creates ours with an
@@ -374,7 +400,7 @@ class VideoCLIPModule(RecipeModule):
         return fn(video, text, **options)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        video, text = self.model(batch["vfeats"], batch["vmask"], batch["caps"], batch["cmask"])
+        video, text = self.encode_pairs(batch)
         loss = self._loss(video, text)
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
@@ -422,14 +448,13 @@ class VideoCLIPModule(RecipeModule):
         self._eval_end("test")
 
     def export_pretrained(self, out_dir) -> Path:
-        out = save_pretrained(self.model, out_dir)
         info = {"tokenizer": self.cfg.data.tokenizer, "feature_rate": resolve_feature_rate(self.cfg.data),
                 "max_video_len": self.cfg.data.max_video_len}
         features = extraction_info(self.cfg.data.features)
         if features:
             info["features"] = features
-        (Path(out) / "pipeline.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-        return Path(out)
+        return save_pretrained(self.model, out_dir,
+                               extra_files={"pipeline.json": json.dumps(info, indent=2, sort_keys=True)})
 
 
 class VideoCLIPPretrain(VideoCLIPModule):
@@ -463,7 +488,7 @@ class VideoCLIPPretrain(VideoCLIPModule):
             chunk = mine[start : start + 64]
             batch = collate_pairs([probe[i] for i in chunk])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            v, t = self.model(batch["vfeats"], batch["vmask"], batch["caps"], batch["cmask"])
+            v, t = self.encode_pairs(batch)
             z = ((v + t) / 2).view(len(chunk), d.retrieval_pairs_per_video, -1).mean(1)
             out[chunk] = z
         if world > 1:
