@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 
 def index_frame(i: int, size: int = 32) -> np.ndarray:
@@ -72,3 +73,13 @@ def video_dir(tmp_path_factory) -> Path:
     fast = (root / "faststart.mp4").read_bytes()
     (root / "truncated_faststart.mp4").write_bytes(fast[: int(len(fast) * 0.6)])
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP stalls (seconds per
+    forward measured) when other processes keep the CPU cores busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

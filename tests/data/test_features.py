@@ -29,14 +29,7 @@ BAD = {"empty", "text", "truncated"}
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP stalls (seconds per
-    forward measured) when other processes keep the CPU cores busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class DictWriter(dict):

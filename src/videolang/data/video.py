@@ -65,7 +65,7 @@ class VideoMetadata:
     height: int
     codec: str
     keyframes: tuple[int, ...]
-    frame_times: tuple[float, ...] = field(repr=False)
+    frame_times: Sequence[float] = field(repr=False)
     # How the reader maps timestamps to frames: the sorted presentation timestamps (exact
     # probe), or empty when the stream is constant-rate and indices are computed.
     frame_pts: tuple[int, ...] = field(repr=False, default=())
@@ -121,6 +121,24 @@ def _open(source: VideoSource):
     return container
 
 
+class _ConstantRateTimes(Sequence[float]):
+    """Frame start times of a constant-rate stream, computed on access (no n-element tuple
+    per opened file)."""
+
+    def __init__(self, n: int, fps: float):
+        self._n, self._fps = n, fps
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [j / self._fps for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return (i % self._n) / self._fps
+
+
 def _stream_fps(stream) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return float(rate) if rate else 0.0
@@ -151,7 +169,7 @@ def _probe_from_index(stream) -> VideoMetadata | None:
     return VideoMetadata(
         num_frames=n, fps=fps, duration=n / fps, width=int(ctx.width), height=int(ctx.height),
         codec=str(ctx.name), keyframes=tuple(keys),
-        frame_times=tuple(i / fps for i in range(n)), frame_pts=(),
+        frame_times=_ConstantRateTimes(n, fps), frame_pts=(),
         keyframe_seek_ts=tuple(start + round(i * dur_ts) for i in keys),
     )
 
@@ -343,6 +361,7 @@ class VideoReader:
         decoded: dict[int, np.ndarray] = {}
         position = -1  # highest frame index the decoder has output so far
         packets = None
+        skip = ctx.skip_frame = "DEFAULT"
         just_seeked_to = -1
         for target in wanted:
             if target in decoded:
@@ -357,11 +376,9 @@ class VideoReader:
                 position = -1
             for packet in packets:
                 flush = packet.size == 0
-                if not flush:
-                    idx = self._index(packet.pts)
-                    ctx.skip_frame = "DEFAULT" if idx in wanted_set else "NONREF"
-                else:
-                    ctx.skip_frame = "DEFAULT"
+                mode = "DEFAULT" if flush or self._index(packet.pts) in wanted_set else "NONREF"
+                if mode != skip:  # the setter is not free: only call it on changes
+                    ctx.skip_frame = skip = mode
                 for frame in self._decode(None if flush else packet):
                     idx = self._index(frame.pts if frame.pts is not None else frame.dts)
                     if idx < 0:

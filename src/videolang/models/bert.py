@@ -22,8 +22,9 @@ from torch import nn
 
 from videolang.errors import ConfigError
 from videolang.models.layers import TransformerLayer
+from videolang.models.weights import load_strict
 
-__all__ = ["IGNORED_KEYS", "BertConfig", "BertEmbeddings", "BertEncoder", "load_bert_state_dict"]
+__all__ = ["IGNORED_KEYS", "BertConfig", "BertEmbeddings", "BertEncoder", "load_bert_state_dict", "load_strict"]
 
 # Keys of HF / original checkpoints we deliberately do not load: position-id buffers (we
 # compute them) and the unused pooler.
@@ -202,26 +203,3 @@ def load_bert_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if all(k.startswith("bert.") for k in state if not k.startswith("cls.")):
         state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
     return state
-
-
-def load_strict(
-    module: nn.Module, state: dict[str, torch.Tensor], *, source: str, ignore: tuple[str, ...] = ()
-) -> None:
-    """Load ``state`` into ``module``; any missing or unexpected key (beyond ``ignore``, which
-    match by suffix) is an error that lists them. Never a silent partial load."""
-    state = {k: v for k, v in state.items() if not any(k == i or k.endswith("." + i) for i in ignore)}
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected)}")
-        if shape:
-            parts.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape))
-        raise ConfigError(f"cannot load {source}: " + "; ".join(parts))
-    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -17,15 +17,7 @@ from videolang.models.backbones import (
     video_to_features,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP stalls (seconds per
-    forward measured) when other processes keep the CPU cores busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _video(t: int, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:

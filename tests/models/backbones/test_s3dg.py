@@ -44,14 +44,7 @@ _BLOCKS = [  # name, in, b0, b1a, b1b, b2a, b2b, b3
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP stalls (seconds per
-    forward measured) when other processes keep the CPU cores busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:

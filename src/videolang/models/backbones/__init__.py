@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videolang.errors import ConfigError
+from videolang.models.weights import load_strict
 
 __all__ = [
     "PooledPixelsBackbone",
@@ -333,12 +334,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _list(keys: Iterable[str], limit: int = 20) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 def load_state_dict_file(
     module: nn.Module,
     path: str | os.PathLike,
@@ -362,30 +357,9 @@ def load_state_dict_file(
         raw = {k[len("module.") :]: v for k, v in raw.items()}
     state = {k: v for k, v in raw.items() if not k.startswith(ignore_prefixes)}
     ignored = len(raw) - len(state)
-    own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(optional_suffixes)]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-        for k in state
-        if k in own and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_list(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_list(mismatched)}")
-    if problems:
-        raise ConfigError(
-            f"weights file {p} does not fit backbone {getattr(module, 'name', type(module).__name__)}: "
-            + "; ".join(problems)
-        )
-    for k in own:  # optional buffers absent from the file keep their current value
-        if k not in state:
-            state[k] = own[k]
-    module.load_state_dict(state, strict=True)
+    name = getattr(module, "name", type(module).__name__)
+    load_strict(module, state, source=f"weights file {p} into backbone {name}",
+                optional_suffixes=optional_suffixes)
     if ignored:
         log.info("%s: ignored %d keys with prefixes %s", p, ignored, ", ".join(ignore_prefixes))
 
