@@ -60,7 +60,7 @@ def weights(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_fit_resume_test_and_inference(world):
+def test_fit_resume_test_and_inference(world, capsys):
     cfg = config(world)
     straight = fit(cfg)
     interrupted = fit(cfg, callbacks=[StopAfterFirstEpoch()])
@@ -94,6 +94,17 @@ def test_fit_resume_test_and_inference(world):
 
     feats = torch.from_numpy(FeatureStore(world / "features")[videos[0].stem].copy())
     torch.testing.assert_close(pipe.encode_video([feats]), pipe.encode_video([str(videos[0])]), atol=1e-5, rtol=0)
+
+    # the same pipeline on the command line
+    from videolang.cli.main import main
+
+    capsys.readouterr()  # drop what the fits printed
+    assert main(["predict", "--model", str(export), "--videos", str(videos[0]),
+                 "--texts", "a red circle moves left", "a blue square grows", "--top-k", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["video"] == str(videos[0]) and len(printed[0]["matches"]) == 1
+    best = int(scores[0].argmax())
+    assert printed[0]["matches"][0]["text"] == ["a red circle moves left", "a blue square grows"][best]
 
 
 def test_missing_captions_is_a_clear_error(world):
