@@ -221,7 +221,8 @@ def test_resume_skips_and_refuses_other_settings(videos, tmp_path):
         assert np.array_equal(store[vid], arr)
     info = json.loads((out / "extraction.json").read_text())
     assert info["backbone"] == "cnn2d-tiny" and info["weights"] == "random-init"
-    assert info["frames_per_feature"] == "source fps (one row per second)"
+    assert info["frames_per_feature"] == "source frames of 1 / rows_per_second seconds"
+    assert info["rows_per_second"] == 1.0
     assert info["fps"] == "source" and info["dtype"] == "float16" and info["seed"] == 0
     assert info["l2_normalize"] is False and info["last_run"]["written"] == 1
     for kwargs in ({"seed": 1}, {"l2_normalize": True}):

@@ -4,6 +4,7 @@ holding the whole batch."""
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -19,8 +20,14 @@ def _inputs():
     return torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
 
 
-def _worker(rank: int, init_file: str, out_dir: str, normalize: bool) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out_dir: str, normalize: bool) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         video, text = _inputs()
         rows = slice(rank * 4, rank * 4 + 4)
@@ -29,12 +36,15 @@ def _worker(rank: int, init_file: str, out_dir: str, normalize: bool) -> None:
         loss = videoclip_loss(v, t, gather=True, normalize=normalize)
         loss.backward()
         torch.save({"loss": loss.detach(), "gv": v.grad, "gt": t.grad}, os.path.join(out_dir, f"{rank}.pt"))
+        # No rank may tear the group down while the other is still in a collective (the
+        # backward of all_gather): that aborts the slower process.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
 def _run(tmp_path, normalize: bool) -> None:
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), normalize), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), normalize), nprocs=WORLD, join=True)
     parts = [torch.load(tmp_path / f"{r}.pt") for r in range(WORLD)]
     video, text = _inputs()
     video.requires_grad_(True)
