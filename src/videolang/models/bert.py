@@ -155,6 +155,10 @@ class BertEncoder(nn.Module):
     ) -> torch.Tensor:
         x = self.embeddings(input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
                             position_ids=position_ids)
+        return self.encode(x, attention_mask)
+
+    def encode(self, x: torch.Tensor, attention_mask: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Run the layers on already embedded ``x`` (B, L, H)."""
         layers = self.encoder.layer
         masks = attention_mask if isinstance(attention_mask, list) else [attention_mask] * len(layers)
         if len(masks) != len(layers):
