@@ -17,25 +17,13 @@ import numpy as np
 import torch
 
 from videolang.errors import ConfigError, VideolangError
-from videolang.metrics.retrieval import _as_matrix, _count_at_least
+from videolang.metrics.retrieval import _as_matrix, _count_at_least, as_index_vector
 
 __all__ = ["class_mean_recall", "target_ranks", "topk_accuracy"]
 
 
 def _as_targets(targets: Any, n: int, k_classes: int, device: torch.device) -> torch.Tensor:
-    if isinstance(targets, torch.Tensor):
-        t = targets.detach()
-    else:
-        t = torch.as_tensor(np.asarray(targets))
-    if t.dim() != 1 or t.numel() != n:
-        raise ConfigError(f"targets must have shape ({n},), got {tuple(t.shape)}")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise ConfigError(f"targets must hold integer class indices, got dtype {t.dtype}")
-    t = t.to(device=device, dtype=torch.long)
-    if n and (int(t.min()) < 0 or int(t.max()) >= k_classes):
-        bad = int(t[(t < 0) | (t >= k_classes)][0])
-        raise ConfigError(f"targets hold class {bad}, outside [0, {k_classes}) classes")
-    return t
+    return as_index_vector(targets, n, k_classes, device, name="targets", what="classes")
 
 
 def target_ranks(logits: torch.Tensor | np.ndarray, targets: Any) -> torch.Tensor:

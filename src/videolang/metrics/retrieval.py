@@ -78,6 +78,21 @@ def _as_matrix(sim: Any, name: str = "sim") -> torch.Tensor:
     return t
 
 
+def as_index_vector(values: Any, n: int, upper: int, device: torch.device, *, name: str, what: str) -> torch.Tensor:
+    """``values`` as a long tensor of shape ``(n,)`` with entries in ``[0, upper)``; anything
+    else is a :class:`ConfigError` naming ``name``."""
+    t = values.detach() if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    if t.dim() != 1 or t.numel() != n:
+        raise ConfigError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+        raise ConfigError(f"{name} must hold integer indices, got dtype {t.dtype}")
+    t = t.to(device=device, dtype=torch.long)
+    if n and (int(t.min()) < 0 or int(t.max()) >= upper):
+        bad = int(t[(t < 0) | (t >= upper)][0])
+        raise ConfigError(f"{name} holds {bad}, outside [0, {upper}) {what}")
+    return t
+
+
 def _count_at_least(scores: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """``out[i] = #{j : scores[i, j] >= ref[i]}`` (int64), chunked over rows."""
     n, m = scores.shape
@@ -187,18 +202,7 @@ def retrieval_ranks_multi(
     """
     s = _as_matrix(sim)
     q, c = s.shape
-    if isinstance(query_to_candidate, torch.Tensor):
-        t = query_to_candidate.detach()
-    else:
-        t = torch.as_tensor(np.asarray(query_to_candidate))
-    if t.dim() != 1 or t.numel() != q:
-        raise ConfigError(f"query_to_candidate must have shape ({q},), got {tuple(t.shape)}")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise ConfigError(f"query_to_candidate must hold integer indices, got dtype {t.dtype}")
-    t = t.to(device=s.device, dtype=torch.long)
-    if q and (int(t.min()) < 0 or int(t.max()) >= c):
-        bad = int(t[(t < 0) | (t >= c)][0])
-        raise ConfigError(f"query_to_candidate holds {bad}, outside [0, {c}) candidates")
+    t = as_index_vector(query_to_candidate, q, c, s.device, name="query_to_candidate", what="candidates")
     if q == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return MultiRanks(empty, empty, empty)
