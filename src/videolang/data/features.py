@@ -6,9 +6,6 @@
 * :func:`extract_features` — the loop: decode each video in bounded chunks, batch the clips
   of several videos into one forward pass, pool to one row per second, write. Ids already in
   the store are skipped and counted; videos that fail to decode are listed, never fatal.
-* :func:`pooled_pixels` — the dependency-free extractor used before a learned backbone
-  exists: every second becomes the mean of its frames, average-pooled to a ``grid x grid``
-  RGB image (``3 * grid * grid`` values in [0, 1]).
 
 One feature row per started second, like the S3D features of VideoCLIP (``videoclip_vlm.md``
 §1.1): ``rows = ceil(seconds)``. Backbones are in :mod:`videolang.models.backbones`.
@@ -19,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import queue
 import threading
@@ -32,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from videolang.data.video import VideoReader, VideoSource
 from videolang.errors import ConfigError, FrameIndexError, StoreError, VideoDecodeError
@@ -48,7 +43,6 @@ __all__ = [
     "ExtractionReport",
     "extract_features",
     "open_video_sources",
-    "pooled_pixels",
     "run_extraction",
 ]
 
@@ -57,22 +51,6 @@ _INFO_FORMAT = "videolang-extraction"
 _INFO_VERSION = 1
 # Decoded + transformed frames held per read: bounds memory for long or large videos.
 _CHUNK_BYTES = 128 << 20
-
-
-def pooled_pixels(frames: torch.Tensor, fps: float, grid: int = 4) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 frames at ``fps`` -> ``(ceil(T / fps), 3 * grid * grid)`` float32."""
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected (T, H, W, 3) frames, got {tuple(frames.shape)}")
-    t = frames.shape[0]
-    seconds = max(math.ceil(t / fps), 1) if t else 0
-    if t == 0:
-        return np.zeros((0, 3 * grid * grid), np.float32)
-    x = frames.permute(0, 3, 1, 2).float() / 255.0
-    pooled = F.adaptive_avg_pool2d(x, grid).flatten(1)  # (T, 3*grid*grid)
-    second_of_frame = torch.clamp((torch.arange(t) / fps).long(), max=seconds - 1)
-    sums = torch.zeros(seconds, pooled.shape[1]).index_add_(0, second_of_frame, pooled)
-    counts = torch.bincount(second_of_frame, minlength=seconds).clamp(min=1).unsqueeze(1)
-    return (sums / counts).numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -215,6 +215,7 @@ class VideoCLIPDataModule(L.LightningDataModule):
             raise ConfigError("data.features: give the feature store folder (videolang extract-features --out)")
         self.pretraining = cfg.recipe.endswith("pretrain")
         self._ready = False
+        self._train_set: Dataset | None = None
 
     def _prepare(self) -> None:
         if self._ready:
@@ -232,6 +233,13 @@ class VideoCLIPDataModule(L.LightningDataModule):
     # -- datasets --
 
     def train_dataset(self) -> Dataset:
+        """Built once: Lightning calls ``train_dataloader`` more than once (to count the steps,
+        then to train), and building reads and tokenizes every caption."""
+        if self._train_set is None:
+            self._train_set = self._build_train_dataset()
+        return self._train_set
+
+    def _build_train_dataset(self) -> Dataset:
         self._prepare()
         d = self.d
         if self.pretraining:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from videolang.data.features import pooled_pixels
 from videolang.errors import ConfigError
 from videolang.models.backbones import (
     VideoBackbone,
@@ -18,6 +20,22 @@ from videolang.models.backbones import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def pooled_pixels(frames: torch.Tensor, fps: float, grid: int = 4) -> np.ndarray:
+    """Reference: the per-second mean of ``grid x grid`` pooled RGB, computed per video."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected (T, H, W, 3) frames, got {tuple(frames.shape)}")
+    t = frames.shape[0]
+    seconds = max(math.ceil(t / fps), 1) if t else 0
+    if t == 0:
+        return np.zeros((0, 3 * grid * grid), np.float32)
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    pooled = F.adaptive_avg_pool2d(x, grid).flatten(1)  # (T, 3*grid*grid)
+    second_of_frame = torch.clamp((torch.arange(t) / fps).long(), max=seconds - 1)
+    sums = torch.zeros(seconds, pooled.shape[1]).index_add_(0, second_of_frame, pooled)
+    counts = torch.bincount(second_of_frame, minlength=seconds).clamp(min=1).unsqueeze(1)
+    return (sums / counts).numpy().astype(np.float32)
 
 
 def _video(t: int, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:

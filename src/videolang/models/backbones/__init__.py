@@ -372,8 +372,8 @@ def load_state_dict_file(
 class PooledPixelsBackbone(VideoBackbone):
     """The dependency-free baseline as a backbone: per-second mean of ``grid x grid`` pooled RGB.
 
-    Same values as :func:`videolang.data.features.pooled_pixels` (``3 * grid * grid`` values in
-    [0, 1] per second), computed per frame so that clips of many videos batch together.
+    ``3 * grid * grid`` values in [0, 1] per second, computed per frame so that clips of many
+    videos batch together (the test compares it with a direct per-video computation).
     """
 
     name = "pooled-pixels"
