@@ -6,6 +6,8 @@ Handlers import their modules lazily so ``videolang --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("convert", help="convert an original checkpoint to a videolang model folder")
-    p.add_argument("method", choices=["videoclip"])
+    p.add_argument("method", choices=list(CONVERTER_METHODS))
     p.add_argument("checkpoint", help="the original checkpoint file (e.g. MMPT checkpoint_best.pt)")
     p.add_argument("out_dir")
     p.add_argument("--model", default=None, help="registered architecture (default: the method's base)")
@@ -220,16 +222,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_convert)
 
-    from videolang.cli.train import register as register_train
+    for module in _installed(COMMAND_MODULES):
+        importlib.import_module(module).register(sub)
 
-    register_train(sub)
-
-    p = sub.add_parser("demo", help="the end-to-end demo on the synthetic world (what `make demo` runs)")
+    p = sub.add_parser("demo", help="the end-to-end demo on the synthetic world (what `make demo` runs); "
+                                    "`videolang demo METHOD` trains and evaluates one method there")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--num-videos", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+    demos = p.add_subparsers(dest="demo_method", metavar="METHOD")
+    for name, module in _installed(DEMO_MODULES).items():
+        demo = importlib.import_module(module)
+        q = demos.add_parser(name, help=demo.HELP, description=demo.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        demo.add_arguments(q)
+        q.set_defaults(func=demo.run)
     return parser
+
+
+# Modules that add top-level commands: each has ``register(subparsers)`` and imports nothing
+# heavy at module level.
+COMMAND_MODULES = ("videolang.cli.train", "videolang.cli.tokenize", "videolang.cli.glue")
+# ``videolang demo METHOD``: each module has HELP, add_arguments(parser) and run(args) -> int.
+DEMO_MODULES = {name: f"videolang.cli.demos.{name}"
+                for name in ("vlm", "clipbert", "vimpac", "anticipation", "vidlankd")}
+CONVERTER_METHODS = ("videoclip", "vlm", "clipbert", "vimpac")
+
+
+def _installed(modules):
+    """The entries of ``modules`` (a tuple of names or a dict name -> module) that exist."""
+    items = modules.items() if isinstance(modules, dict) else ((m, m) for m in modules)
+    found = {k: m for k, m in items if importlib.util.find_spec(m) is not None}
+    return found if isinstance(modules, dict) else tuple(found)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,9 @@
 """Converters from the original systems' checkpoints to videolang model folders.
 
+Each modelling module declares its converter (``CONVERTER``, see :data:`CONVERTER_MODULES`);
+this module does the common part: load the file, build the registered model, load strictly,
+write the folder atomically.
+
 ``videolang convert videoclip CKPT OUT_DIR`` reads the released MMPT checkpoint
 (``checkpoint_best.pt``: a fairseq dict whose ``model`` keys start with ``mmmodel.``), maps it
 onto ``videoclip-base`` (``videoclip_vlm.md`` §6.2), and writes ``config.json`` +
@@ -20,9 +24,29 @@ import yaml
 from videolang.errors import ConfigError
 from videolang.models.registry import create_model, save_pretrained
 
-__all__ = ["convert_checkpoint"]
+__all__ = ["available_converters", "convert_checkpoint"]
 
-DEFAULT_MODELS = {"videoclip": "videoclip-base"}
+# method -> modelling module whose ``CONVERTER`` dict has ``default_model`` (registered
+# config name), ``load_state(obj, model, source=...)`` (strict; raises on any missing or
+# unexpected key), optional ``pipeline(model) -> dict`` (written to pipeline.json) and
+# ``description`` (what file it reads).
+CONVERTER_MODULES = {"videoclip": "videoclip", "vlm": "vlm", "clipbert": "clipbert", "vimpac": "vimpac"}
+
+
+def available_converters() -> dict[str, dict]:
+    """method -> its converter spec, for the modelling modules that are installed."""
+    import importlib
+    import importlib.util
+
+    out = {}
+    for method, short in CONVERTER_MODULES.items():
+        name = f"videolang.models.{short}"
+        if importlib.util.find_spec(name) is None:
+            continue
+        spec = getattr(importlib.import_module(name), "CONVERTER", None)
+        if spec is not None:
+            out[method] = spec
+    return out
 
 
 def _parse_overrides(items: Sequence[str]) -> dict:
@@ -38,22 +62,23 @@ def _parse_overrides(items: Sequence[str]) -> dict:
 def convert_checkpoint(method: str, checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
                        model_name: str | None = None, overrides: Sequence[str] = (),
                        overwrite: bool = False) -> Path:
-    """Convert ``checkpoint`` of ``method`` into a model folder at ``out_dir``."""
-    if method != "videoclip":
-        raise ConfigError(f"no converter for {method!r} yet (available: videoclip)")
+    """Convert ``checkpoint`` of ``method`` into a model folder at ``out_dir``.
+
+    Nothing is written unless every key maps (the converters load strictly).
+    """
+    converters = available_converters()
+    if method not in converters:
+        raise ConfigError(f"no converter for {method!r} (available: {', '.join(sorted(converters))})")
+    spec = converters[method]
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
-    model = create_model(model_name or DEFAULT_MODELS[method], **_parse_overrides(overrides))
-    # fairseq checkpoints pickle their argparse/omegaconf args: a full (trusted) unpickle.
+    model = create_model(model_name or spec["default_model"], **_parse_overrides(overrides))
+    # The originals pickle their argparse/omegaconf args (fairseq) or whole state: a full
+    # (trusted) unpickle of a file the user chose.
     state = torch.load(path, map_location="cpu", weights_only=False)
-    from videolang.models.videoclip import convert_mmpt_state_dict
-
-    convert_mmpt_state_dict(state, model, source=str(path))
-    # The release was trained on S3D-G features of the MIL-NCE weights (one 512-d row per
-    # second); the backbone's weights are a separate local file the user points to later.
-    pipeline = {"tokenizer": model.config.tokenizer, "feature_rate": 1.0,
-                "max_video_len": model.config.max_video_len,
-                "converted_from": {"method": method, "checkpoint": str(path)}}
+    spec["load_state"](state, model, source=str(path))
+    pipeline = dict(spec["pipeline"](model)) if spec.get("pipeline") else {}
+    pipeline["converted_from"] = {"method": method, "checkpoint": str(path)}
     return save_pretrained(model, out_dir, overwrite=overwrite,
                            extra_files={"pipeline.json": json.dumps(pipeline, indent=2, sort_keys=True)})

@@ -46,12 +46,24 @@ def register_architecture(name: str, config_from_dict: Callable[[dict], Any], bu
     _ARCHITECTURES[name] = Architecture(config_from_dict, build)
 
 
+# Modelling modules that define built-in architectures. Each has a module-level
+# ``ARCHITECTURES = {"name": (config_from_dict, build)}``; they are imported on first use.
+BUILTIN_MODEL_MODULES = ("videoclip", "vlm", "clipbert", "vimpac", "distill")
+
+
 def _register_builtin() -> None:
     if _ARCHITECTURES:
         return
-    from videolang.models.videoclip import VideoCLIP, VideoCLIPConfig
+    import importlib
+    import importlib.util
 
-    register_architecture("videoclip", VideoCLIPConfig.from_dict, VideoCLIP)
+    for short in BUILTIN_MODEL_MODULES:
+        module_name = f"videolang.models.{short}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        for arch, (config_from_dict, build) in getattr(module, "ARCHITECTURES", {}).items():
+            register_architecture(arch, config_from_dict, build)
 
 
 def _config_files() -> dict[str, Any]:

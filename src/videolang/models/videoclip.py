@@ -234,3 +234,16 @@ def convert_mmpt_state_dict(state: dict[str, torch.Tensor], model: VideoCLIP, *,
     state = {(k[len("mmmodel."):] if k.startswith("mmmodel.") else k): v for k, v in state.items()}
     ignore = (*MMPT_IGNORED, *IGNORED_KEYS)
     load_strict(model, state, source=source, ignore=ignore)
+
+
+def _mmpt_pipeline(model: VideoCLIP) -> dict:
+    # The release was trained on S3D-G features of the MIL-NCE weights (one 512-d row per
+    # second); the backbone's weights are a separate local file the user points to later.
+    return {"tokenizer": model.config.tokenizer, "feature_rate": 1.0,
+            "max_video_len": model.config.max_video_len}
+
+
+# Registry entry (see videolang.models.registry) and checkpoint converter (videolang.models.convert).
+ARCHITECTURES = {"videoclip": (VideoCLIPConfig.from_dict, VideoCLIP)}
+CONVERTER = {"default_model": "videoclip-base", "load_state": convert_mmpt_state_dict,
+             "pipeline": _mmpt_pipeline, "description": "MMPT VideoCLIP checkpoint_best.pt"}
