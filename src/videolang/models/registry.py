@@ -48,7 +48,7 @@ def register_architecture(name: str, config_from_dict: Callable[[dict], Any], bu
 
 # Modelling modules that define built-in architectures. Each has a module-level
 # ``ARCHITECTURES = {"name": (config_from_dict, build)}``; they are imported on first use.
-BUILTIN_MODEL_MODULES = ("videoclip", "vlm", "clipbert", "vimpac", "distill")
+BUILTIN_MODEL_MODULES = ("videoclip", "vlm", "clipbert", "vimpac", "vidlankd", "anticipation")
 
 
 def _register_builtin() -> None:
