@@ -195,6 +195,17 @@ class VideoCLIP(nn.Module):
         hidden = self.text_encoder(input_ids, attention_mask=attention_mask.bool())
         return masked_mean_excluding_cls(hidden, attention_mask.bool())
 
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        """Random valid inputs for ``forward`` (registry tests)."""
+        cfg = self.config
+        frames = min(4, cfg.max_video_len)
+        lengths = torch.arange(batch_size) % frames + 1
+        feat_mask = torch.arange(frames)[None] < lengths[:, None]
+        ids = torch.randint(1000 % cfg.text.vocab_size, cfg.text.vocab_size, (batch_size, 6))
+        ids[:, 0], ids[:, -1] = cfg.cls_token_id % cfg.text.vocab_size, cfg.sep_token_id % cfg.text.vocab_size
+        return {"feats": torch.randn(batch_size, frames, cfg.feature_dim), "feat_mask": feat_mask,
+                "input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
+
     def forward(self, feats, feat_mask, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_video(feats, feat_mask), self.encode_text(input_ids, attention_mask)
 
@@ -242,6 +253,20 @@ def _mmpt_pipeline(model: VideoCLIP) -> dict:
     return {"tokenizer": model.config.tokenizer, "feature_rate": 1.0,
             "max_video_len": model.config.max_video_len}
 
+
+def test_overrides(cfg: dict) -> dict:
+    """Registry overrides that shrink any VideoCLIP config to a sub-second CPU model."""
+    slim = cfg.get("slim_video_vocab", False)
+    return {
+        "video.hidden_size": 32, "video.num_attention_heads": 4, "video.intermediate_size": 64,
+        "video.num_hidden_layers": 1, "video.vocab_size": 2 if slim else 128,
+        "text.hidden_size": 32, "text.num_attention_heads": 4, "text.intermediate_size": 64,
+        "text.num_hidden_layers": 1, "text.vocab_size": 128, "text_pretrained": None,
+        "feature_dim": 24,
+    }
+
+
+TEST_OVERRIDES = test_overrides
 
 # Registry entry (see videolang.models.registry) and checkpoint converter (videolang.models.convert).
 ARCHITECTURES = {"videoclip": (VideoCLIPConfig.from_dict, VideoCLIP)}
