@@ -10,7 +10,13 @@ import torch
 from videolang.errors import ConfigError
 from videolang.losses import mtm_loss
 from videolang.models.bert import BertConfig
-from videolang.models.vlm import VLM, VLMConfig, convert_mmpt_vlm_state_dict, isolated_mask
+from videolang.models.vlm import (
+    VLM,
+    VLMConfig,
+    convert_mmpt_vlm_state_dict,
+    isolated_mask,
+    textgen_mask,
+)
 
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "specs" / "golden" / "vlm_tiny_mtm.pt"
 
@@ -81,3 +87,99 @@ def test_vlm_converter_is_strict(golden):
     del state["cls.predictions.decoder.weight"]
     with pytest.raises(ConfigError, match=r"missing keys: cls\.predictions\.decoder\.weight"):
         convert_mmpt_vlm_state_dict(state, tiny())
+
+
+def test_pooled_halves_equal_the_isolated_joint_pass(golden):
+    model = tiny()
+    convert_mmpt_vlm_state_dict(golden["state_dict"], model)
+    i = golden["inputs"]
+    caps, cmasks, vfeats, vmasks = i["caps"], i["cmasks"], i["vfeats"], i["vmasks"]
+    tv = vfeats.shape[1]
+    with torch.no_grad():
+        joint = model(caps, cmasks, vfeats, vmasks, attention_mask=isolated_mask(cmasks, vmasks))
+        video, text = model.encode_video(vfeats, vmasks), model.encode_text(caps, cmasks)
+    keys = torch.cat([cmasks[:, :1], vmasks, cmasks[:, 1:]], 1).float()
+    vk, tk = keys[:, 1 : tv + 2, None], keys[:, tv + 2 :, None]
+    expect_video = (joint[:, 1 : tv + 2] * vk).sum(1) / vk.sum(1)
+    expect_text = (joint[:, tv + 2 :] * tk).sum(1) / tk.sum(1)
+    torch.testing.assert_close(video, expect_video, atol=1e-5, rtol=0)
+    torch.testing.assert_close(text, expect_text, atol=1e-5, rtol=0)
+
+
+def test_textgen_mask_by_hand():
+    # vmask [1,1,1,0], cmask [1,1,1,1,1,0]: L = 10 = [CLS] v v v v(pad) [SEP] t t t pad
+    mask = textgen_mask(torch.tensor([[1, 1, 1, 1, 1, 0]]).bool(), torch.tensor([[1, 1, 1, 0]]).bool())[0]
+    prefix = [1, 1, 1, 1, 0, 1, 0, 0, 0, 0]
+    expected = [prefix] * 6  # [CLS], video (padded frame too) and [SEP] rows
+    expected += [[1, 1, 1, 1, 0, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 1, 1, 1, 0, 0],
+                 [1, 1, 1, 1, 0, 1, 1, 1, 1, 0], prefix]  # causal text; the padding row copies [CLS]
+    assert mask.int().tolist() == expected
+
+
+def test_caption_logits_are_causal():
+    torch.manual_seed(0)
+    model = tiny()
+    caps = torch.tensor([[101, 102, 101, 5, 6, 7, 102]])
+    feats, vmasks = torch.randn(1, 3, 512), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        a = model.caption_logits(caps, torch.ones_like(caps).bool(), feats, vmasks)
+        changed = caps.clone()
+        changed[0, 5] = 9
+        b = model.caption_logits(changed, torch.ones_like(caps).bool(), feats, vmasks)
+    torch.testing.assert_close(a[:, :3], b[:, :3], atol=1e-6, rtol=0)  # positions before the change
+    assert (a[:, 3:] - b[:, 3:]).abs().max() > 1e-4
+
+
+def _small_vocab_model() -> VLM:
+    bert = BertConfig(vocab_size=6, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(3)
+    return VLM(VLMConfig(feature_dim=8, max_video_len=4, bert=bert, cls_token_id=1, sep_token_id=2,
+                         mask_token_id=3, pad_token_id=0)).eval()
+
+
+def test_beam_search_finds_the_best_caption_and_greedy_is_argmax():
+    model = _small_vocab_model()
+    feats, vmasks = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+
+    def logp(video: int, words: list[int]) -> float:  # log P(words + [SEP] | video), brute force
+        seq, total = [1, 2, 1], 0.0
+        for w in [*words, 2]:
+            ids = torch.tensor([seq])
+            with torch.no_grad():
+                out = model.caption_logits(ids, torch.ones_like(ids).bool(), feats[video : video + 1],
+                                           vmasks[video : video + 1])[0, -1].log_softmax(-1)
+            total += float(out[w])
+            seq.append(w)
+        return total
+
+    import itertools
+
+    for v in range(2):
+        candidates = [list(c) for n in range(0, 4) for c in itertools.product([4, 5], repeat=n)]
+        best = max(candidates, key=lambda c: logp(v, c) / (len(c) + 1))
+        got = model.generate(feats[v : v + 1], vmasks[v : v + 1], max_length=4, num_beams=16)[0]
+        assert got == best
+    greedy = model.generate(feats, vmasks, max_length=4, num_beams=1)
+    for v in range(2):  # follow the argmax step by step
+        seq = [1, 2, 1]
+        for _ in range(4):
+            ids = torch.tensor([seq])
+            with torch.no_grad():
+                out = model.caption_logits(ids, torch.ones_like(ids).bool(), feats[v : v + 1], vmasks[v : v + 1])[0, -1]
+            out[[0, 1, 3]] = float("-inf")
+            seq.append(int(out.argmax()))
+            if seq[-1] == 2:
+                break
+        words = seq[3:]
+        assert greedy[v] == (words[: words.index(2)] if 2 in words else words)
+
+
+def test_segmentation_head():
+    model = VLM(VLMConfig(feature_dim=8, max_video_len=4, num_classes=5,
+                          bert=BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32)))
+    logits = model.segment_logits(torch.randn(2, 4, 8), torch.ones(2, 4, dtype=torch.bool))
+    assert logits.shape == (2, 4, 5)
+    with pytest.raises(ConfigError, match="no classifier"):
+        tiny().segment_logits(torch.randn(1, 2, 512), torch.ones(1, 2, dtype=torch.bool))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mtm_loss"]
+__all__ = ["masked_frame_nce_loss", "mlm_loss", "mtm_loss"]
 
 
 def mtm_loss(video_logits: torch.Tensor, text_logits: torch.Tensor, text_targets: torch.Tensor,
@@ -24,3 +24,30 @@ def mtm_loss(video_logits: torch.Tensor, text_logits: torch.Tensor, text_targets
     logits = torch.cat([video_logits, text_logits])
     targets = torch.cat([video_logits.new_zeros(video_logits.shape[0], dtype=torch.long), text_targets.long()])
     return F.cross_entropy(logits, targets)
+
+
+def masked_frame_nce_loss(video_logits: torch.Tensor, *, include_vocab: bool = True,
+                          vocab_size: int | None = None) -> torch.Tensor:
+    """Masked frame modelling as NCE: each masked frame's row ``[positive, non-masked frames of
+    the batch, (vocabulary)]`` is classified to column 0 (its own original token). With
+    ``include_vocab=False`` the last ``vocab_size`` columns (the word decoder) are dropped, the
+    original's ``MFMMLM`` ablation. Mean over masked frames; 0 when there are none."""
+    if video_logits.shape[0] == 0:
+        return video_logits.sum() * 0.0
+    if not include_vocab:
+        if vocab_size is None:
+            raise ValueError("include_vocab=False needs vocab_size")
+        video_logits = video_logits[:, : video_logits.shape[1] - vocab_size]
+    return F.cross_entropy(video_logits, video_logits.new_zeros(video_logits.shape[0], dtype=torch.long))
+
+
+def mlm_loss(text_logits: torch.Tensor, text_targets: torch.Tensor, *, vocab_size: int | None = None) -> torch.Tensor:
+    """Masked language modelling: cross-entropy of each masked word's row against its id.
+    ``vocab_size`` keeps only the vocabulary columns (dropping VLM's frame columns, the
+    ``MFMMLM`` ablation); by default the row is used whole. Mean over masked words; 0 when
+    there are none (a batch where every item had its text left unmasked)."""
+    if text_logits.shape[0] == 0:
+        return text_logits.sum() * 0.0
+    if vocab_size is not None:
+        text_logits = text_logits[:, :vocab_size]
+    return F.cross_entropy(text_logits, text_targets.long())

@@ -4,6 +4,7 @@ All rank-based metrics count ties **against** the query/target: rank = 1 + #(oth
 ``>=`` the true item). Recall@K and top-k accuracies are percentages.
 """
 
+from videolang.metrics.captioning import caption_metrics, corpus_bleu, rouge_l
 from videolang.metrics.classification import class_mean_recall, target_ranks, topk_accuracy
 from videolang.metrics.retrieval import (
     MultiRanks,
@@ -16,12 +17,15 @@ from videolang.metrics.retrieval import (
 
 __all__ = [
     "MultiRanks",
+    "caption_metrics",
     "class_mean_recall",
+    "corpus_bleu",
     "rank_metrics",
     "retrieval_metrics",
     "retrieval_metrics_multi",
     "retrieval_ranks",
     "retrieval_ranks_multi",
+    "rouge_l",
     "target_ranks",
     "topk_accuracy",
 ]

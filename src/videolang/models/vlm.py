@@ -14,6 +14,22 @@ the batch, the vocabulary]; a masked word among [the vocabulary, the non-masked 
 Attention: full (key padding), or :func:`isolated_mask`, where [CLS], the video (+ its [SEP])
 and the text cannot see each other; that equals separate passes with shared weights (tested).
 The original zeroed masked features in place on the caller's tensor; we do not.
+
+Downstream uses (§3.5):
+
+* retrieval / multiple-choice QA: :meth:`VLM.encode_video` and :meth:`VLM.encode_text` run the
+  isolated halves as two separate passes (equal to the joint pass with :func:`isolated_mask`,
+  tested) and mean-pool video tokens + the video's [SEP], and text tokens + the final [SEP];
+* captioning: :func:`textgen_mask` (the video prefix sees itself, text sees the prefix and the
+  text up to itself), :meth:`VLM.caption_logits` and :meth:`VLM.generate` (greedy or beam
+  search). The original's captioning data pipeline could not run as released (its aligner
+  reads attributes it never sets); ours is written from the spec's description;
+* action segmentation: :meth:`VLM.segment_logits`, a per-token classifier (``num_classes``)
+  on the video pass.
+
+Text positions follow the joint layout: the text after a video of ``T`` tokens starts at
+position ``T + 2``. Batches pad the video to ``max_video_len``, so the text half alone
+(:meth:`VLM.encode_text`) uses ``T = max_video_len``.
 """
 
 from __future__ import annotations
@@ -28,7 +44,7 @@ from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
 from videolang.models.videoclip import VideoTokenMLP
 from videolang.models.weights import load_strict
 
-__all__ = ["VLM", "VLMConfig", "convert_mmpt_vlm_state_dict", "isolated_mask"]
+__all__ = ["VLM", "VLMConfig", "convert_mmpt_vlm_state_dict", "isolated_mask", "textgen_mask"]
 
 
 @dataclass
@@ -41,6 +57,11 @@ class VLMConfig:
     pad_token_id: int = 0
     mask_token_id: int = 103
     tokenizer: str = "minilm"
+    # A local BERT directory or "minilm": the encoder starts from its first
+    # bert.num_hidden_layers layers (the original starts from bert-base-uncased).
+    text_pretrained: str | None = None
+    num_classes: int = 0  # > 0 adds the per-token classifier (action segmentation)
+    classifier_dropout: float = 0.1
 
     @classmethod
     def from_dict(cls, d: dict) -> VLMConfig:
@@ -81,6 +102,23 @@ def isolated_mask(cmasks: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
     return same & valid[:, None, :]
 
 
+def textgen_mask(cmasks: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
+    """(B, L, L) bool for generation (MMPT ``_build_textgeneration_mask``): [CLS], video and the
+    video's [SEP] see [CLS] + valid video + [SEP]; text row r sees that prefix and the valid text
+    positions <= r (causal). Padding rows see what the [CLS] row sees."""
+    b, tv = vmasks.shape
+    valid = torch.cat([cmasks[:, :1], vmasks, cmasks[:, 1:]], 1).bool()
+    length = valid.shape[1]
+    prefix = torch.zeros(length, dtype=torch.bool, device=valid.device)
+    prefix[: tv + 2] = True
+    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    text_rows = ~prefix
+    allowed = prefix[None, :] | (text_rows[:, None] & text_rows[None, :] & causal)  # (L, L)
+    mask = allowed[None] & valid[:, None, :]
+    cls_row = mask[:, :1, :].expand(b, length, length)
+    return torch.where(valid[:, :, None], mask, cls_row)
+
+
 class VLM(nn.Module):
     def __init__(self, cfg: VLMConfig):
         super().__init__()
@@ -89,6 +127,35 @@ class VLM(nn.Module):
         self.bert = BertEncoder(cfg.bert)
         self.cls = nn.Module()
         self.cls.predictions = MTMPredictions(cfg.bert)
+        if cfg.num_classes > 0:
+            self.classifier = nn.Sequential(nn.Dropout(cfg.classifier_dropout),
+                                            nn.Linear(cfg.bert.hidden_size, cfg.num_classes))
+        if cfg.text_pretrained:
+            self._load_pretrained_bert(cfg.text_pretrained)
+
+    def _load_pretrained_bert(self, name: str) -> None:
+        from videolang.models.videoclip import resolve_pretrained_dir
+
+        path = resolve_pretrained_dir(name)
+        bert = BertEncoder.from_pretrained(path, num_hidden_layers=self.config.bert.num_hidden_layers)
+        if bert.config != self.config.bert:
+            raise ConfigError(f"{path}: its BERT config differs from the VLM's bert section "
+                              f"({bert.config} vs {self.config.bert})")
+        self.bert.load_state_dict(bert.state_dict())
+        # The MLM transform starts as identity-ish; the decoder shares nothing (no bias, as MMPT).
+        self.cls.predictions.decoder.weight.data.copy_(bert.embeddings.word_embeddings.weight)
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        """Random valid inputs for ``forward`` (registry tests)."""
+        cfg = self.config
+        frames = min(4, cfg.max_video_len)
+        vocab = cfg.bert.vocab_size
+        caps = torch.randint(0, vocab, (batch_size, 7))
+        caps[:, 0], caps[:, 1], caps[:, -1] = cfg.cls_token_id % vocab, cfg.sep_token_id % vocab, cfg.sep_token_id % vocab
+        lengths = torch.arange(batch_size) % frames + 1
+        return {"caps": caps, "cmasks": torch.ones_like(caps, dtype=torch.bool),
+                "vfeats": torch.randn(batch_size, frames, cfg.feature_dim),
+                "vmasks": torch.arange(frames)[None] < lengths[:, None]}
 
     def embed(self, caps, cmasks, vfeats, vmasks) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint embeddings (after position/type embeddings and LayerNorm) and the key mask."""
@@ -129,6 +196,160 @@ class VLM(nn.Module):
         return video_logits, text_logits, joint_label[chosen]
 
 
+    # -- isolated halves: retrieval, multiple-choice QA, segmentation ---------------------------
+
+    def video_hidden(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The video half alone: hidden states of ``v1..vT [SEP]`` (B, T+1, H) and their mask,
+        at the joint layout's positions 1..T+1, token type 0."""
+        b, tv, _ = vfeats.shape
+        if tv > self.config.max_video_len:
+            raise ValueError(f"{tv} video tokens exceed max_video_len={self.config.max_video_len}")
+        words = self.bert.embeddings.word_embeddings
+        sep = words(torch.full((b, 1), self.config.sep_token_id, device=vfeats.device))
+        embeds = torch.cat([self.videomlp(vfeats), sep], 1)
+        positions = torch.arange(1, tv + 2, device=vfeats.device).expand(b, -1)
+        types = torch.zeros(b, tv + 1, dtype=torch.long, device=vfeats.device)
+        x = self.bert.embeddings(inputs_embeds=embeds, token_type_ids=types, position_ids=positions)
+        keys = torch.cat([vmasks.bool(), torch.ones(b, 1, dtype=torch.bool, device=vfeats.device)], 1)
+        return self.bert.encode(x, keys), keys
+
+    def text_hidden(self, caps: torch.Tensor, cmasks: torch.Tensor,
+                    video_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text half alone: hidden states of ``caps[:, 2:]`` (words, [SEP], padding) at
+        positions ``video_len + 2 ...`` (default ``max_video_len``), token type 1."""
+        tv = self.config.max_video_len if video_len is None else video_len
+        ids, keys = caps[:, 2:], cmasks[:, 2:].bool()
+        length = int(keys.sum(1).max().clamp(min=1))  # all-padding columns change nothing
+        ids, keys = ids[:, :length], keys[:, :length]
+        b = ids.shape[0]
+        positions = torch.arange(tv + 2, tv + 2 + length, device=ids.device).expand(b, -1)
+        types = torch.ones_like(ids)
+        x = self.bert.embeddings(ids, token_type_ids=types, position_ids=positions)
+        return self.bert.encode(x, keys), keys
+
+    @staticmethod
+    def _mean(hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        m = keys.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def encode_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled video embedding (B, H): mean of the valid video tokens and the video's [SEP]."""
+        if vmasks is None:
+            vmasks = torch.ones(vfeats.shape[:2], dtype=torch.bool, device=vfeats.device)
+        return self._mean(*self.video_hidden(vfeats, vmasks))
+
+    def encode_text(self, caps: torch.Tensor, cmasks: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled text embedding (B, H) of ``[CLS] [SEP] words [SEP] [PAD]..`` (MMPT layout):
+        mean of the words and the final [SEP]."""
+        if cmasks is None:
+            cmasks = caps != self.config.pad_token_id
+        return self._mean(*self.text_hidden(caps, cmasks))
+
+    def segment_logits(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
+        """Per-video-token class logits (B, T, num_classes) from the video half."""
+        if self.config.num_classes <= 0:
+            raise ConfigError("this VLM has no classifier: build it with num_classes > 0")
+        hidden, _ = self.video_hidden(vfeats, vmasks)
+        return self.classifier(hidden[:, :-1])
+
+    # -- captioning ---------------------------------------------------------------------------
+
+    def caption_logits(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor,
+                       vmasks: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits (B, Lt, V) at the text positions ``caps[:, 2:]`` under
+        :func:`textgen_mask`: position j predicts ``caps[:, 3 + j]`` (teacher forcing, with
+        ``caps = [CLS] [SEP] [BOS] w1 .. wn [SEP]`` where [BOS] is [CLS], as MMPT)."""
+        x, _ = self.embed(caps, cmasks, vfeats, vmasks)
+        hidden = self.bert.encode(x, textgen_mask(cmasks, vmasks))
+        tv = vfeats.shape[1]
+        head = self.cls.predictions
+        return head.decoder(head.hidden(hidden[:, tv + 2 :]))
+
+    def _next_token_logp(self, seqs: torch.Tensor, feats: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        logits = self.caption_logits(seqs, torch.ones_like(seqs, dtype=torch.bool), feats, masks)[:, -1]
+        logp = logits.float().log_softmax(-1)
+        cfg = self.config
+        logp[:, [cfg.pad_token_id, cfg.cls_token_id, cfg.mask_token_id]] = float("-inf")
+        return logp
+
+    def _greedy(self, vfeats: torch.Tensor, vmasks: torch.Tensor, max_length: int) -> list[list[int]]:
+        cfg = self.config
+        b = vfeats.shape[0]
+        prefix = torch.tensor([cfg.cls_token_id, cfg.sep_token_id, cfg.cls_token_id], device=vfeats.device)
+        seqs = prefix.expand(b, -1).clone()
+        open_rows = torch.ones(b, dtype=torch.bool, device=vfeats.device)
+        for _ in range(max_length):
+            token = self._next_token_logp(seqs, vfeats, vmasks).argmax(-1)
+            token = torch.where(open_rows, token, torch.full_like(token, cfg.sep_token_id))
+            seqs = torch.cat([seqs, token[:, None]], 1)
+            open_rows &= token != cfg.sep_token_id
+            if not bool(open_rows.any()):
+                break
+        out = []
+        for row in seqs[:, 3:].tolist():
+            out.append(row[: row.index(cfg.sep_token_id)] if cfg.sep_token_id in row else row)
+        return out
+
+    @torch.no_grad()
+    def generate(self, vfeats: torch.Tensor, vmasks: torch.Tensor, *, max_length: int = 24,
+                 num_beams: int = 1, length_penalty: float = 1.0) -> list[list[int]]:
+        """Token ids of one caption per video (without [BOS]/[SEP]): greedy when
+        ``num_beams == 1`` (stops at the first [SEP]), else beam search (hypotheses ranked by summed log-probability over
+        ``length ** length_penalty``). Each step re-runs the joint sequence (no cache)."""
+        if num_beams <= 1:
+            return self._greedy(vfeats, vmasks, max_length)
+        cfg = self.config
+        b, device = vfeats.shape[0], vfeats.device
+        k = int(num_beams)
+        feats = vfeats.repeat_interleave(k, 0)
+        masks = vmasks.repeat_interleave(k, 0)
+        prefix = torch.tensor([cfg.cls_token_id, cfg.sep_token_id, cfg.cls_token_id], device=device)
+        seqs = prefix.expand(b * k, -1).clone()
+        scores = torch.zeros(b, k, device=device)
+        scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
+        done = torch.zeros(b * k, dtype=torch.bool, device=device)
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+        for step in range(max_length):
+            logp = self._next_token_logp(seqs, feats, masks)
+            if step == max_length - 1:  # the last step must end the caption
+                sep = logp[:, cfg.sep_token_id].clone()
+                logp.fill_(float("-inf"))
+                logp[:, cfg.sep_token_id] = sep
+            logp[done] = float("-inf")
+            vocab = logp.shape[-1]
+            total = (scores.reshape(-1, 1) + logp).reshape(b, k * vocab)
+            top, idx = total.topk(2 * k, dim=1)
+            beam, token = idx // vocab, idx % vocab
+            new_seqs, new_scores = [], torch.full((b, k), float("-inf"), device=device)
+            base = torch.arange(b, device=device)[:, None] * k
+            for i in range(b):
+                kept = 0
+                rows = []
+                for j in range(2 * k):
+                    if not torch.isfinite(top[i, j]) or kept == k:
+                        break
+                    src = int(base[i, 0] + beam[i, j])
+                    if int(token[i, j]) == cfg.sep_token_id:
+                        words = seqs[src, 3:].tolist()
+                        finished[i].append((float(top[i, j]) / max(1, len(words) + 1) ** length_penalty, words))
+                        continue
+                    rows.append(torch.cat([seqs[src], token[i, j : j + 1]]))
+                    new_scores[i, kept] = top[i, j]
+                    kept += 1
+                while len(rows) < k:  # pad with a dead hypothesis
+                    rows.append(torch.cat([seqs[int(base[i, 0])], seqs.new_tensor([cfg.sep_token_id])]))
+                new_seqs.extend(rows)
+            seqs, scores = torch.stack(new_seqs), new_scores
+            done = ~torch.isfinite(scores.reshape(-1))
+            # Stop when every video has k finished hypotheses and its best one beats every open
+            # one at the current length (the usual beam-search heuristic).
+            if all(len(f) >= k for f in finished):
+                best_open = scores.max(1).values / (seqs.shape[1] - 2) ** length_penalty
+                if all(max(s for s, _ in finished[i]) >= float(best_open[i]) for i in range(b)):
+                    break
+        return [max(f, key=lambda t: t[0])[1] if f else [] for f in finished]
+
+
 # MMPT keys we drop: BERT's unused pooler, the never-used seg_embeddings table, position ids.
 MMPT_VLM_IGNORED = (*IGNORED_KEYS, "position_ids", "seg_embeddings.weight")
 
@@ -141,3 +362,22 @@ def convert_mmpt_vlm_state_dict(state: dict[str, torch.Tensor], model: VLM, *, s
     prefix = "mmmodel.mm_encoder."
     state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
     load_strict(model, state, source=source, ignore=MMPT_VLM_IGNORED)
+
+
+def _mmpt_vlm_pipeline(model: VLM) -> dict:
+    return {"tokenizer": model.config.tokenizer, "feature_rate": 1.0,
+            "max_video_len": model.config.max_video_len}
+
+
+def _load_vlm_checkpoint(state: dict, model: VLM, *, source: str = "checkpoint") -> None:
+    convert_mmpt_vlm_state_dict(state, model, source=source)
+
+
+TEST_OVERRIDES = {
+    "bert.hidden_size": 32, "bert.num_attention_heads": 4, "bert.intermediate_size": 64,
+    "bert.num_hidden_layers": 1, "bert.vocab_size": 128, "bert.max_position_embeddings": 64,
+    "text_pretrained": None, "feature_dim": 24, "max_video_len": 8,
+}
+ARCHITECTURES = {"vlm": (VLMConfig.from_dict, VLM)}
+CONVERTER = {"default_model": "vlm-base", "load_state": _load_vlm_checkpoint,
+             "pipeline": _mmpt_vlm_pipeline, "description": "MMPT VLM (MMFusionMTM) checkpoint_best.pt"}
