@@ -347,21 +347,25 @@ class VideoCLIPModule(RecipeModule):
         super().__init__(cfg)
         m: VideoCLIPModelConfig = cfg.model
         dim = m.feature_dim or FeatureStore(cfg.data.features).dim
-        self.model = build_videoclip(m, dim)
-        if m.freeze_text:
+        self.model = self.build_model(m, dim)
+        if getattr(m, "freeze_text", False):
             self.model.text_encoder.requires_grad_(False)
         self.logit_scale = (
-            nn.Parameter(torch.tensor(math.log(1.0 / m.temperature))) if m.learn_temperature else None
+            nn.Parameter(torch.tensor(math.log(1.0 / m.temperature))) if getattr(m, "learn_temperature", False) else None
         )
         self._eval: dict[str, list] = {}
         # Frozen text tower: pooled outputs by token sequence. Each caption span is encoded
         # once per run instead of once per step (the tower is deterministic in eval mode).
         self._text_cache: dict[tuple[int, ...], torch.Tensor] = {}
 
+    def build_model(self, m: Any, feature_dim: int) -> nn.Module:
+        """The model of the run (VLM's recipes build theirs here)."""
+        return build_videoclip(m, feature_dim)
+
     def encode_pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video and text embeddings of a batch; the text side from the cache when frozen."""
         video = self.model.encode_video(batch["vfeats"], batch["vmask"])
-        if not self.cfg.model.freeze_text:
+        if not getattr(self.cfg.model, "freeze_text", False):
             return video, self.model.encode_text(batch["caps"], batch["cmask"])
         pooled = self._cached_text(batch["caps"], batch["cmask"])
         proj = self.model.text_proj
@@ -416,7 +420,8 @@ class VideoCLIPModule(RecipeModule):
     # -- retrieval evaluation --
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        video, text = self.model(batch["vfeats"], batch["vmask"], batch["caps"], batch["cmask"])
+        video = self.model.encode_video(batch["vfeats"], batch["vmask"])
+        text = self.model.encode_text(batch["caps"], batch["cmask"])
         store = self._eval.setdefault(stage, [])
         store.append((batch["index"].detach(), video.detach(), text.detach()))
 
@@ -434,7 +439,7 @@ class VideoCLIPModule(RecipeModule):
         keep = torch.ones_like(index, dtype=torch.bool)
         keep[1:] = index[1:] != index[:-1]
         video, text = video[keep], text[keep]
-        if self.cfg.model.normalize:
+        if getattr(self.cfg.model, "normalize", False):
             video, text = nn.functional.normalize(video, dim=-1), nn.functional.normalize(text, dim=-1)
         metrics = retrieval_metrics(text.float() @ video.float().t())
         protocol = getattr(self.trainer.datamodule, f"{stage}_protocol", stage)

@@ -43,6 +43,7 @@ def write_formats(ann: WorldAnnotations, out: TreeWriter) -> None:
     write_tgif_qa(ann, out)
     write_howto100m(ann, out)
     write_youcook2(ann, out)
+    write_coin(ann, out)
     write_action_recognition(ann, out)
     write_epic_kitchens_55(ann, out)
     write_egtea_gaze_plus(ann, out)
@@ -268,6 +269,34 @@ def write_youcook2(ann: WorldAnnotations, out: TreeWriter, root: str = "formats/
                     "annotations": [
                         {"id": i, "segment": [e["start"], e["end"]], "sentence": e["caption"]}
                         for i, e in enumerate(v["events"])
+                    ],
+                }
+                for v in ann.videos
+            }
+        },
+    )
+
+
+def write_coin(ann: WorldAnnotations, out: TreeWriter, root: str = "formats/coin") -> None:
+    """COIN's ``COIN.json``: every event is a step segment whose ``id`` is the action id + 1
+    (0 stays the background "O" label) and whose ``label`` is the action key. Deviations: our
+    events tile the video, so there is no background time; there is a ``validation`` subset
+    (COIN has only ``training`` / ``testing``)."""
+    out.json(
+        f"{root}/COIN.json",
+        {
+            "database": {
+                v["id"]: {
+                    "subset": YOUCOOK2_SUBSETS[v["split"]],
+                    "recipe_type": 0,
+                    "class": v["label"]["name"],
+                    "start": 0.0,
+                    "end": v["duration"],
+                    "duration": v["duration"],
+                    "video_url": "",
+                    "annotation": [
+                        {"id": str(e["action_id"] + 1), "segment": [e["start"], e["end"]], "label": e["action"]}
+                        for e in v["events"]
                     ],
                 }
                 for v in ann.videos

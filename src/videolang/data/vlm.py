@@ -1,0 +1,279 @@
+"""Data for VLM's downstream tasks on per-second feature stores (``videoclip_vlm.md`` §3.5, §4.1).
+
+* multiple-choice QA: MSR-VTT ``MSR_MC_test.csv`` (tab-separated ``key vid_key a1..a5
+  answer``) or our ``mc.jsonl``; :class:`MultipleChoiceItems` gives the video and every option;
+* captioning: :class:`CaptionItems` (one video with a caption in MMPT's generation layout for
+  training) and :class:`CaptionVideos` (each video once, with all its reference captions);
+* action segmentation: COIN's ``COIN.json`` (:func:`read_coin`) and
+  :class:`SegmentationWindows`: sliding windows of feature rows with one label per row.
+
+Retrieval pairs are read by :mod:`videolang.recipes.videoclip`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videolang.data.videoclip import TextLayout, _video_window
+from videolang.errors import ConfigError, VideolangError
+
+__all__ = [
+    "CaptionItems",
+    "CaptionVideos",
+    "McItem",
+    "MultipleChoiceItems",
+    "SegmentationWindows",
+    "VideoSegments",
+    "caption_layout",
+    "read_coin",
+    "read_mc_items",
+    "row_labels",
+]
+
+Tokenize = Callable[[list[str]], list[list[int]]]
+
+
+def _missing_features(video_ids: Sequence[str], features: Mapping[str, np.ndarray], what: str) -> None:
+    missing = sorted({v for v in video_ids if v not in features})
+    if missing:
+        raise VideolangError(f"{len(missing)} {what} videos have no features, e.g. {missing[:5]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# multiple-choice QA
+
+
+@dataclass(frozen=True)
+class McItem:
+    video_id: str
+    options: tuple[str, ...]
+    answer: int
+
+
+def read_mc_items(path: str | Path, fmt: Literal["msrvtt", "jsonl"], split: str = "test") -> list[McItem]:
+    """Multiple-choice items: ``msrvtt`` reads ``MSR_MC_test.csv`` (every row; MSR-VTT's
+    ``msrXXXX`` keys become ``videoXXXX`` as in MMPT, other ids are kept), ``jsonl`` reads
+    ``mc.jsonl`` records of ``split``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"multiple-choice file not found: {p}")
+    items: list[McItem] = []
+    if fmt == "msrvtt":
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            for lineno, row in enumerate(reader, 2):
+                try:
+                    options = tuple(row[f"a{i}"] for i in range(1, 6))
+                    vid = row["vid_key"]
+                    answer = int(row["answer"])
+                except (KeyError, TypeError, ValueError):
+                    raise ConfigError(f"{p}:{lineno}: expected tab-separated columns key vid_key a1..a5 answer") from None
+                if vid.startswith("msr"):
+                    vid = "video" + vid[3:]
+                items.append(McItem(vid, options, answer))
+    else:
+        with open(p, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    item = McItem(rec["video_id"], tuple(rec["options"]), int(rec["answer"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise ConfigError(f"{p}:{lineno}: expected JSON with video_id, options, answer ({exc})") from None
+                if rec.get("split", split) == split:
+                    items.append(item)
+    for i, item in enumerate(items):
+        if not 0 <= item.answer < len(item.options):
+            raise ConfigError(f"{p}: item {i} ({item.video_id}): answer {item.answer} outside its {len(item.options)} options")
+    if not items:
+        raise ConfigError(f"{p}: no multiple-choice items for split {split!r}")
+    return items
+
+
+class MultipleChoiceItems(Dataset):
+    """The first ``max_video_len`` rows of the video, and every option in the text layout:
+    ``caps``/``cmask`` are ``(K, L)``."""
+
+    def __init__(self, items: Sequence[McItem], features: Mapping[str, np.ndarray], tokenize: Tokenize,
+                 layout: TextLayout, *, max_video_len: int = 32):
+        _missing_features([it.video_id for it in items], features, "multiple-choice")
+        counts = {len(it.options) for it in items}
+        if len(counts) != 1:
+            raise ConfigError(f"multiple-choice items have different option counts: {sorted(counts)}")
+        self.items = list(items)
+        self.features = features
+        flat = tokenize([o for it in self.items for o in it.options])
+        k = counts.pop()
+        self.options = [flat[i * k : (i + 1) * k] for i in range(len(self.items))]
+        self.layout = layout
+        self.max_video_len = max_video_len
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        v, vm = _video_window(self.features[item.video_id], 0, self.max_video_len, self.max_video_len)
+        built = [self.layout.build(words) for words in self.options[index]]
+        return {"vfeats": v, "vmask": vm, "caps": torch.stack([b[0] for b in built]),
+                "cmask": torch.stack([b[1] for b in built]), "answer": item.answer, "index": index}
+
+
+# ---------------------------------------------------------------------------------------------
+# captioning
+
+
+def caption_layout(layout: TextLayout, words: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """MMPT's generation layout ``[CLS] [SEP] [BOS] words [SEP]`` ([BOS] is [CLS]): the
+    model reads ``[BOS] words`` and predicts ``words [SEP]``."""
+    return layout.build([layout.cls_id, *list(words)[: layout.max_text_len - 1]])
+
+
+class CaptionItems(Dataset):
+    """Training items: one per video per epoch with one of its captions (drawn by seed, epoch
+    and index), in :func:`caption_layout`."""
+
+    def __init__(self, pairs: Sequence[tuple], features: Mapping[str, np.ndarray], tokenize: Tokenize,
+                 layout: TextLayout, *, max_video_len: int = 32, seed: int = 0):
+        _missing_features([p[0] for p in pairs], features, "captioning")
+        tokens = tokenize([p[3] for p in pairs])
+        by_video: dict[str, list[tuple[tuple, list[int]]]] = {}
+        for p, t in zip(pairs, tokens, strict=True):
+            by_video.setdefault(p[0], []).append((p, t))
+        self.videos = sorted(by_video)
+        self.by_video = by_video
+        self.features, self.layout, self.max_video_len = features, layout, max_video_len
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        options = self.by_video[self.videos[index]]
+        (vid, start, end, _), words = options[random.Random(self.seed * 7919 + self.epoch * 104729 + index)
+                                              .randrange(len(options))]
+        v, vm = _segment_window(self.features[vid], start, end, self.max_video_len)
+        ids, cm = caption_layout(self.layout, words)
+        return {"vfeats": v, "vmask": vm, "caps": ids, "cmask": cm, "index": index}
+
+
+def _segment_window(feats: np.ndarray, start: float, end: float | None, max_len: int):
+    lo = math.floor(start)
+    hi = len(feats) if end is None else max(math.ceil(end), lo + 1)
+    return _video_window(feats, min(lo, max(len(feats) - 1, 0)), hi, max_len)
+
+
+class CaptionVideos(Dataset):
+    """Evaluation: each (video, segment) once, with all its reference captions."""
+
+    def __init__(self, pairs: Sequence[tuple], features: Mapping[str, np.ndarray], *, max_video_len: int = 32):
+        _missing_features([p[0] for p in pairs], features, "captioning")
+        refs: dict[tuple, list[str]] = {}
+        for vid, start, end, text in pairs:
+            refs.setdefault((vid, start, end), []).append(text)
+        self.keys = list(refs)
+        self.references = [refs[k] for k in self.keys]
+        self.features, self.max_video_len = features, max_video_len
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        vid, start, end = self.keys[index]
+        v, vm = _segment_window(self.features[vid], start, end, self.max_video_len)
+        return {"vfeats": v, "vmask": vm, "index": index}
+
+
+# ---------------------------------------------------------------------------------------------
+# action segmentation
+
+
+@dataclass(frozen=True)
+class VideoSegments:
+    """A video's labelled segments ``(start_s, end_s, label)``; other times are background 0."""
+
+    video_id: str
+    segments: tuple[tuple[float, float, int], ...]
+
+
+def read_coin(path: str | Path, subset: str) -> tuple[list[VideoSegments], int]:
+    """COIN's ``COIN.json`` (``{"database": {vid: {"subset", "annotation": [{"id", "segment",
+    "label"}]}}}``): the videos of ``subset`` (``training`` / ``testing``) and the number of
+    classes, ``1 + max step id`` over the whole file (0 is the background "O", as in MMPT)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"COIN annotation file not found: {p}")
+    try:
+        db = json.loads(p.read_text(encoding="utf-8"))["database"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise ConfigError(f"{p}: expected COIN.json with a 'database' object ({exc})") from None
+    videos, top = [], 0
+    for vid in sorted(db):
+        entry = db[vid]
+        try:
+            segs = tuple((float(a["segment"][0]), float(a["segment"][1]), int(a["id"])) for a in entry["annotation"])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ConfigError(f"{p}: video {vid}: bad annotation ({exc})") from None
+        top = max([top, *(s[2] for s in segs)])
+        if entry.get("subset") == subset:
+            videos.append(VideoSegments(vid, segs))
+    if not videos:
+        raise ConfigError(f"{p}: no videos in subset {subset!r}")
+    return videos, top + 1
+
+
+def row_labels(segments: Sequence[tuple[float, float, int]], num_rows: int, rate: float) -> np.ndarray:
+    """One label per feature row: the segment containing the row's centre time, else 0."""
+    centres = (np.arange(num_rows) + 0.5) / rate
+    labels = np.zeros(num_rows, dtype=np.int64)
+    for start, end, label in segments:
+        labels[(centres >= start) & (centres < end)] = label
+    return labels
+
+
+class SegmentationWindows(Dataset):
+    """Windows of ``window`` feature rows every ``stride`` rows (the last one ends at the
+    video's end), with per-row labels (-100 on padding). Items carry ``video`` (index into
+    ``videos``) and ``offset`` (first row) so predictions can be averaged per row."""
+
+    def __init__(self, videos: Sequence[VideoSegments], features: Mapping[str, np.ndarray], *,
+                 rate: float = 1.0, window: int = 32, stride: int = 16):
+        _missing_features([v.video_id for v in videos], features, "segmentation")
+        if window < 1 or stride < 1:
+            raise ConfigError(f"segmentation windows need window >= 1 and stride >= 1, got {window}, {stride}")
+        self.videos, self.features, self.window = list(videos), features, window
+        self.labels = [row_labels(v.segments, len(features[v.video_id]), rate) for v in self.videos]
+        self.windows: list[tuple[int, int]] = []
+        for i, labels in enumerate(self.labels):
+            n = len(labels)
+            starts = list(range(0, max(n - window, 0) + 1, stride))
+            if starts[-1] + window < n:
+                starts.append(n - window)
+            self.windows.extend((i, s) for s in starts)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i, start = self.windows[index]
+        feats = self.features[self.videos[i].video_id]
+        v, vm = _video_window(feats, start, start + self.window, self.window)
+        labels = torch.full((self.window,), -100, dtype=torch.long)
+        part = self.labels[i][start : start + self.window]
+        labels[: len(part)] = torch.from_numpy(part)
+        return {"vfeats": v, "vmask": vm, "labels": labels, "video": i, "offset": start}

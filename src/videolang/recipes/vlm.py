@@ -1,0 +1,593 @@
+"""VLM recipes: masked modality pretraining and the downstream tasks (``videoclip_vlm.md`` §3).
+
+* ``vlm.pretrain``: one encoder over ``[CLS] video [SEP] text``; per item, with probability
+  ``mm_prob`` one whole modality is masked (half of those items lose all text, half all video:
+  25 / 25 / 50 by default), otherwise 15 % of words and 15 % of frames. Objectives: masked
+  language modelling and masked frame modelling as NCE (a masked frame's output must pick its
+  own original token among the non-masked frames of the batch), weighted by
+  ``model.mlm_weight`` / ``model.mfm_weight``; or ``objective: mtm``, the original's single
+  cross-entropy over both (with its zero logit, ``videolang.losses.mtm_loss``). Validation:
+  zero-shot text-to-video retrieval.
+* ``vlm.retrieval``: fine-tuning with the isolated halves (two passes with shared weights, which
+  equal the joint pass under the isolated mask) and a contrastive loss on pooled embeddings
+  (the original: text-to-video); evaluation as ``videoclip.retrieval``.
+* ``vlm.mcqa``: multiple-choice video QA: trained like retrieval (the original trains on the
+  retrieval pairs with a video-to-text loss), evaluated by scoring each candidate answer
+  sentence against the video; accuracy against chance.
+* ``vlm.captioning``: generation with the causal text mask (``textgen_mask``); teacher-forced
+  cross-entropy in training; greedy and beam search at evaluation, BLEU-4 and ROUGE-L against
+  every reference of a video, next to a fixed most-frequent-training-caption baseline.
+* ``vlm.segmentation``: COIN-style per-row classification of the video tokens over sliding
+  windows; window logits averaged per row; frame accuracy next to the majority-class rate.
+
+The masking draws come from a generator seeded by (seed, global step), so a resumed run masks
+exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from videolang.data.stores import FeatureStore
+from videolang.data.text import mask_tokens
+from videolang.data.vlm import (
+    CaptionItems,
+    CaptionVideos,
+    MultipleChoiceItems,
+    SegmentationWindows,
+    read_coin,
+    read_mc_items,
+)
+from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.errors import ConfigError
+from videolang.losses import masked_frame_nce_loss, mlm_loss, mtm_loss
+from videolang.metrics import caption_metrics
+from videolang.models import create_model, load_pretrained
+from videolang.models.vlm import VLM, convert_mmpt_vlm_state_dict
+from videolang.recipes.videoclip import (
+    VideoCLIPDataConfig,
+    VideoCLIPDataModule,
+    VideoCLIPModule,
+    _read_pairs,
+    _scale_pairs,
+    protocol_name,
+    resolve_feature_rate,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# config sections
+
+
+@dataclass
+class VLMModelConfig:
+    """``model.*`` shared by the VLM recipes."""
+
+    name: str = "vlm-minilm"  # a registered model (videolang.list_models())
+    feature_dim: int | None = None  # None: the feature store's dimension
+    init: str | None = None  # a saved model folder (run export) or an original MMPT checkpoint
+    init_format: Literal["videolang", "mmpt"] = "videolang"
+
+
+@dataclass
+class VLMPretrainModelConfig(VLMModelConfig):
+    objective: Literal["mlm_mfm", "mtm"] = "mlm_mfm"
+    mlm_weight: float = 1.0
+    mfm_weight: float = 1.0
+    mm_prob: float = 0.5  # share of items with one whole modality masked (split evenly)
+    mlm_probability: float = 0.15
+    mfm_probability: float = 0.15
+    zero_logit: bool = True  # objective mtm: the original's constant zero logit (parity)
+
+
+@dataclass
+class VLMRetrievalModelConfig(VLMModelConfig):
+    loss: Literal["symmetric", "t2v", "v2t"] = "t2v"  # the original: T2VContra (V2T for QA)
+    normalize: bool = False  # cosine similarity (the original: raw dot product)
+    temperature: float = 1.0
+    learn_temperature: bool = False
+    gather_negatives: bool = False
+
+
+@dataclass
+class VLMCaptionModelConfig(VLMModelConfig):
+    num_beams: int = 5  # the original: beam 5
+    max_decode_length: int = 24  # the original: 24 tokens
+    length_penalty: float = 1.0
+    eval_greedy: bool = True  # also decode greedily and log those scores
+
+
+@dataclass
+class VLMSegmentationModelConfig(VLMModelConfig):
+    num_classes: int | None = None  # None: 1 + the largest step id of the annotations
+
+
+@dataclass
+class VLMQADataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``vlm.mcqa``: retrieval pairs for training, multiple-choice items for
+    evaluation (``msrvtt``: ``MSR_MC_test.csv``; ``jsonl``: our ``mc.jsonl``)."""
+
+    val_mc: str | None = None
+    val_mc_format: Literal["msrvtt", "jsonl"] = "jsonl"
+    val_mc_split: str = "val"
+    test_mc: str | None = None
+    test_mc_format: Literal["msrvtt", "jsonl"] = "msrvtt"
+    test_mc_split: str = "test"
+
+
+@dataclass
+class VLMSegmentationDataConfig:
+    """``data.*`` of ``vlm.segmentation``."""
+
+    features: str = ""
+    feature_rate: float | None = None  # rows per second; None: from extraction.json, else 1
+    annotations: str = ""  # COIN.json
+    train_subset: str = "training"
+    val_subset: str | None = None
+    test_subset: str = "testing"
+    window: int = 32  # rows per window (the original: 32 s)
+    train_stride: int = 8
+    eval_stride: int = 16
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def _tokenizer_overrides(name: str, tokenizer: Any | None) -> dict[str, Any]:
+    """A registered config without pretrained text weights takes the data's tokenizer (its
+    vocabulary size and special ids); one with pretrained weights must already agree."""
+    if tokenizer is None:
+        return {}
+    from videolang.models.registry import get_model_config
+
+    cfg = get_model_config(name)
+    ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
+           "pad_token_id": tokenizer.pad_token_id, "mask_token_id": tokenizer.mask_token_id}
+    if not cfg.get("text_pretrained"):
+        return {**ids, "bert.vocab_size": len(tokenizer), "bert.pad_token_id": tokenizer.pad_token_id}
+    if cfg["bert"]["vocab_size"] != len(tokenizer) or any(cfg[k] != v for k, v in ids.items()):
+        raise ConfigError(f"model.name {name!r} starts from pretrained text weights with a "
+                          f"{cfg['bert']['vocab_size']}-token vocabulary; data.tokenizer has {len(tokenizer)} "
+                          f"tokens or other special ids: use the matching tokenizer (e.g. minilm)")
+    return {}
+
+
+def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, tokenizer: Any | None = None) -> VLM:
+    """The run's VLM: from a saved folder / original checkpoint or a registered config; a
+    ``num_classes`` head is added (freshly initialised) when the source has none. A registered
+    config without pretrained text weights is sized to ``tokenizer``."""
+    if m.init and m.init_format == "videolang":
+        source = load_pretrained(m.init)
+        if not isinstance(source, VLM):
+            raise ConfigError(f"model.init {m.init}: not a VLM model folder ({type(source).__name__})")
+        if source.config.feature_dim != feature_dim:
+            raise ConfigError(f"model.init {m.init}: expects {source.config.feature_dim}-d features, "
+                              f"the feature store has {feature_dim}")
+        if source.config.num_classes == num_classes:
+            return source.train()
+        cfg = source.config
+        cfg.num_classes = num_classes
+        model = VLM(cfg)
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise ConfigError(f"model.init {m.init}: unexpected {unexpected}, missing {missing}")
+        return model
+    overrides: dict[str, Any] = {"feature_dim": feature_dim, **_tokenizer_overrides(m.name, tokenizer)}
+    if num_classes:
+        overrides["num_classes"] = num_classes
+    if m.init:  # an original MMPT checkpoint: its weights replace any pretrained init
+        overrides["text_pretrained"] = None
+    model = create_model(m.name, **overrides)
+    if not isinstance(model, VLM):
+        raise ConfigError(f"model.name {m.name!r} is not a VLM architecture")
+    if m.init:
+        state = torch.load(m.init, map_location="cpu", weights_only=False)
+        head = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}
+        if head:  # the pretrained checkpoint has no classifier: keep our fresh one
+            state = dict(state.get("model", state))
+            state.update({f"mmmodel.mm_encoder.{k}": v for k, v in head.items()})
+        convert_mmpt_vlm_state_dict(state, model, source=m.init)
+    return model
+
+
+def _feature_dim(m: VLMModelConfig, features: str) -> int:
+    return m.feature_dim or FeatureStore(features).dim
+
+
+def _data_tokenizer(cfg: RunConfig) -> Any:
+    from videolang.data.text import load_tokenizer
+
+    return load_tokenizer(cfg.data.tokenizer)
+
+
+def _mask_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining
+
+
+def whole_modality_masks(
+    caps: torch.Tensor, cmask: torch.Tensor, vmask: torch.Tensor, *, special_ids: list[int], mask_token_id: int,
+    vocab_size: int, mm_prob: float, mlm_probability: float, mfm_probability: float, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VLM's masking (``videoclip_vlm.md`` §3.2), vectorized over the batch.
+
+    Returns ``(masked_caps, text_labels, video_label)``: an item gets all its text masked with
+    probability ``mm_prob / 2``, all its valid frames with ``mm_prob / 2``, and otherwise
+    ``mlm_probability`` of its words and ``mfm_probability`` of its frames. Chosen words are
+    replaced 80 / 10 / 10 ([MASK] / random / kept); special tokens and padding never are.
+    """
+    b = caps.shape[0]
+    draw = torch.rand(b, generator=generator)
+    text_full = draw < mm_prob / 2
+    video_full = (draw >= mm_prob / 2) & (draw < mm_prob)
+    standard = ~(text_full | video_full)
+    masked, labels = caps.clone(), torch.full_like(caps, -100)
+    for rows, prob in ((standard, mlm_probability), (text_full, 1.0)):
+        if not bool(rows.any()):
+            continue
+        m, lab = mask_tokens(caps[rows], mask_token_id=mask_token_id, vocab_size=vocab_size,
+                             special_token_ids=special_ids, attention_mask=cmask[rows], mlm_probability=prob,
+                             generator=generator)
+        masked[rows], labels[rows] = m, lab
+    frame_draw = torch.rand(vmask.shape, generator=generator) < mfm_probability
+    video_label = vmask.bool() & ((frame_draw & standard[:, None]) | video_full[:, None])
+    return masked, labels, video_label
+
+
+class VLMPretrain(VideoCLIPModule):
+    """Masked modality pretraining; zero-shot retrieval for validation."""
+
+    def build_model(self, m: VLMPretrainModelConfig, feature_dim: int) -> nn.Module:
+        return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        m: VLMPretrainModelConfig = self.cfg.model
+        cfg = self.model.config
+        g = _mask_generator(self.cfg.seed, self.global_step)
+        special = [cfg.cls_token_id, cfg.sep_token_id, cfg.pad_token_id, cfg.mask_token_id]
+        caps, labels, video_label = whole_modality_masks(
+            batch["caps"].cpu(), batch["cmask"].cpu(), batch["vmask"].cpu(), special_ids=special,
+            mask_token_id=cfg.mask_token_id, vocab_size=cfg.bert.vocab_size, mm_prob=m.mm_prob,
+            mlm_probability=m.mlm_probability, mfm_probability=m.mfm_probability, generator=g)
+        dev = batch["caps"].device
+        video_logits, text_logits, targets = self.model.mtm_logits(
+            caps.to(dev), batch["cmask"], batch["vfeats"], batch["vmask"], video_label.to(dev), labels.to(dev))
+        n = batch["caps"].shape[0]
+        if m.objective == "mtm":
+            rows = video_logits.shape[0] + text_logits.shape[0]
+            loss = mtm_loss(video_logits, text_logits, targets, zero_logit=m.zero_logit) if rows else video_logits.sum() * 0
+        else:
+            mfm = masked_frame_nce_loss(video_logits)
+            mlm = mlm_loss(text_logits, targets)
+            loss = m.mlm_weight * mlm + m.mfm_weight * mfm
+            self.log("train/mlm", mlm, batch_size=n)
+            self.log("train/mfm", mfm, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# retrieval and multiple-choice QA
+
+
+class VLMRetrieval(VideoCLIPModule):
+    """Retrieval fine-tuning / evaluation with the isolated halves (``vlm.retrieval``)."""
+
+    def build_model(self, m: VLMRetrievalModelConfig, feature_dim: int) -> nn.Module:
+        return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg))
+
+
+class VLMQADataModule(VideoCLIPDataModule):
+    def _eval_loader(self, stage: str) -> DataLoader:
+        self._prepare()
+        d: VLMQADataConfig = self.d
+        path = getattr(d, f"{stage}_mc")
+        if not path:
+            raise ConfigError(f"data.{stage}_mc: no {stage} multiple-choice items given")
+        fmt, split = getattr(d, f"{stage}_mc_format"), getattr(d, f"{stage}_mc_split")
+        ds = MultipleChoiceItems(read_mc_items(path, fmt, split), self.features, self.tokenize, self.layout,
+                                 max_video_len=d.max_video_len)
+        setattr(self, f"{stage}_protocol", f"{protocol_name(fmt, split)}-mc")
+        return DataLoader(ds, batch_size=max(1, d.eval_batch_size // len(ds.items[0].options)), shuffle=False,
+                          num_workers=d.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("val") if self.d.val_mc else []
+
+
+class VLMMultipleChoice(VLMRetrieval):
+    """``vlm.mcqa``: retrieval training, multiple-choice evaluation."""
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        b, k, length = batch["caps"].shape
+        video = self.model.encode_video(batch["vfeats"], batch["vmask"])
+        text = self.model.encode_text(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length))
+        text = text.view(b, k, -1)
+        if getattr(self.cfg.model, "normalize", False):
+            video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+        pred = torch.einsum("bh,bkh->bk", video.float(), text.float()).argmax(-1)
+        store = self._eval.setdefault(stage, [])
+        store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k)))
+
+    def _eval_end(self, stage: str) -> None:
+        parts = self._eval.pop(stage, [])
+        if not parts:
+            return
+        index, correct, options = (torch.cat([p[i] for p in parts]) for i in range(3))
+        if self.trainer.world_size > 1:
+            index, correct, options = (self.all_gather(x).flatten(0, 1) for x in (index, correct, options))
+        order = torch.argsort(index)
+        index, correct, options = index[order], correct[order], options[order]
+        keep = torch.ones_like(index, dtype=torch.bool)
+        keep[1:] = index[1:] != index[:-1]
+        accuracy = 100.0 * float(correct[keep].mean())
+        chance = 100.0 * float((1.0 / options[keep].float()).mean())
+        protocol = getattr(self.trainer.datamodule, f"{stage}_protocol", stage)
+        self.log(f"{stage}/{protocol}/accuracy", accuracy, rank_zero_only=True)
+        self.log(f"{stage}/accuracy", accuracy, rank_zero_only=True)
+        self.log(f"{stage}/chance_accuracy", chance, rank_zero_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# captioning
+
+
+class VLMCaptionDataModule(VideoCLIPDataModule):
+    """Caption pairs read like retrieval pairs (``data.train_pairs`` / ``val_pairs`` /
+    ``test_pairs`` with their formats); evaluation keeps every reference of a video."""
+
+    def _build_train_dataset(self) -> CaptionItems:
+        self._prepare()
+        d = self.d
+        if not d.train_pairs:
+            raise ConfigError("data.train_pairs: vlm.captioning needs (video, caption) pairs")
+        pairs = _scale_pairs(_read_pairs(d.train_pairs, d.train_format, d.train_split, all_captions=True),
+                             self.feature_rate)
+        return CaptionItems(pairs, self.features, self.tokenize, self.layout, max_video_len=d.max_video_len,
+                            seed=self.cfg.seed)
+
+    def most_frequent_caption(self) -> str:
+        """The baseline: the most frequent training caption (lower-cased, ties: first seen)."""
+        counts = Counter(p[3].strip().lower() for p in _read_pairs(self.d.train_pairs, self.d.train_format,
+                                                                   self.d.train_split, all_captions=True))
+        return counts.most_common(1)[0][0]
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        self._prepare()
+        path = getattr(self.d, f"{stage}_pairs")
+        fmt, split = getattr(self.d, f"{stage}_format"), getattr(self.d, f"{stage}_split")
+        if not path:
+            raise ConfigError(f"data.{stage}_pairs: no {stage} captions given")
+        pairs = _scale_pairs(_read_pairs(path, fmt, split, all_captions=True), self.feature_rate)
+        ds = CaptionVideos(pairs, self.features, max_video_len=self.d.max_video_len)
+        setattr(self, f"{stage}_protocol", protocol_name(fmt, split))
+        setattr(self, f"{stage}_references", ds.references)
+        return DataLoader(ds, batch_size=self.d.eval_batch_size, shuffle=False, num_workers=self.d.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset()
+        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
+                          num_workers=self.d.num_workers)
+
+
+class VLMCaptioning(RecipeModule):
+    """``vlm.captioning``: teacher-forced training, greedy + beam decoding at evaluation."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        from videolang.data.text import load_tokenizer
+
+        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        self.model = build_vlm(cfg.model, _feature_dim(cfg.model, cfg.data.features), tokenizer=self.tokenizer)
+        self._eval: dict[str, list] = {}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        caps, cmask = batch["caps"], batch["cmask"]
+        logits = self.model.caption_logits(caps, cmask, batch["vfeats"], batch["vmask"])[:, :-1]
+        targets = caps[:, 3:].masked_fill(~cmask[:, 3:].bool(), -100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        self.log("train/loss", loss, prog_bar=True, batch_size=caps.shape[0])
+        return loss
+
+    def _decode(self, ids: list[list[int]]) -> list[str]:
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        m: VLMCaptionModelConfig = self.cfg.model
+        store = self._eval.setdefault(stage, [])
+        beam = self.model.generate(batch["vfeats"], batch["vmask"], max_length=m.max_decode_length,
+                                   num_beams=m.num_beams, length_penalty=m.length_penalty)
+        greedy = (self.model.generate(batch["vfeats"], batch["vmask"], max_length=m.max_decode_length)
+                  if m.eval_greedy and m.num_beams > 1 else beam)
+        store.extend(zip(batch["index"].tolist(), self._decode(beam), self._decode(greedy), strict=True))
+
+    def _eval_end(self, stage: str) -> None:
+        parts = self._eval.pop(stage, [])
+        if not parts:
+            return
+        if self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, parts)
+            parts = [p for chunk in gathered for p in chunk]
+        by_index = dict((i, (b, g)) for i, b, g in parts)  # DistributedSampler repeats: keep one
+        dm = self.trainer.datamodule
+        references = getattr(dm, f"{stage}_references")
+        order = sorted(by_index)
+        refs = [references[i] for i in order]
+        protocol = getattr(dm, f"{stage}_protocol", stage)
+        results = {"beam": caption_metrics([by_index[i][0] for i in order], refs)}
+        if self.cfg.model.eval_greedy:
+            results["greedy"] = caption_metrics([by_index[i][1] for i in order], refs)
+        baseline = dm.most_frequent_caption()
+        results["most_frequent"] = caption_metrics([baseline] * len(order), refs)
+        for kind, metrics in results.items():
+            for name, value in metrics.items():
+                self.log(f"{stage}/{protocol}/{kind}/{name}", value, rank_zero_only=True)
+        self.log(f"{stage}/BLEU-4", results["beam"]["BLEU-4"], rank_zero_only=True)
+        self.log(f"{stage}/baseline_BLEU-4", results["most_frequent"]["BLEU-4"], rank_zero_only=True)
+        for i in order[:3]:
+            log.info("%s caption %d: beam %r | greedy %r | reference %r", stage, i, by_index[i][0],
+                     by_index[i][1], references[i][0])
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+
+    def export_pretrained(self, out_dir):
+        from videolang.models import save_pretrained
+
+        return save_pretrained(self.model, out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# action segmentation
+
+
+def _segmentation_rate(d: VLMSegmentationDataConfig) -> float:
+    return resolve_feature_rate(d)  # same rule: explicit, else extraction.json, else 1
+
+
+class VLMSegmentationDataModule(L.LightningDataModule):
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg, self.d = cfg, cfg.data
+        if not self.d.features or not self.d.annotations:
+            raise ConfigError("data.features and data.annotations (COIN.json) are required for vlm.segmentation")
+        self._sets: dict[str, SegmentationWindows] = {}
+
+    def dataset(self, subset: str, stride: int) -> SegmentationWindows:
+        if subset not in self._sets:
+            videos, _ = read_coin(self.d.annotations, subset)
+            self._sets[subset] = SegmentationWindows(videos, FeatureStore(self.d.features), rate=_segmentation_rate(self.d),
+                                                     window=self.d.window, stride=stride)
+        return self._sets[subset]
+
+    def majority_label(self) -> int:
+        """The most frequent row label of the training videos (the majority-class baseline)."""
+        labels = np.concatenate(self.dataset(self.d.train_subset, self.d.train_stride).labels)
+        return int(np.bincount(labels).argmax())
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset(self.d.train_subset, self.d.train_stride)
+        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
+                          num_workers=self.d.num_workers)
+
+    def _eval(self, subset: str) -> DataLoader:
+        return DataLoader(self.dataset(subset, self.d.eval_stride), batch_size=self.d.eval_batch_size,
+                          shuffle=False, num_workers=self.d.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval(self.d.val_subset) if self.d.val_subset else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval(self.d.test_subset)
+
+
+class VLMSegmentation(RecipeModule):
+    """``vlm.segmentation``: per-row classification of the video tokens."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        d: VLMSegmentationDataConfig = cfg.data
+        num_classes = cfg.model.num_classes or read_coin(d.annotations, d.train_subset)[1]
+        self.model = build_vlm(cfg.model, _feature_dim(cfg.model, d.features), num_classes=num_classes)
+        self._eval: dict[str, list] = {}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model.segment_logits(batch["vfeats"], batch["vmask"])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        logits = self.model.segment_logits(batch["vfeats"], batch["vmask"]).float()
+        self._eval.setdefault(stage, []).append(
+            (batch["video"], batch["offset"], logits.detach(), batch["labels"]))
+
+    def _eval_end(self, stage: str) -> None:
+        parts = self._eval.pop(stage, [])
+        if not parts:
+            return
+        video, offset, logits, labels = (torch.cat([p[i] for p in parts]) for i in range(4))
+        if self.trainer.world_size > 1:
+            video, offset, logits, labels = (self.all_gather(x).flatten(0, 1) for x in (video, offset, logits, labels))
+        # Average the window logits of each row (repeats from a DistributedSampler dropped first).
+        key = video * 1_000_000 + offset
+        order = torch.argsort(key)
+        key, video, offset, logits, labels = key[order], video[order], offset[order], logits[order], labels[order]
+        keep = torch.ones_like(key, dtype=torch.bool)
+        keep[1:] = key[1:] != key[:-1]
+        video, offset, logits, labels = video[keep], offset[keep], logits[keep], labels[keep]
+        window = logits.shape[1]
+        rows = (video[:, None] * 1_000_000 + offset[:, None] + torch.arange(window, device=video.device)).flatten()
+        valid = labels.flatten() != -100
+        rows, flat_logits, flat_labels = rows[valid], logits.flatten(0, 1)[valid], labels.flatten()[valid]
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        summed = torch.zeros(len(unique), logits.shape[-1], device=logits.device).index_add_(0, inverse, flat_logits)
+        row_label = torch.zeros(len(unique), dtype=torch.long, device=logits.device).scatter_(0, inverse, flat_labels)
+        pred = summed.argmax(-1)
+        accuracy = 100.0 * float((pred == row_label).float().mean())
+        majority = self.trainer.datamodule.majority_label()
+        majority_rate = 100.0 * float((row_label == majority).float().mean())
+        foreground = row_label != 0
+        protocol = f"coin-{getattr(self.cfg.data, f'{stage}_subset')}"
+        self.log(f"{stage}/{protocol}/frame_accuracy", accuracy, rank_zero_only=True)
+        self.log(f"{stage}/{protocol}/majority_rate", majority_rate, rank_zero_only=True)
+        if bool(foreground.any()):
+            fg = 100.0 * float((pred[foreground] == row_label[foreground]).float().mean())
+            self.log(f"{stage}/{protocol}/foreground_accuracy", fg, rank_zero_only=True)
+        self.log(f"{stage}/frame_accuracy", accuracy, rank_zero_only=True)
+        self.log(f"{stage}/majority_rate", majority_rate, rank_zero_only=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+
+    def export_pretrained(self, out_dir):
+        from videolang.models import save_pretrained
+
+        return save_pretrained(self.model, out_dir)
+
+
+register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VideoCLIPDataConfig)
+register_recipe("vlm.retrieval", VLMRetrieval, VideoCLIPDataModule, VLMRetrievalModelConfig, VideoCLIPDataConfig)
+register_recipe("vlm.mcqa", VLMMultipleChoice, VLMQADataModule, VLMRetrievalModelConfig, VLMQADataConfig)
+register_recipe("vlm.captioning", VLMCaptioning, VLMCaptionDataModule, VLMCaptionModelConfig, VideoCLIPDataConfig)
+register_recipe("vlm.segmentation", VLMSegmentation, VLMSegmentationDataModule, VLMSegmentationModelConfig,
+                VLMSegmentationDataConfig)

@@ -1,0 +1,155 @@
+"""The VLM recipes end to end on a tiny synthetic world: pretraining with exact resume, then
+retrieval, multiple-choice QA, captioning and segmentation from its export; the masking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from videolang.data.features import run_extraction
+from videolang.data.synth import synthesize_world
+from videolang.data.text import build_wordpiece_tokenizer
+from videolang.engine import fit, test
+from videolang.errors import ConfigError
+from videolang.recipes.vlm import whole_modality_masks
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlm")
+    synthesize_world(root / "world", 30, seed=5, size=32, duration=3.0, progress=False)
+    run_extraction(str(root / "world" / "videos"), "pooled-pixels", str(root / "features"), dtype="float32",
+                   progress=False, backbone_options={"grid": 2, "rows_per_second": 2})
+    captions = [json.loads(line)["caption"]
+                for line in (root / "world/annotations/captions.jsonl").read_text().splitlines()]
+    build_wordpiece_tokenizer(captions, root / "tok", vocab_size=300)
+    return root
+
+
+def base(root, recipe: str, **data) -> dict:
+    return {
+        "recipe": recipe, "name": recipe.replace(".", "_"), "seed": 0,
+        "model": {"name": "vlm-tiny"},
+        "data": {"features": str(root / "features"), "tokenizer": str(root / "tok"), "max_video_len": 8,
+                 "max_text_len": 32, **data},
+        "optim": {"lr": 1e-3, "warmup_ratio": 0.1},
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False, "num_sanity_val_steps": 0,
+                    "log_every_n_steps": 1, "monitor": None},
+        "run": {"root": str(root / "runs")},
+    }
+
+
+def pretrain_config(root) -> dict:
+    w = root / "world"
+    cfg = base(root, "vlm.pretrain", captions=str(w / "formats/howto100m/raw_caption.json"),
+               train_list=str(w / "formats/howto100m/train.lst"), pairs_per_video=2, videos_per_batch=4,
+               min_video_len=1, min_text_tokens=3, max_text_tokens=16, retrieval=False,
+               val_pairs=str(w / "annotations/captions.jsonl"), val_format="jsonl", val_split="val")
+    cfg["trainer"]["max_epochs"] = 2
+    return cfg
+
+
+class StopAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(world):
+    cfg = pretrain_config(world)
+    straight = fit(cfg)
+    interrupted = fit(cfg, callbacks=[StopAfterFirstEpoch()])
+    resumed = fit(cfg, resume=interrupted.run_dir / "checkpoints" / "last.ckpt")
+    return straight, resumed
+
+
+def test_pretrain_logs_both_objectives_and_resumes_exactly(pretrained):
+    straight, resumed = pretrained
+    a, b = weights(straight.run_dir), weights(resumed.run_dir)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6  # masks are seeded by step
+    logged = (straight.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/mlm", "train/mfm", "train/loss"} <= set(logged)
+    assert "val/jsonl-val/R1" in straight.metrics["final"]
+    assert (straight.run_dir / "export" / "model.safetensors").is_file()
+
+
+def test_retrieval_and_mcqa_from_the_export(world, pretrained):
+    w, export = world / "world", pretrained[0].run_dir / "export"
+    cfg = base(world, "vlm.retrieval", train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl",
+               batch_size=8, test_pairs=str(w / "formats/msrvtt/MSRVTT_JSFUSION_test.csv"), test_format="msrvtt")
+    cfg["model"].update(init=str(export), normalize=True, temperature=0.1)
+    fitted = fit(cfg)
+    res = test(cfg, resume=fitted.run_dir)
+    assert {"test/msrvtt-test/R1", "test/chance_R1"} <= set(res.metrics["test"])
+
+    qa = base(world, "vlm.mcqa", train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl",
+              test_mc=str(w / "formats/msrvtt/MSR_MC_test.csv"), test_mc_format="msrvtt")
+    qa["model"].update(init=str(fitted.run_dir / "export"))
+    out = test(qa).metrics["test"]
+    assert out["test/chance_accuracy"] == pytest.approx(20.0)
+    assert 0.0 <= out["test/msrvtt-test-mc/accuracy"] <= 100.0
+
+
+def test_captioning_logs_beam_greedy_and_baseline(world, pretrained):
+    w = world / "world"
+    cfg = base(world, "vlm.captioning", train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl",
+               batch_size=8, test_pairs=str(w / "formats/msrvtt/MSRVTT_data.json"), test_format="msrvtt")
+    cfg["model"].update(init=str(pretrained[0].run_dir / "export"), num_beams=2, max_decode_length=6)
+    fitted = fit(cfg)
+    out = test(cfg, resume=fitted.run_dir).metrics["test"]
+    for kind in ("beam", "greedy", "most_frequent"):
+        assert 0.0 <= out[f"test/msrvtt-test/{kind}/BLEU-4"] <= 100.0
+        assert 0.0 <= out[f"test/msrvtt-test/{kind}/ROUGE-L"] <= 100.0
+    assert out["test/msrvtt-test/most_frequent/ROUGE-L"] > 0  # the baseline is a real caption
+
+
+def test_segmentation_from_coin_json(world, pretrained):
+    cfg = base(world, "vlm.segmentation", annotations=str(world / "world/formats/coin/COIN.json"),
+               window=4, train_stride=2, eval_stride=2, batch_size=8)
+    del cfg["data"]["tokenizer"], cfg["data"]["max_video_len"], cfg["data"]["max_text_len"]
+    cfg["model"].update(init=str(pretrained[0].run_dir / "export"))
+    fitted = fit(cfg)
+    out = test(cfg, resume=fitted.run_dir).metrics["test"]
+    assert 0.0 <= out["test/coin-testing/frame_accuracy"] <= 100.0
+    assert 0.0 < out["test/coin-testing/majority_rate"] < 100.0
+    # the export carries the classifier: 1 + the largest step id (0 is COIN's background)
+    coin = json.loads((world / "world/formats/coin/COIN.json").read_text())["database"]
+    top = max(int(a["id"]) for v in coin.values() for a in v["annotation"])
+    cfg_json = json.loads((fitted.run_dir / "export" / "config.json").read_text())
+    assert cfg_json["num_classes"] == top + 1
+
+
+def test_pretrained_text_weights_need_their_tokenizer(world):
+    cfg = pretrain_config(world)
+    cfg["model"]["name"] = "vlm-minilm"
+    with pytest.raises(ConfigError, match="30522-token vocabulary"):
+        fit(cfg)
+
+
+def test_whole_modality_masking_shares():
+    torch.manual_seed(0)
+    b, length, frames = 4000, 12, 6
+    caps = torch.randint(10, 100, (b, length))
+    caps[:, 0], caps[:, 1], caps[:, -1] = 2, 3, 3  # [CLS] [SEP] words [SEP]
+    cmask, vmask = torch.ones(b, length, dtype=torch.bool), torch.ones(b, frames, dtype=torch.bool)
+    vmask[:, -2:] = False
+    masked, labels, video = whole_modality_masks(
+        caps, cmask, vmask, special_ids=[0, 2, 3, 4], mask_token_id=4, vocab_size=100, mm_prob=0.5,
+        mlm_probability=0.15, mfm_probability=0.15, generator=torch.Generator().manual_seed(1))
+    words = labels != -100
+    all_text = words[:, 2:-1].all(1)
+    all_video = video[:, :4].all(1)
+    assert not (video & ~vmask).any()  # padding frames are never masked
+    assert not words[:, [0, 1, -1]].any()  # special tokens never chosen
+    assert all_text.float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (all_video & ~words.any(1)).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    standard = ~all_text & ~(all_video & ~words.any(1))
+    assert words[standard][:, 2:-1].float().mean().item() == pytest.approx(0.15, abs=0.02)
+    assert (masked[words] == 4).float().mean().item() == pytest.approx(0.8, abs=0.03)  # 80 % [MASK]
