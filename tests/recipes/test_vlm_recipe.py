@@ -92,9 +92,14 @@ def test_retrieval_and_mcqa_from_the_export(world, pretrained):
     qa = base(world, "vlm.mcqa", train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl",
               test_mc=str(w / "formats/msrvtt/MSR_MC_test.csv"), test_mc_format="msrvtt")
     qa["model"].update(init=str(fitted.run_dir / "export"))
-    out = test(qa).metrics["test"]
+    out = test(qa).metrics["test"]  # the retrieval model, as the original evaluates it
     assert out["test/chance_accuracy"] == pytest.approx(20.0)
     assert 0.0 <= out["test/msrvtt-test-mc/accuracy"] <= 100.0
+    # training on multiple-choice items: cross-entropy over each item's options
+    qa["data"].update(train_mc=str(w / "annotations/mc.jsonl"), batch_size=10)
+    trained = fit(qa)
+    assert any(h.get("loss") is not None for h in trained.metrics["history"]["train"])
+    assert test(qa, resume=trained.run_dir).metrics["test"]["test/chance_accuracy"] == pytest.approx(20.0)
 
 
 def test_captioning_logs_beam_greedy_and_baseline(world, pretrained):

@@ -27,6 +27,7 @@ exactly as an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -119,6 +120,11 @@ class VLMQADataConfig(VideoCLIPDataConfig):
     """``data.*`` of ``vlm.mcqa``: retrieval pairs for training, multiple-choice items for
     evaluation (``msrvtt``: ``MSR_MC_test.csv``; ``jsonl``: our ``mc.jsonl``)."""
 
+    # Optional multiple-choice training items (e.g. mc.jsonl's train split, TGIF-QA action):
+    # when given, training is cross-entropy over each item's options instead of retrieval pairs.
+    train_mc: str | None = None
+    train_mc_format: Literal["msrvtt", "jsonl"] = "jsonl"
+    train_mc_split: str = "train"
     val_mc: str | None = None
     val_mc_format: Literal["msrvtt", "jsonl"] = "jsonl"
     val_mc_split: str = "val"
@@ -298,6 +304,24 @@ class VLMRetrieval(VideoCLIPModule):
 
 
 class VLMQADataModule(VideoCLIPDataModule):
+    def _mc_items(self, stage: str) -> MultipleChoiceItems:
+        self._prepare()
+        d: VLMQADataConfig = self.d
+        path = getattr(d, f"{stage}_mc")
+        fmt, split = getattr(d, f"{stage}_mc_format"), getattr(d, f"{stage}_mc_split")
+        return MultipleChoiceItems(read_mc_items(path, fmt, split), self.features, self.tokenize, self.layout,
+                                   max_video_len=d.max_video_len)
+
+    def _build_train_dataset(self):
+        return self._mc_items("train") if self.d.train_mc else super()._build_train_dataset()
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.d.train_mc:
+            return super().train_dataloader()
+        ds = self.train_dataset()
+        return DataLoader(ds, batch_size=max(1, self.d.batch_size // len(ds.items[0].options)), shuffle=True,
+                          drop_last=True, num_workers=self.d.num_workers)
+
     def _eval_loader(self, stage: str) -> DataLoader:
         self._prepare()
         d: VLMQADataConfig = self.d
@@ -316,16 +340,38 @@ class VLMQADataModule(VideoCLIPDataModule):
 
 
 class VLMMultipleChoice(VLMRetrieval):
-    """``vlm.mcqa``: retrieval training, multiple-choice evaluation."""
+    """``vlm.mcqa``: retrieval training (or cross-entropy over the options of training items,
+    with ``data.train_mc``), multiple-choice evaluation."""
 
-    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+    def on_train_epoch_start(self) -> None:
+        if not self.cfg.data.train_mc:
+            super().on_train_epoch_start()
+
+    def option_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, K) similarity of each video to each of its options (over the temperature when
+        the model compares cosine similarities)."""
         b, k, length = batch["caps"].shape
         video = self.model.encode_video(batch["vfeats"], batch["vmask"])
         text = self.model.encode_text(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length))
         text = text.view(b, k, -1)
-        if getattr(self.cfg.model, "normalize", False):
+        m: VLMRetrievalModelConfig = self.cfg.model
+        if m.normalize:
             video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
-        pred = torch.einsum("bh,bkh->bk", video.float(), text.float()).argmax(-1)
+        scores = torch.einsum("bh,bkh->bk", video.float(), text.float())
+        if self.logit_scale is not None:
+            return scores * self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return scores / m.temperature
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if "answer" not in batch:
+            return super().training_step(batch, batch_idx)
+        loss = F.cross_entropy(self.option_scores(batch), batch["answer"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["answer"].shape[0])
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        k = batch["caps"].shape[1]
+        pred = self.option_scores(batch).argmax(-1)
         store = self._eval.setdefault(stage, [])
         store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k)))
 

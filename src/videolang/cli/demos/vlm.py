@@ -5,7 +5,8 @@
 2. pretrain VLM (``configs/vlm/synthetic_pretrain.yaml``: MLM + masked frame NCE with
    whole-modality masking);
 3. from the pretrained export, fine-tune and test: text-to-video retrieval (R@1 against chance),
-   multiple-choice QA with the retrieval model (accuracy against chance), captioning (BLEU-4 and
+   multiple-choice QA from the retrieval model, trained on the world's multiple-choice items
+   (accuracy against chance), captioning (BLEU-4 and
    ROUGE-L of beam and greedy decoding against the most frequent training caption) and action
    segmentation (frame accuracy against the majority-class rate);
 4. print the table and write it to ``OUT/summary.json``.
@@ -24,12 +25,12 @@ from pathlib import Path
 HELP = "VLM on the synthetic world: pretrain, then retrieval, MC-QA, captioning, segmentation"
 
 CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vlm"
-EPOCHS = {"pretrain": 30, "retrieval": 30, "captioning": 30, "segmentation": 30}
+EPOCHS = {"pretrain": 30, "retrieval": 60, "mcqa": 30, "captioning": 30, "segmentation": 30}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo_vlm")
-    p.add_argument("--num-videos", type=int, default=600)
+    p.add_argument("--num-videos", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help=f"multiply every stage's epochs ({EPOCHS}) by this")
@@ -63,7 +64,8 @@ def _stage(kind: str, config: str, overrides: list[str], epochs: int | None) -> 
     if epochs is None:  # evaluation only
         return {"metrics": test(path, overrides).metrics.get("test", {})}
     fitted = fit(path, [*overrides, f"trainer.max_epochs={epochs}"])
-    tested = test(path, [*overrides, f"trainer.max_epochs={epochs}"], resume=fitted.run_dir)
+    # Test the export: the weights of the best validation epoch (else the last).
+    tested = test(path, [*overrides, f"model.init={fitted.run_dir / 'export'}"])
     return {"run_dir": str(fitted.run_dir), "metrics": tested.metrics.get("test", {})}
 
 
@@ -93,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         *common, init, f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl",
         f"data.test_pairs={fmt}/msrvtt/MSRVTT_JSFUSION_test.csv"], epochs("retrieval"))
     mcqa = _stage("mcqa", "synthetic_mcqa.yaml", [
-        *common, f"model.init={Path(retrieval['run_dir']) / 'export'}", f"data.train_pairs={ann}/captions.jsonl",
-        f"data.val_mc={ann}/mc.jsonl", f"data.test_mc={fmt}/msrvtt/MSR_MC_test.csv"], None)
+        *common, f"model.init={Path(retrieval['run_dir']) / 'export'}", f"data.train_mc={ann}/mc.jsonl",
+        f"data.val_mc={ann}/mc.jsonl", f"data.test_mc={fmt}/msrvtt/MSR_MC_test.csv"], epochs("mcqa"))
     captioning = _stage("captioning", "synthetic_captioning.yaml", [
         *common, init, f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl",
         f"data.test_pairs={fmt}/msrvtt/MSRVTT_data.json"], epochs("captioning"))
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                        for kind in ("beam", "greedy", "most_frequent")},
         "segmentation": {"frame_accuracy": s["test/frame_accuracy"], "majority_rate": s["test/majority_rate"]},
         "seconds": round(time.perf_counter() - start, 1),
-        "runs": {k: v.get("run_dir") for k, v in (("pretrain", pretrain), ("retrieval", retrieval),
+        "runs": {k: v.get("run_dir") for k, v in (("pretrain", pretrain), ("retrieval", retrieval), ("mcqa", mcqa),
                                                  ("captioning", captioning), ("segmentation", segmentation))},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,93 @@
+"""VLM's downstream data: multiple-choice readers, COIN segments and sliding windows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from videolang.data.videoclip import TextLayout
+from videolang.data.vlm import (
+    CaptionVideos,
+    McItem,
+    MultipleChoiceItems,
+    SegmentationWindows,
+    VideoSegments,
+    caption_layout,
+    read_coin,
+    read_mc_items,
+    row_labels,
+)
+from videolang.errors import ConfigError
+
+
+def test_msrvtt_mc_csv_and_jsonl(tmp_path):
+    csv = tmp_path / "MSR_MC_test.csv"
+    csv.write_text("key\tvid_key\ta1\ta2\ta3\ta4\ta5\tanswer\n"
+                   "k0\tmsr7010\tone\ttwo\tthree\tfour\tfive\t2\n"
+                   "k1\tvid00001\ta\tb\tc\td\te\t0\n")
+    items = read_mc_items(csv, "msrvtt")
+    assert [i.video_id for i in items] == ["video7010", "vid00001"]  # MMPT's msr -> video rewrite
+    assert items[0].options[2] == "three" and items[0].answer == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("key\tvid_key\ta1\tanswer\nk\tv\tx\t0\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv:2: expected tab-separated"):
+        read_mc_items(bad, "msrvtt")
+    jl = tmp_path / "mc.jsonl"
+    jl.write_text(json.dumps({"video_id": "v", "options": ["x", "y"], "answer": 1, "split": "val"}) + "\n"
+                  + json.dumps({"video_id": "w", "options": ["x", "y"], "answer": 5, "split": "test"}) + "\n")
+    assert len(read_mc_items(jl, "jsonl", "val")) == 1
+    with pytest.raises(ConfigError, match="answer 5 outside"):
+        read_mc_items(jl, "jsonl", "test")
+
+
+def test_multiple_choice_items_stack_every_option():
+    features = {"v": np.ones((6, 3), dtype=np.float32)}
+    ds = MultipleChoiceItems([McItem("v", ("a b", "c"), 1)], features,
+                             lambda texts: [[10 + len(t)] * len(t.split()) for t in texts],
+                             TextLayout(2, 3, 0, 6), max_video_len=4)
+    item = ds[0]
+    assert item["caps"].shape == (2, 8) and item["vfeats"].shape == (4, 3) and item["vmask"].all()
+    assert item["caps"][0, :5].tolist() == [2, 13, 13, 3, 0] and item["answer"] == 1
+
+
+def test_caption_layout_has_bos():
+    ids, mask = caption_layout(TextLayout(2, 3, 0, 6), [7, 8])
+    assert ids.tolist() == [2, 2, 7, 8, 3, 0, 0, 0] and mask.sum() == 5
+
+
+def test_caption_videos_group_references():
+    pairs = [("v", 0.0, None, "a"), ("v", 0.0, None, "b"), ("w", 0.0, None, "c")]
+    ds = CaptionVideos(pairs, {"v": np.zeros((3, 2)), "w": np.zeros((3, 2))}, max_video_len=4)
+    assert ds.references == [["a", "b"], ["c"]] and len(ds) == 2
+
+
+def test_coin_reader_and_row_labels(tmp_path):
+    coin = {"database": {
+        "a": {"subset": "training", "annotation": [{"id": "4", "segment": [1.0, 2.0], "label": "x"}]},
+        "b": {"subset": "testing", "annotation": [{"id": "9", "segment": [0.0, 0.5], "label": "y"}]},
+    }}
+    path = tmp_path / "COIN.json"
+    path.write_text(json.dumps(coin))
+    videos, num_classes = read_coin(path, "training")
+    assert [v.video_id for v in videos] == ["a"] and num_classes == 10  # 1 + max id over the file
+    # 2 rows per second: centres 0.25, 0.75, 1.25, 1.75, 2.25 -> rows 2 and 3 are in [1, 2)
+    assert row_labels(videos[0].segments, 5, 2.0).tolist() == [0, 0, 4, 4, 0]
+    with pytest.raises(ConfigError, match="no videos in subset 'validation'"):
+        read_coin(path, "validation")
+
+
+def test_segmentation_windows_cover_every_row():
+    feats = {"a": np.arange(10, dtype=np.float32)[:, None].repeat(2, 1)}
+    ds = SegmentationWindows([VideoSegments("a", ((0.0, 5.0, 1),))], feats, rate=1.0, window=4, stride=3)
+    assert [ds[i]["offset"] for i in range(len(ds))] == [0, 3, 6]  # the last window ends at row 10
+    covered = torch.zeros(10, dtype=torch.bool)
+    for i in range(len(ds)):
+        item = ds[i]
+        covered[item["offset"] : item["offset"] + 4] |= item["labels"] != -100
+        assert torch.equal(item["vfeats"][:, 0], torch.arange(item["offset"], item["offset"] + 4).float())
+    assert covered.all()
+    short = SegmentationWindows([VideoSegments("a", ())], {"a": np.zeros((2, 2))}, window=4, stride=3)
+    assert len(short) == 1 and short[0]["labels"].tolist() == [0, 0, -100, -100]
