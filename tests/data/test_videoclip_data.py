@@ -43,6 +43,11 @@ def test_text_layout():
     assert ids.tolist() == [101, 7, 8, 102, 0, 0] and mask.tolist() == [True] * 4 + [False] * 2
     ids, mask = TextLayout(max_text_len=2).build([7, 8, 9])
     assert ids.tolist() == [101, 7, 8, 102] and mask.all()
+    # MMPT's layout (_build_text_seq([7592, 2088]) -> [101, 102, 7592, 2088, 102, 0 ...])
+    ids, mask = TextLayout(max_text_len=6, sep_after_cls=True).build([7592, 2088])
+    assert ids.tolist() == [101, 102, 7592, 2088, 102, 0, 0, 0] and mask.sum() == 5
+    ids, mask = TextLayout(max_text_len=3, sep_after_cls=True).build([1, 2, 3, 4])
+    assert ids.tolist() == [101, 102, 1, 2, 102] and mask.all()
 
 
 def test_load_captions_and_errors(world, tmp_path):

@@ -47,15 +47,17 @@ def test_multiple_choice_items_stack_every_option():
     features = {"v": np.ones((6, 3), dtype=np.float32)}
     ds = MultipleChoiceItems([McItem("v", ("a b", "c"), 1)], features,
                              lambda texts: [[10 + len(t)] * len(t.split()) for t in texts],
-                             TextLayout(2, 3, 0, 6), max_video_len=4)
+                             TextLayout(2, 3, 0, 6, sep_after_cls=True), max_video_len=4)
     item = ds[0]
     assert item["caps"].shape == (2, 8) and item["vfeats"].shape == (4, 3) and item["vmask"].all()
-    assert item["caps"][0, :5].tolist() == [2, 13, 13, 3, 0] and item["answer"] == 1
+    assert item["caps"][0, :6].tolist() == [2, 3, 13, 13, 3, 0] and item["answer"] == 1
 
 
 def test_caption_layout_has_bos():
-    ids, mask = caption_layout(TextLayout(2, 3, 0, 6), [7, 8])
-    assert ids.tolist() == [2, 2, 7, 8, 3, 0, 0, 0] and mask.sum() == 5
+    ids, mask = caption_layout(TextLayout(2, 3, 0, 6, sep_after_cls=True), [7, 8])
+    assert ids.tolist() == [2, 3, 2, 7, 8, 3, 0, 0] and mask.sum() == 6
+    with pytest.raises(ConfigError, match="MMPT text layout"):
+        caption_layout(TextLayout(2, 3, 0, 6), [7])
 
 
 def test_caption_videos_group_references():

@@ -58,16 +58,20 @@ class TextLayout:
     sep_id: int = 102
     pad_id: int = 0
     max_text_len: int = 61
+    # MMPT's layout ``[CLS] [SEP] words [SEP]`` (``_build_text_seq``): the first [SEP] is the
+    # one VLM's joint sequence places after the video. Without it: ``[CLS] words [SEP]``.
+    sep_after_cls: bool = False
 
     def build(self, words: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[CLS] words[:max_text_len] [SEP] [PAD]..`` and its mask, length max_text_len + 2."""
-        words = list(words)[: self.max_text_len]
+        """``[CLS] ([SEP]) words [SEP] [PAD]..`` and its mask, length max_text_len + 2 (with
+        ``sep_after_cls`` one word fewer fits)."""
+        head = [self.cls_id, self.sep_id] if self.sep_after_cls else [self.cls_id]
+        words = list(words)[: self.max_text_len + 1 - len(head)]
+        seq = [*head, *words, self.sep_id]
         ids = torch.full((self.max_text_len + 2,), self.pad_id, dtype=torch.long)
-        ids[0] = self.cls_id
-        ids[1 : len(words) + 1] = torch.tensor(words, dtype=torch.long)
-        ids[len(words) + 1] = self.sep_id
+        ids[: len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask = torch.zeros(self.max_text_len + 2, dtype=torch.bool)
-        mask[: len(words) + 2] = True
+        mask[: len(seq)] = True
         return ids, mask
 
 

@@ -138,7 +138,9 @@ class MultipleChoiceItems(Dataset):
 def caption_layout(layout: TextLayout, words: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """MMPT's generation layout ``[CLS] [SEP] [BOS] words [SEP]`` ([BOS] is [CLS]): the
     model reads ``[BOS] words`` and predicts ``words [SEP]``."""
-    return layout.build([layout.cls_id, *list(words)[: layout.max_text_len - 1]])
+    if not layout.sep_after_cls:
+        raise ConfigError("captioning needs the MMPT text layout (TextLayout(sep_after_cls=True))")
+    return layout.build([layout.cls_id, *words])
 
 
 class CaptionItems(Dataset):

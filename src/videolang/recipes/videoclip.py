@@ -78,6 +78,7 @@ class VideoCLIPDataConfig:
     tokenizer: str = "minilm"
     max_video_len: int = 32
     max_text_len: int = 61
+    mmpt_text_layout: bool = False  # text as [CLS] [SEP] words [SEP] (MMPT); always on for VLM
     # pretraining (videoclip.pretrain)
     captions: str | None = None
     train_list: str | None = None  # one video id per line; default: every captioned video
@@ -214,6 +215,9 @@ class VideoCLIPDataModule(L.LightningDataModule):
         if not self.d.features:
             raise ConfigError("data.features: give the feature store folder (videolang extract-features --out)")
         self.pretraining = cfg.recipe.endswith("pretrain")
+        # VLM splices the video in after caps[0], so its text must be MMPT's [CLS] [SEP] words
+        # [SEP]; VideoCLIP takes it with data.mmpt_text_layout (converted MMPT weights).
+        self.mmpt_text_layout = cfg.recipe.startswith("vlm.") or self.d.mmpt_text_layout
         self._ready = False
         self._train_set: Dataset | None = None
 
@@ -227,7 +231,8 @@ class VideoCLIPDataModule(L.LightningDataModule):
         tok = load_tokenizer(self.d.tokenizer)
         self.tokenizer = tok
         self.tokenize = lambda texts: tok(list(texts), add_special_tokens=False)["input_ids"]
-        self.layout = TextLayout(tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, self.d.max_text_len)
+        self.layout = TextLayout(tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, self.d.max_text_len,
+                                 sep_after_cls=self.mmpt_text_layout)
         self._ready = True
 
     # -- datasets --
