@@ -183,3 +183,25 @@ def test_segmentation_head():
     assert logits.shape == (2, 4, 5)
     with pytest.raises(ConfigError, match="no classifier"):
         tiny().segment_logits(torch.randn(1, 2, 512), torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_convert_cli_round_trip_and_strictness(golden, tmp_path):
+    from videolang.cli.main import main
+    from videolang.models import load_pretrained
+
+    ckpt = tmp_path / "checkpoint_best.pt"
+    torch.save({"model": {f"mmmodel.mm_encoder.{k}": v.half() for k, v in golden["state_dict"].items()}}, ckpt)
+    args = ["convert", "vlm", str(ckpt), str(tmp_path / "out"), "--model", "vlm-tiny",
+            "--set", "bert.vocab_size=200", "max_video_len=8"]
+    assert main(args) == 0
+    model = load_pretrained(tmp_path / "out")
+    i = golden["inputs"]
+    with torch.no_grad():
+        video, _, _ = model.mtm_logits(i["caps"], i["cmasks"], i["vfeats"], i["vmasks"], i["video_label"],
+                                       i["text_label"])
+    torch.testing.assert_close(video, golden["video_logits"], atol=5e-2, rtol=0)  # the file was fp16
+    state = torch.load(ckpt, weights_only=False)
+    del state["model"]["mmmodel.mm_encoder.videomlp.linear1.weight"]
+    torch.save(state, ckpt)
+    assert main([*args[:2], str(ckpt), str(tmp_path / "out2"), *args[4:]]) == 2
+    assert not (tmp_path / "out2").exists()
