@@ -205,3 +205,23 @@ def test_convert_cli_round_trip_and_strictness(golden, tmp_path):
     torch.save(state, ckpt)
     assert main([*args[:2], str(ckpt), str(tmp_path / "out2"), *args[4:]]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_feature_standardization_is_applied_everywhere(golden):
+    plain = tiny()
+    convert_mmpt_vlm_state_dict(golden["state_dict"], plain)
+    cfg = VLMConfig(max_video_len=8, bert=plain.config.bert, standardize_features=True)
+    std_model = VLM(cfg).eval()
+    std_model.load_state_dict({**plain.state_dict(), "feature_mean": torch.zeros(512), "feature_std": torch.ones(512)})
+    mean, std = torch.randn(512), torch.rand(512) + 0.5
+    std_model.set_feature_statistics(mean, std)
+    i = golden["inputs"]
+    raw = i["vfeats"] * std + mean  # what the standardizing model must map back to vfeats
+    with torch.no_grad():
+        torch.testing.assert_close(std_model.encode_video(raw, i["vmasks"]), plain.encode_video(i["vfeats"], i["vmasks"]),
+                                   atol=1e-4, rtol=0)
+        a = std_model.mtm_logits(i["caps"], i["cmasks"], raw, i["vmasks"], i["video_label"], i["text_label"])
+        b = plain.mtm_logits(i["caps"], i["cmasks"], i["vfeats"], i["vmasks"], i["video_label"], i["text_label"])
+    torch.testing.assert_close(a[0], b[0], atol=1e-3, rtol=0)
+    with pytest.raises(ConfigError, match="does not standardize"):
+        plain.set_feature_statistics(mean, std)

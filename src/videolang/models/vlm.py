@@ -61,6 +61,9 @@ class VLMConfig:
     # bert.num_hidden_layers layers (the original starts from bert-base-uncased).
     text_pretrained: str | None = None
     num_classes: int = 0  # > 0 adds the per-token classifier (action segmentation)
+    # Standardize input features per dimension with stored statistics (buffers feature_mean /
+    # feature_std, set by the recipes from the feature store). Off in the original.
+    standardize_features: bool = False
     classifier_dropout: float = 0.1
 
     @classmethod
@@ -127,6 +130,9 @@ class VLM(nn.Module):
         self.bert = BertEncoder(cfg.bert)
         self.cls = nn.Module()
         self.cls.predictions = MTMPredictions(cfg.bert)
+        if cfg.standardize_features:
+            self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+            self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
         if cfg.num_classes > 0:
             self.classifier = nn.Sequential(nn.Dropout(cfg.classifier_dropout),
                                             nn.Linear(cfg.bert.hidden_size, cfg.num_classes))
@@ -145,6 +151,18 @@ class VLM(nn.Module):
         # The MLM transform starts as identity-ish; the decoder shares nothing (no bias, as MMPT).
         self.cls.predictions.decoder.weight.data.copy_(bert.embeddings.word_embeddings.weight)
 
+    def standardize(self, vfeats: torch.Tensor) -> torch.Tensor:
+        """Features as the video MLP sees them (per-dimension standardized when configured)."""
+        if not self.config.standardize_features:
+            return vfeats
+        return (vfeats - self.feature_mean) / self.feature_std
+
+    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        if not self.config.standardize_features:
+            raise ConfigError("this VLM does not standardize features (standardize_features is false)")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=1e-6))
+
     def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
         """Random valid inputs for ``forward`` (registry tests)."""
         cfg = self.config
@@ -157,13 +175,14 @@ class VLM(nn.Module):
                 "vfeats": torch.randn(batch_size, frames, cfg.feature_dim),
                 "vmasks": torch.arange(frames)[None] < lengths[:, None]}
 
-    def embed(self, caps, cmasks, vfeats, vmasks) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, caps, cmasks, vfeats, vmasks, *, standardized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint embeddings (after position/type embeddings and LayerNorm) and the key mask."""
         b, tv, _ = vfeats.shape
         if tv > self.config.max_video_len:
             raise ValueError(f"{tv} video tokens exceed max_video_len={self.config.max_video_len}")
         words = self.bert.embeddings.word_embeddings
-        embeds = torch.cat([words(caps[:, :1]), self.videomlp(vfeats), words(caps[:, 1:])], 1)
+        tokens = self.videomlp(vfeats if standardized else self.standardize(vfeats))
+        embeds = torch.cat([words(caps[:, :1]), tokens, words(caps[:, 1:])], 1)
         length = embeds.shape[1]
         types = torch.ones(b, length, dtype=torch.long, device=caps.device)
         types[:, : tv + 2] = 0
@@ -179,8 +198,10 @@ class VLM(nn.Module):
         """MTM logits of the masked frames ``(Nv, 1 + N_nm + V)``, of the masked words
         ``(Nt, V + N_nm)``, and the word targets ``(Nt,)``."""
         video_label = video_label.bool() & vmasks.bool()
+        vfeats = self.standardize(vfeats)
         masked_in = vfeats.masked_fill(video_label.unsqueeze(-1), 0.0)
-        hidden = self.forward(caps, cmasks, masked_in, vmasks)
+        x, keys = self.embed(caps, cmasks, masked_in, vmasks, standardized=True)
+        hidden = self.bert.encode(x, keys)
         tv = vfeats.shape[1]
         head = self.cls.predictions
         tokens_in = self.videomlp(masked_in)
@@ -206,7 +227,7 @@ class VLM(nn.Module):
             raise ValueError(f"{tv} video tokens exceed max_video_len={self.config.max_video_len}")
         words = self.bert.embeddings.word_embeddings
         sep = words(torch.full((b, 1), self.config.sep_token_id, device=vfeats.device))
-        embeds = torch.cat([self.videomlp(vfeats), sep], 1)
+        embeds = torch.cat([self.videomlp(self.standardize(vfeats)), sep], 1)
         positions = torch.arange(1, tv + 2, device=vfeats.device).expand(b, -1)
         types = torch.zeros(b, tv + 1, dtype=torch.long, device=vfeats.device)
         x = self.bert.embeddings(inputs_embeds=embeds, token_type_ids=types, position_ids=positions)

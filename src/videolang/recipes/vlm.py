@@ -80,6 +80,9 @@ class VLMModelConfig:
     feature_dim: int | None = None  # None: the feature store's dimension
     init: str | None = None  # a saved model folder (run export) or an original MMPT checkpoint
     init_format: Literal["videolang", "mmpt"] = "videolang"
+    # A fresh model (no model.init) standardizes input features per dimension with the mean
+    # and std of the feature store's rows (unlabelled statistics, stored in the model).
+    standardize_features: bool = False
 
 
 @dataclass
@@ -174,7 +177,18 @@ def _tokenizer_overrides(name: str, tokenizer: Any | None) -> dict[str, Any]:
     return {}
 
 
-def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, tokenizer: Any | None = None) -> VLM:
+def feature_statistics(features: str, max_videos: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the rows of (up to ``max_videos``, evenly spread) videos
+    of a feature store."""
+    store = FeatureStore(features)
+    ids = list(store)
+    step = max(1, len(ids) // max_videos)
+    rows = np.concatenate([np.asarray(store[i], dtype=np.float64) for i in ids[::step]])
+    return torch.from_numpy(rows.mean(0)).float(), torch.from_numpy(rows.std(0)).float()
+
+
+def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, tokenizer: Any | None = None,
+              features: str | None = None) -> VLM:
     """The run's VLM: from a saved folder / original checkpoint or a registered config; a
     ``num_classes`` head is added (freshly initialised) when the source has none. A registered
     config without pretrained text weights is sized to ``tokenizer``."""
@@ -200,6 +214,8 @@ def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, toke
         overrides["num_classes"] = num_classes
     if m.init:  # an original MMPT checkpoint: its weights replace any pretrained init
         overrides["text_pretrained"] = None
+    if m.standardize_features:
+        overrides["standardize_features"] = True
     model = create_model(m.name, **overrides)
     if not isinstance(model, VLM):
         raise ConfigError(f"model.name {m.name!r} is not a VLM architecture")
@@ -210,6 +226,10 @@ def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, toke
             state = dict(state.get("model", state))
             state.update({f"mmmodel.mm_encoder.{k}": v for k, v in head.items()})
         convert_mmpt_vlm_state_dict(state, model, source=m.init)
+    if m.standardize_features:
+        if not features:
+            raise ConfigError("model.standardize_features needs the feature store (data.features)")
+        model.set_feature_statistics(*feature_statistics(features))
     return model
 
 
@@ -264,7 +284,7 @@ class VLMPretrain(VideoCLIPModule):
     """Masked modality pretraining; zero-shot retrieval for validation."""
 
     def build_model(self, m: VLMPretrainModelConfig, feature_dim: int) -> nn.Module:
-        return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg))
+        return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg), features=self.cfg.data.features)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         m: VLMPretrainModelConfig = self.cfg.model
@@ -300,7 +320,7 @@ class VLMRetrieval(VideoCLIPModule):
     """Retrieval fine-tuning / evaluation with the isolated halves (``vlm.retrieval``)."""
 
     def build_model(self, m: VLMRetrievalModelConfig, feature_dim: int) -> nn.Module:
-        return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg))
+        return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg), features=self.cfg.data.features)
 
 
 class VLMQADataModule(VideoCLIPDataModule):
@@ -444,7 +464,8 @@ class VLMCaptioning(RecipeModule):
         from videolang.data.text import load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
-        self.model = build_vlm(cfg.model, _feature_dim(cfg.model, cfg.data.features), tokenizer=self.tokenizer)
+        self.model = build_vlm(cfg.model, _feature_dim(cfg.model, cfg.data.features), tokenizer=self.tokenizer,
+                               features=cfg.data.features)
         self._eval: dict[str, list] = {}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -564,7 +585,8 @@ class VLMSegmentation(RecipeModule):
         super().__init__(cfg)
         d: VLMSegmentationDataConfig = cfg.data
         num_classes = cfg.model.num_classes or read_coin(d.annotations, d.train_subset)[1]
-        self.model = build_vlm(cfg.model, _feature_dim(cfg.model, d.features), num_classes=num_classes)
+        self.model = build_vlm(cfg.model, _feature_dim(cfg.model, d.features), num_classes=num_classes,
+                               features=d.features)
         self._eval: dict[str, list] = {}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
