@@ -49,6 +49,7 @@ def pretrain_config(root) -> dict:
                min_video_len=1, min_text_tokens=3, max_text_tokens=16, retrieval=False,
                val_pairs=str(w / "annotations/captions.jsonl"), val_format="jsonl", val_split="val")
     cfg["trainer"]["max_epochs"] = 2
+    cfg["model"]["standardize_features"] = True  # the downstream runs load its statistics from the export
     return cfg
 
 
@@ -77,7 +78,10 @@ def test_pretrain_logs_both_objectives_and_resumes_exactly(pretrained):
     logged = (straight.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/mlm", "train/mfm", "train/loss"} <= set(logged)
     assert "val/jsonl-val/R1" in straight.metrics["final"]
-    assert (straight.run_dir / "export" / "model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    exported = load_file(str(straight.run_dir / "export" / "model.safetensors"))
+    assert exported["feature_std"].min() > 0 and exported["feature_mean"].abs().sum() > 0
 
 
 def test_retrieval_and_mcqa_from_the_export(world, pretrained):
