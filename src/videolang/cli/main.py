@@ -247,7 +247,7 @@ COMMAND_MODULES = ("videolang.cli.train", "videolang.cli.tokenize", "videolang.c
 # ``videolang demo METHOD``: each module has HELP, add_arguments(parser) and run(args) -> int.
 DEMO_MODULES = {name: f"videolang.cli.demos.{name}"
                 for name in ("vlm", "clipbert", "vimpac", "anticipation", "vidlankd")}
-CONVERTER_METHODS = ("videoclip", "vlm", "clipbert", "vimpac")
+CONVERTER_METHODS = ("videoclip", "vlm", "clipbert", "vimpac", "vidlankd")
 
 
 def _installed(modules):

@@ -30,7 +30,8 @@ __all__ = ["available_converters", "convert_checkpoint"]
 # config name), ``load_state(obj, model, source=...)`` (strict; raises on any missing or
 # unexpected key), optional ``pipeline(model) -> dict`` (written to pipeline.json) and
 # ``description`` (what file it reads).
-CONVERTER_MODULES = {"videoclip": "videoclip", "vlm": "vlm", "clipbert": "clipbert", "vimpac": "vimpac"}
+CONVERTER_MODULES = {"videoclip": "videoclip", "vlm": "vlm", "clipbert": "clipbert", "vimpac": "vimpac",
+                     "vidlankd": "vidlankd"}
 
 
 def available_converters() -> dict[str, dict]:

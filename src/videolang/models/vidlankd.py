@@ -1,0 +1,577 @@
+"""VidLanKD: a video-language teacher distilled into a text-only BERT (``distillation.md`` Part A).
+
+Three models, all on :class:`~videolang.models.bert.BertEncoder` (HF parameter names):
+
+* :class:`VidLanKDTeacher` (``vidlankd-teacher``): a text BERT with BERT's MLM head, plus a
+  :class:`VideoTower` over per-second clip features (the original: 2048-d ResNet-152 2D +
+  2048-d ResNeXt 3D = 4096-d). The teacher's token embeddings are its last hidden states,
+  L2-normalised per token and zeroed at padding; the video embedding is one unit vector per
+  clip. Trained with MLM + a token-to-video hinge (:mod:`videolang.recipes.vidlankd`).
+* :class:`VidLanKDStudent` (``vidlankd-student``): a text-only BERT with the MLM head and two
+  distillation heads (dense, GELU, LayerNorm, dense, per-token L2): ``nst_head`` for NST/MMD
+  (the original's ``kd1_student_head``) and ``contrastive_head`` for the token-level NT-Xent
+  the original calls "CRD" (``kd2_student_head``). The teacher only ever sees text during KD.
+* :class:`VidLanKDClassifier` (``vidlankd-classifier``): a BERT with a freshly initialised
+  tanh pooler and a linear classifier (or a 1-output regressor for STS-B), for GLUE.
+
+Video tower (:class:`VideoTower`, the original's ``VisnModel`` + ``VideoBert``): features ->
+Linear(F, 1024) -> Linear(1024, H) (no activation, as the original; ``video_input_norm`` puts
+a LayerNorm before it) -> position embeddings 0..T-1 and token type 1 -> BERT's embedding
+LayerNorm -> the transformer over the valid frames -> tanh pooler on the first frame (``video_pooling='mean'``: on the masked mean over the valid
+frames) -> ``mlp_map`` (Linear, ReLU, Dropout 0.3, Linear) -> L2.
+
+Deliberate differences from the original, each with a switch where parity needs it:
+
+* The original adds the position and token-type embeddings to the video tokens twice (once by
+  hand, once inside HF ``BertModel``), with two LayerNorms; ``double_video_embeddings=True``
+  reproduces that for converted checkpoints, the default adds them once.
+* The original never trains the video tower (it runs under ``no_grad`` and its parameters are
+  missing from the optimiser): ours trains by default, as the paper describes; the recipe's
+  ``model.freeze_video`` restores the original behaviour.
+* The video tower has no word-embedding table (the original's is never read), and its size may
+  differ from the text BERT (``video``; ``None`` = the text config, as the original).
+* Teacher and student need not share a size: the KD losses compare per-token representations
+  through the student's heads (the original rebuilt the teacher from the student's config).
+* The MLM decoder is tied to the word embeddings (as HF ``BertForMaskedLM``) by reading the
+  embedding matrix, so no tensor is stored twice; ``tie_word_embeddings=False`` gives it its own
+  weight.
+
+:func:`convert_teacher_state_dict` / :func:`convert_student_state_dict` load the original
+checkpoints strictly (``vteacher`` ``pytorch_model.bin`` + ``visn_model.chkpt``; ``vlm``
+student ``pytorch_model.bin``); the keys they deliberately drop are listed in
+:data:`TEACHER_DROPPED` / :data:`STUDENT_DROPPED`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videolang.errors import ConfigError
+from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
+from videolang.models.layers import ProjectionHead
+from videolang.models.weights import load_strict
+
+__all__ = [
+    "STUDENT_DROPPED",
+    "TEACHER_DROPPED",
+    "MLMHead",
+    "VidLanKDClassifier",
+    "VidLanKDClassifierConfig",
+    "VidLanKDStudent",
+    "VidLanKDStudentConfig",
+    "VidLanKDTeacher",
+    "VidLanKDTeacherConfig",
+    "VideoTower",
+    "convert_student_state_dict",
+    "convert_teacher_state_dict",
+    "masked_mlm_logits",
+]
+
+
+def _bert_from(d: dict, key: str, source: str) -> BertConfig | None:
+    value = d.get(key)
+    if value is None or isinstance(value, BertConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: '{key}' must be a BERT config mapping, got {type(value).__name__}")
+    return BertConfig.from_dict(value, source=f"{source} '{key}'")
+
+
+def _check_keys(cls: type, d: Mapping[str, Any], source: str) -> dict:
+    d = {k: v for k, v in d.items() if k not in ("architecture", "model_type")}
+    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown {source} keys: {', '.join(unknown)}")
+    return d
+
+
+@dataclass
+class VidLanKDTeacherConfig:
+    """Architecture of the video-language teacher (saved as ``config.json``)."""
+
+    bert: BertConfig = field(default_factory=BertConfig)
+    video: BertConfig | None = None  # video transformer; None: the same config as ``bert``
+    feature_dim: int = 4096  # 2048 2D + 2048 3D features in the original
+    video_inner_dim: int = 1024  # the original's Linear(F, 1024) -> Linear(1024, H)
+    max_video_len: int = 384
+    video_dropout: float = 0.3  # inside mlp_map
+    # LayerNorm over each input feature row (not in the original): features with a small spread
+    # (pooled pixels, un-normalised CNN outputs) otherwise vanish under the position embeddings.
+    video_input_norm: bool = False
+    # "first": tanh pooler over the first frame (the original); "mean": masked mean of the
+    # last hidden states over the valid frames, then the pooler.
+    video_pooling: Literal["first", "mean"] = "first"
+    double_video_embeddings: bool = False  # True: the original's double position/type embedding
+    tie_word_embeddings: bool = True
+    tokenizer: str = "minilm"  # bert-base-uncased word pieces
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VidLanKDTeacherConfig:
+        d = _check_keys(cls, d, "VidLanKD teacher config")
+        d["bert"] = _bert_from(d, "bert", "VidLanKD teacher config") or BertConfig()
+        d["video"] = _bert_from(d, "video", "VidLanKD teacher config")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "architecture": "vidlankd-teacher"}
+
+    @property
+    def video_bert(self) -> BertConfig:
+        return self.video if self.video is not None else self.bert
+
+
+@dataclass
+class VidLanKDStudentConfig:
+    """Architecture of the text-only student."""
+
+    bert: BertConfig = field(default_factory=BertConfig)
+    nst_head: bool = True  # the original's kd1_student_head (NST / MMD)
+    contrastive_head: bool = True  # the original's kd2_student_head (token NT-Xent, "CRD")
+    teacher_hidden_size: int | None = None  # KD head output size; None: the student's hidden size
+    tie_word_embeddings: bool = True
+    tokenizer: str = "minilm"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VidLanKDStudentConfig:
+        d = _check_keys(cls, d, "VidLanKD student config")
+        d["bert"] = _bert_from(d, "bert", "VidLanKD student config") or BertConfig()
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "architecture": "vidlankd-student"}
+
+
+@dataclass
+class VidLanKDClassifierConfig:
+    """A BERT sequence classifier / regressor for GLUE fine-tuning."""
+
+    bert: BertConfig = field(default_factory=BertConfig)
+    num_labels: int = 2
+    problem: Literal["classification", "regression"] = "classification"
+    classifier_dropout: float | None = None  # None: bert.hidden_dropout_prob
+    tokenizer: str = "minilm"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VidLanKDClassifierConfig:
+        d = _check_keys(cls, d, "VidLanKD classifier config")
+        d["bert"] = _bert_from(d, "bert", "VidLanKD classifier config") or BertConfig()
+        cfg = cls(**d)
+        if cfg.problem not in ("classification", "regression"):
+            raise ConfigError(f"classifier problem must be 'classification' or 'regression', got {cfg.problem!r}")
+        if cfg.problem == "regression" and cfg.num_labels != 1:
+            raise ConfigError(f"a regression head has num_labels 1, got {cfg.num_labels}")
+        return cfg
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "architecture": "vidlankd-classifier"}
+
+
+# ---------------------------------------------------------------------------------------------
+# heads
+
+
+class _Transform(nn.Module):
+    """BERT's prediction transform: dense, GELU, LayerNorm (HF names)."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class MLMHead(nn.Module):
+    """``cls.predictions``: transform, then the vocabulary decoder with a bias.
+
+    Tied (default): the decoder weight *is* the word-embedding matrix, passed to ``forward``;
+    untied: its own ``decoder.weight``.
+    """
+
+    def __init__(self, cfg: BertConfig, tied: bool = True):
+        super().__init__()
+        self.transform = _Transform(cfg)
+        self.decoder = None if tied else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        weight = word_embeddings if self.decoder is None else self.decoder.weight
+        return F.linear(self.transform(hidden), weight, self.bias)
+
+
+def masked_mlm_logits(model: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM logits at the labelled positions only, ``(N, V)``, and their targets ``(N,)``.
+
+    The original scores every position and lets cross-entropy ignore -100; scoring only the
+    ~15% chosen tokens gives the same loss at a fraction of the vocabulary matmul.
+    """
+    chosen = labels != -100
+    logits = model.cls.predictions(hidden[chosen], model.bert.embeddings.word_embeddings.weight)
+    return logits, labels[chosen]
+
+
+def _l2(x: torch.Tensor) -> torch.Tensor:
+    # x / ||x|| as the original (no epsilon: a zero vector would be a bug upstream).
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+class KDHead(nn.Module):
+    """The original's ``BertVLMSimpleHead`` / ``BertVLMHingeHead``: dense, GELU, LayerNorm,
+    dense, per-token L2 normalisation (:class:`ProjectionHead` + L2)."""
+
+    def __init__(self, hidden_size: int, out_size: int, eps: float):
+        super().__init__()
+        self.proj = ProjectionHead(hidden_size, out_size, hidden_dim=hidden_size, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _l2(self.proj(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# teacher
+
+
+class VideoTower(nn.Module):
+    """Clip features ``(B, T, F)`` + frame mask ``(B, T)`` -> unit video embeddings ``(B, H)``."""
+
+    def __init__(self, cfg: VidLanKDTeacherConfig):
+        super().__init__()
+        vb = cfg.video_bert
+        self.double_embeddings = cfg.double_video_embeddings
+        if cfg.video_pooling not in ("first", "mean"):
+            raise ConfigError(f"video_pooling must be 'first' or 'mean', got {cfg.video_pooling!r}")
+        self.pooling = cfg.video_pooling
+        self.max_len = cfg.max_video_len
+        if cfg.max_video_len > vb.max_position_embeddings:
+            raise ConfigError(f"max_video_len {cfg.max_video_len} exceeds the video BERT's "
+                              f"max_position_embeddings {vb.max_position_embeddings}")
+        if vb.type_vocab_size < 2:
+            raise ConfigError("the video BERT needs type_vocab_size >= 2 (video tokens have type 1)")
+        self.input_norm = nn.LayerNorm(cfg.feature_dim, eps=vb.layer_norm_eps) if cfg.video_input_norm else None
+        self.feature_proj = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.video_inner_dim),
+                                          nn.Linear(cfg.video_inner_dim, vb.hidden_size))
+        self.bert = BertEncoder(vb)
+        del self.bert.embeddings.word_embeddings  # video tokens come as inputs_embeds only
+        self.pooler = nn.Linear(vb.hidden_size, vb.hidden_size)
+        self.mlp_map = nn.Sequential(nn.Linear(vb.hidden_size, vb.hidden_size), nn.ReLU(),
+                                     nn.Dropout(cfg.video_dropout), nn.Linear(vb.hidden_size, vb.hidden_size))
+        for module in (self.feature_proj, self.pooler, self.mlp_map):
+            module.apply(self.bert._init_weights)
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, _ = feats.shape
+        if t > self.max_len:
+            raise ValueError(f"{t} video frames exceed max_video_len={self.max_len}")
+        if mask is None:
+            mask = torch.ones(b, t, dtype=torch.bool, device=feats.device)
+        emb = self.bert.embeddings
+        types = torch.ones(b, t, dtype=torch.long, device=feats.device)
+        x = self.feature_proj(feats if self.input_norm is None else self.input_norm(feats))
+        if self.double_embeddings:  # the original's manual embedding before HF BertModel's own
+            pos = emb.position_embeddings(torch.arange(t, device=feats.device))
+            x = emb.dropout(emb.LayerNorm(x + pos + emb.token_type_embeddings(types)))
+        hidden = self.bert(inputs_embeds=x, token_type_ids=types, attention_mask=mask.bool())
+        if self.pooling == "mean":
+            m = mask.to(hidden.dtype).unsqueeze(-1)
+            summary = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        else:
+            summary = hidden[:, 0]
+        pooled = torch.tanh(self.pooler(summary))
+        return _l2(self.mlp_map(pooled))
+
+
+class VidLanKDTeacher(nn.Module):
+    """Text BERT + MLM head + :class:`VideoTower`.
+
+    ``forward(input_ids, attention_mask, video_feats, video_mask, mlm_labels=None)`` returns a
+    dict: ``hidden`` (B, L, H) last hidden states, ``token_emb`` (B, L, H) unit per token and
+    zero at padding (the hinge loss's language side), ``video_emb`` (B, H) when video is given,
+    and ``mlm_logits`` (N, V) / ``mlm_targets`` (N,) at the labelled positions when
+    ``mlm_labels`` is given, else ``mlm_logits`` (B, L, V) for every position.
+    """
+
+    def __init__(self, cfg: VidLanKDTeacherConfig):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertEncoder(cfg.bert)
+        self.cls = nn.Module()
+        self.cls.predictions = MLMHead(cfg.bert, tied=cfg.tie_word_embeddings)
+        self.cls.predictions.apply(self.bert._init_weights)
+        self.video = VideoTower(cfg)
+
+    def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states of the text BERT: what the student distils from."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.bert.pad_token_id
+        return self.bert(input_ids, attention_mask=attention_mask.bool())
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        video_feats: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.bert.pad_token_id
+        hidden = self.text_hidden(input_ids, attention_mask)
+        out = {"hidden": hidden, "token_emb": _l2(hidden) * attention_mask.unsqueeze(-1).to(hidden.dtype)}
+        if video_feats is not None:
+            out["video_emb"] = self.video(video_feats, video_mask)
+        if mlm_labels is not None:
+            out["mlm_logits"], out["mlm_targets"] = masked_mlm_logits(self, hidden, mlm_labels)
+        else:
+            out["mlm_logits"] = self.cls.predictions(hidden, self.bert.embeddings.word_embeddings.weight)
+        return out
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, self.config.bert.vocab_size, (batch_size, 7), generator=g)
+        mask = torch.ones_like(ids, dtype=torch.bool)
+        mask[0, 5:] = False
+        ids = ids.masked_fill(~mask, self.config.bert.pad_token_id)
+        feats = torch.randn(batch_size, 4, self.config.feature_dim, generator=g)
+        vmask = torch.ones(batch_size, 4, dtype=torch.bool)
+        vmask[-1, 3:] = False
+        labels = torch.full_like(ids, -100)
+        labels[:, 2] = ids[:, 2]
+        return {"input_ids": ids, "attention_mask": mask, "video_feats": feats, "video_mask": vmask,
+                "mlm_labels": labels}
+
+
+# ---------------------------------------------------------------------------------------------
+# student and classifier
+
+
+class VidLanKDStudent(nn.Module):
+    """Text-only BERT with the MLM head and the KD heads.
+
+    ``forward(input_ids, attention_mask, mlm_labels=None)`` returns ``hidden`` (B, L, H),
+    ``mlm_logits`` (as the teacher), and the per-token unit vectors ``nst`` / ``contrastive``
+    (B, L, D) of the KD heads that exist.
+    """
+
+    def __init__(self, cfg: VidLanKDStudentConfig):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertEncoder(cfg.bert)
+        self.cls = nn.Module()
+        self.cls.predictions = MLMHead(cfg.bert, tied=cfg.tie_word_embeddings)
+        h, eps = cfg.bert.hidden_size, cfg.bert.layer_norm_eps
+        out = cfg.teacher_hidden_size or h
+        self.nst_head = KDHead(h, out, eps) if cfg.nst_head else None
+        self.contrastive_head = KDHead(h, out, eps) if cfg.contrastive_head else None
+        for module in (self.cls.predictions, self.nst_head, self.contrastive_head):
+            if module is not None:
+                module.apply(self.bert._init_weights)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                mlm_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.bert.pad_token_id
+        hidden = self.bert(input_ids, attention_mask=attention_mask.bool())
+        out = {"hidden": hidden}
+        if mlm_labels is not None:
+            out["mlm_logits"], out["mlm_targets"] = masked_mlm_logits(self, hidden, mlm_labels)
+        else:
+            out["mlm_logits"] = self.cls.predictions(hidden, self.bert.embeddings.word_embeddings.weight)
+        if self.nst_head is not None:
+            out["nst"] = self.nst_head(hidden)
+        if self.contrastive_head is not None:
+            out["contrastive"] = self.contrastive_head(hidden)
+        return out
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, self.config.bert.vocab_size, (batch_size, 7), generator=g)
+        labels = torch.full_like(ids, -100)
+        labels[:, 3] = ids[:, 3]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool), "mlm_labels": labels}
+
+
+class VidLanKDClassifier(nn.Module):
+    """BERT -> tanh pooler over [CLS] -> dropout -> linear: logits ``(B, num_labels)``
+    (``(B,)`` scores for regression). The pooler starts fresh, as the original's GLUE runs
+    (its students are ``BertForMaskedLM`` checkpoints without a pooler)."""
+
+    def __init__(self, cfg: VidLanKDClassifierConfig):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertEncoder(cfg.bert)
+        h = cfg.bert.hidden_size
+        self.pooler = nn.Linear(h, h)
+        p = cfg.bert.hidden_dropout_prob if cfg.classifier_dropout is None else cfg.classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(h, cfg.num_labels)
+        for module in (self.pooler, self.classifier):
+            module.apply(self.bert._init_weights)
+
+    @classmethod
+    def from_encoder(cls, encoder: BertEncoder, num_labels: int, *, problem: str = "classification",
+                     tokenizer: str = "minilm") -> VidLanKDClassifier:
+        """A classifier whose BERT starts from ``encoder``'s weights (student, teacher text
+        tower, or any local BERT); the pooler and classifier are new."""
+        cfg = VidLanKDClassifierConfig(bert=encoder.config, num_labels=num_labels, problem=problem,
+                                       tokenizer=tokenizer)
+        model = cls(cfg)
+        model.bert.load_state_dict(encoder.state_dict())
+        return model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.bert.pad_token_id
+        hidden = self.bert(input_ids, attention_mask=attention_mask.bool(), token_type_ids=token_type_ids)
+        logits = self.classifier(self.dropout(torch.tanh(self.pooler(hidden[:, 0]))))
+        return logits.squeeze(-1) if self.config.problem == "regression" else logits
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, self.config.bert.vocab_size, (batch_size, 6), generator=g)
+        types = torch.zeros_like(ids)
+        types[:, 3:] = 1
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool), "token_type_ids": types}
+
+
+# ---------------------------------------------------------------------------------------------
+# converters from the original layout
+
+
+def _unwrap(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    # DistributedDataParallel wrappers save "module."-prefixed keys (the teacher's visn_model).
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _mlm_keys(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Map HF ``BertForMaskedLM`` keys (``bert.*``, ``cls.predictions.*``) onto ours.
+
+    HF keeps the decoder bias twice (``cls.predictions.bias`` and ``.decoder.bias``, one
+    tensor) and the decoder weight tied to the word embeddings: both are checked, not trusted.
+    """
+    out = dict(state)
+    dec_bias = out.pop("cls.predictions.decoder.bias", None)
+    if dec_bias is not None:
+        if "cls.predictions.bias" not in out:
+            out["cls.predictions.bias"] = dec_bias
+        elif not torch.equal(dec_bias, out["cls.predictions.bias"]):
+            raise ConfigError(f"{source}: cls.predictions.decoder.bias differs from cls.predictions.bias")
+    dec_w = out.get("cls.predictions.decoder.weight")
+    if dec_w is not None and model.config.tie_word_embeddings:
+        words = out.get("bert.embeddings.word_embeddings.weight")
+        if words is None or not torch.equal(dec_w, words):
+            raise ConfigError(f"{source}: the MLM decoder is not tied to the word embeddings; "
+                              "build the model with tie_word_embeddings=false")
+        del out["cls.predictions.decoder.weight"]
+    return out
+
+
+# Original keys we drop on purpose: BERT poolers and position-id buffers (unused / recomputed),
+# the teacher's ``visual_hinge_head`` (only used by its never-called-in-training predict()),
+# the video BERT's word table (never read: video tokens come as inputs_embeds).
+TEACHER_DROPPED = (*IGNORED_KEYS, "visual_hinge_head.", "video.bert.embeddings.word_embeddings.weight")
+# The student's ``kd2_teacher_head`` is built by the original but never used.
+STUDENT_DROPPED = (*IGNORED_KEYS, "kd2_teacher_head.")
+
+_VISN_RENAMES = (
+    ("backbone.video_encoder.new_video_embeddings.", "feature_proj."),
+    ("backbone.bert.pooler.dense.", "pooler."),
+    ("backbone.bert.", "bert."),
+    ("mlp_map.", "mlp_map."),
+)
+_KD_RENAMES = (
+    ("kd1_student_head.dense.", "nst_head.proj.net.0."),
+    ("kd1_student_head.layer_norm.", "nst_head.proj.net.2."),
+    ("kd1_student_head.decoder.", "nst_head.proj.net.3."),
+    ("kd2_student_head.dense.", "contrastive_head.proj.net.0."),
+    ("kd2_student_head.layer_norm.", "contrastive_head.proj.net.2."),
+    ("kd2_student_head.decoder.", "contrastive_head.proj.net.3."),
+)
+
+
+def _rename(key: str, table: tuple[tuple[str, str], ...], prefix: str = "") -> str:
+    for old, new in table:
+        if key.startswith(old):
+            return prefix + new + key[len(old):]
+    return prefix + key
+
+
+def _drop(state: dict[str, torch.Tensor], dropped: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def gone(k: str) -> bool:
+        return any(k.startswith(d) if d.endswith(".") else (k == d or k.endswith("." + d)) for d in dropped)
+
+    return {k: v for k, v in state.items() if not gone(k)}
+
+
+def convert_teacher_state_dict(text_state: Mapping[str, Any], visn_state: Mapping[str, Any],
+                               model: VidLanKDTeacher, *, source: str = "checkpoint") -> None:
+    """Load the original teacher strictly: ``text_state`` is ``CoLwithBert``'s
+    ``pytorch_model.bin``, ``visn_state`` the ``VisnModel`` ``visn_model.chkpt``.
+
+    A converted teacher reproduces the original only with ``double_video_embeddings=True``.
+    """
+    text = _mlm_keys(_unwrap(text_state), model, source)
+    visn = {_rename(k, _VISN_RENAMES, "video."): v for k, v in _unwrap(visn_state).items()}
+    state = _drop({**text, **visn}, TEACHER_DROPPED)
+    load_strict(model, state, source=source)
+
+
+def convert_student_state_dict(state: Mapping[str, Any], model: VidLanKDStudent, *,
+                               source: str = "checkpoint") -> None:
+    """Load an original ``vlm`` student (``CoLwithBert`` with KD heads, or a plain
+    ``BertForMaskedLM``) strictly. An NST-only checkpoint needs ``contrastive_head=false``, a
+    plain MLM one both heads off; the error lists what is missing."""
+    state = _mlm_keys(_unwrap(state), model, source)
+    state = {_rename(k, _KD_RENAMES): v for k, v in _drop(state, STUDENT_DROPPED).items()}
+    try:
+        load_strict(model, state, source=source)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (heads in the file: nst={any(k.startswith('nst_head.') for k in state)}, "
+                          f"contrastive={any(k.startswith('contrastive_head.') for k in state)}; set "
+                          "nst_head / contrastive_head to match)") from None
+
+
+def _load_original(obj: Mapping[str, Any], model: nn.Module, *, source: str = "checkpoint") -> None:
+    """``videolang convert vidlankd``: a student ``pytorch_model.bin``, or a dict with the
+    teacher's ``teacher`` (text) and ``visn`` (video) state dicts for a teacher model."""
+    if isinstance(model, VidLanKDTeacher):
+        if not (isinstance(obj.get("teacher"), Mapping) and isinstance(obj.get("visn"), Mapping)):
+            raise ConfigError(f"{source}: a teacher conversion needs a dict with 'teacher' (pytorch_model.bin) "
+                              "and 'visn' (visn_model.chkpt) state dicts")
+        convert_teacher_state_dict(obj["teacher"], obj["visn"], model, source=source)
+    elif isinstance(model, VidLanKDStudent):
+        convert_student_state_dict(obj["student"] if isinstance(obj.get("student"), Mapping) else obj, model,
+                                   source=source)
+    else:
+        raise ConfigError(f"{source}: no original VidLanKD layout for {type(model).__name__}")
+
+
+def _pipeline(model: nn.Module) -> dict:
+    return {"tokenizer": model.config.tokenizer, "block_size": 126}
+
+
+# Registry entry (videolang.models.registry), converter (videolang.models.convert) and the
+# overrides that shrink any of our configs to a CPU-test size (registry contract).
+ARCHITECTURES = {
+    "vidlankd-teacher": (VidLanKDTeacherConfig.from_dict, VidLanKDTeacher),
+    "vidlankd-student": (VidLanKDStudentConfig.from_dict, VidLanKDStudent),
+    "vidlankd-classifier": (VidLanKDClassifierConfig.from_dict, VidLanKDClassifier),
+}
+CONVERTER = {"default_model": "vidlankd-student-base", "load_state": _load_original, "pipeline": _pipeline,
+             "description": "VidLanKD student pytorch_model.bin (vlm/), or {'teacher', 'visn'} state dicts"}
+TEST_OVERRIDES: dict[str, Any] = {
+    "bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 2,
+    "bert.intermediate_size": 64, "bert.vocab_size": 100,
+}
