@@ -7,6 +7,29 @@ from videolang.losses.contrastive import (
     v2t_loss,
     videoclip_loss,
 )
+from videolang.losses.distill import (
+    HiddenRegression,
+    contrastive_distillation_loss,
+    hidden_regression_loss,
+    kd_kl_loss,
+    nst_loss,
+    paired_hinge_loss,
+)
 from videolang.losses.masked import masked_frame_nce_loss, mlm_loss, mtm_loss
 
-__all__ = ["all_gather_with_grad", "contrastive_logits", "masked_frame_nce_loss", "mlm_loss", "mtm_loss", "t2v_loss", "v2t_loss", "videoclip_loss"]
+__all__ = [
+    "HiddenRegression",
+    "all_gather_with_grad",
+    "contrastive_distillation_loss",
+    "contrastive_logits",
+    "hidden_regression_loss",
+    "kd_kl_loss",
+    "masked_frame_nce_loss",
+    "mlm_loss",
+    "mtm_loss",
+    "nst_loss",
+    "paired_hinge_loss",
+    "t2v_loss",
+    "v2t_loss",
+    "videoclip_loss",
+]

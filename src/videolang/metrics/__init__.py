@@ -4,6 +4,12 @@ All rank-based metrics count ties **against** the query/target: rank = 1 + #(oth
 ``>=`` the true item). Recall@K and top-k accuracies are percentages.
 """
 
+from videolang.metrics.anticipation import (
+    anticipation_metrics,
+    many_shot_actions,
+    mean_class_recall,
+    verb_noun_accuracy,
+)
 from videolang.metrics.captioning import caption_metrics, corpus_bleu, rouge_l
 from videolang.metrics.classification import class_mean_recall, target_ranks, topk_accuracy
 from videolang.metrics.retrieval import (
@@ -17,9 +23,12 @@ from videolang.metrics.retrieval import (
 
 __all__ = [
     "MultiRanks",
+    "anticipation_metrics",
     "caption_metrics",
     "class_mean_recall",
     "corpus_bleu",
+    "many_shot_actions",
+    "mean_class_recall",
     "rank_metrics",
     "retrieval_metrics",
     "retrieval_metrics_multi",
@@ -28,4 +37,5 @@ __all__ = [
     "rouge_l",
     "target_ranks",
     "topk_accuracy",
+    "verb_noun_accuracy",
 ]

@@ -1,0 +1,489 @@
+"""Action-anticipation data: segment tables, action text, queries, teacher predictions, clips.
+
+One small dataset abstraction (spec D10) shared by the language-model teacher and the video
+student of "Text-Derived Knowledge Helps Vision" (``distillation.md`` Part B):
+
+* :class:`Segment` rows (uid, video, start / end seconds, verb, noun, action) read by
+  :func:`read_segments` from three layouts: our synthetic world (``annotations/segments.jsonl``),
+  EPIC-Kitchens-55 (``EPIC_<split>_action_labels.csv`` + RULSTM ``actions.csv``) and EGTEA Gaze+
+  (RULSTM ``training1.csv`` / ``validation1.csv`` / ``test1.csv`` + ``actions.csv``);
+* :class:`ActionVocab` (action -> verb, noun, teacher text) from :func:`read_action_vocab`;
+* :func:`build_queries`: one anticipation query per segment: the actions of the earlier
+  segments of the same video (the teacher's oracle history) and the time the observation ends
+  (segment start minus the anticipation gap, the student's input);
+* :func:`history_text`: the teacher's input, the last ``hist_len`` actions joined by ``" <a> "``;
+* :func:`save_teacher_predictions` / :class:`TeacherPredictions`: teacher logits and pooled
+  features per clip uid in one safetensors file; a missing uid is an error unless the caller
+  asks for a fallback (then the row is flagged so the KD term can be masked, spec D1);
+* :class:`ObservedClips`: the student's dataset: per-time-step feature rows from a
+  :class:`~videolang.data.stores.FeatureStore` up to the observation end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videolang.errors import ConfigError
+from videolang.utils.io import atomic_output
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ActionVocab",
+    "ObservedClips",
+    "Query",
+    "Segment",
+    "TeacherPredictions",
+    "build_queries",
+    "collate_clips",
+    "egtea_action_text",
+    "epic_action_text",
+    "history_text",
+    "read_action_vocab",
+    "read_segments",
+    "save_teacher_predictions",
+]
+
+Format = Literal["synthetic", "epic55", "egtea"]
+FORMATS: tuple[str, ...] = ("synthetic", "epic55", "egtea")
+ACTION_SEP = " <a> "
+_EPIC_SPLIT_FILES = {"train": "train", "val": "val", "test": "test"}
+_EGTEA_SPLIT_FILES = {"train": "training1", "val": "validation1", "test": "test1"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One annotated action segment; ``start`` / ``end`` in seconds, class ids 0-based."""
+
+    uid: str
+    video_id: str
+    start: float
+    end: float
+    verb: int
+    noun: int
+    action: int
+    split: str = ""
+
+
+@dataclass(frozen=True)
+class ActionVocab:
+    """Actions with their verb, noun and teacher text (``"verb <v> noun"``)."""
+
+    texts: tuple[str, ...]
+    verbs: tuple[int, ...]
+    nouns: tuple[int, ...]
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_verbs(self) -> int:
+        return max(self.verbs) + 1
+
+    @property
+    def num_nouns(self) -> int:
+        return max(self.nouns) + 1
+
+    def action_of(self) -> dict[tuple[int, int], int]:
+        return {(v, n): a for a, (v, n) in enumerate(zip(self.verbs, self.nouns, strict=True))}
+
+
+# --------------------------------------------------------------------------------------------
+# action text (the teacher's words for an action)
+
+
+def egtea_action_text(name: str) -> str:
+    """EGTEA action name -> teacher text, as the original (spec B2): lower-case, ``_`` ->
+    ``" <v> "``, ``/`` -> ``" or "``, ``:`` -> ``" "``. ``"Inspect/Read_recipe"`` ->
+    ``"inspect or read <v> recipe"``."""
+    return name.strip().lower().replace("_", " <v> ").replace("/", " or ").replace(":", " ")
+
+
+def epic_action_text(key: str) -> str:
+    """EPIC-55 action key ``verb_noun`` -> ``"verb <v> noun"`` with the noun's ``:`` parts
+    reversed (``"open_bag:plastic"`` -> ``"open <v> plastic bag"``), as the original."""
+    verb, _, noun = key.strip().partition("_")
+    return f"{verb} <v> {' '.join(reversed(noun.split(':')))}"
+
+
+def _need_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"{what}: file not found: {path}")
+    return path
+
+
+def read_action_vocab(fmt: Format, root: str | os.PathLike) -> ActionVocab:
+    """The action list of a dataset folder.
+
+    ``synthetic``: the world folder (``annotations/vocab.json``); ``epic55``: the
+    EPIC-Kitchens-55 folder (``rulstm/actions.csv``: ``id,action,verb,noun``); ``egtea``: the
+    EGTEA folder (``rulstm/actions.csv``, headerless ``id, v_n, Verb_noun``).
+    """
+    root = Path(root)
+    if fmt == "synthetic":
+        path = _need_file(root / "annotations" / "vocab.json", "synthetic action vocabulary")
+        actions = sorted(json.loads(path.read_text(encoding="utf-8"))["actions"], key=lambda a: a["id"])
+        return ActionVocab(
+            tuple(f"{a['verb']} <v> {a['noun']}" for a in actions),
+            tuple(int(a["verb_id"]) for a in actions),
+            tuple(int(a["noun_id"]) for a in actions),
+        )
+    path = _need_file(root / "rulstm" / "actions.csv", f"{fmt} actions")
+    rows: list[tuple[int, str, int, int]] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        for lineno, row in enumerate(reader, 1):
+            if not row or (fmt == "epic55" and lineno == 1 and row[0].strip() == "id"):
+                continue
+            try:
+                if fmt == "epic55":
+                    rows.append((int(row[0]), epic_action_text(row[1]), int(row[2]), int(row[3])))
+                elif fmt == "egtea":
+                    verb, noun = (int(x) for x in row[1].strip().split("_"))
+                    rows.append((int(row[0]), egtea_action_text(row[2]), verb, noun))
+                else:
+                    raise ConfigError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
+            except (IndexError, ValueError) as exc:
+                raise ConfigError(f"{path}:{lineno}: malformed action row {row!r} ({exc})") from None
+    rows.sort()
+    if [r[0] for r in rows] != list(range(len(rows))):
+        raise ConfigError(f"{path}: action ids must be 0..N-1 without gaps")
+    return ActionVocab(tuple(r[1] for r in rows), tuple(r[2] for r in rows), tuple(r[3] for r in rows))
+
+
+# --------------------------------------------------------------------------------------------
+# segment tables
+
+
+def _read_synthetic(root: Path, split: str) -> list[Segment]:
+    path = _need_file(root / "annotations" / "segments.jsonl", "synthetic segments")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                if r["split"] != split:
+                    continue
+                out.append(Segment(str(r["uid"]), r["video_id"], float(r["start"]), float(r["end"]),
+                                   int(r["verb_id"]), int(r["noun_id"]), int(r["action_id"]), split))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}:{lineno}: bad segment record ({exc})") from None
+    return out
+
+
+def _epic_seconds(stamp: str) -> float:
+    h, m, s = stamp.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _read_epic55(root: Path, split: str, vocab: ActionVocab) -> list[Segment]:
+    path = _need_file(root / f"EPIC_{_EPIC_SPLIT_FILES[split]}_action_labels.csv", "EPIC-55 labels")
+    action_of = vocab.action_of()
+    out, dropped = [], 0
+    with open(path, newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.DictReader(f), 2):
+            try:
+                verb, noun = int(row["verb_class"]), int(row["noun_class"])
+                seg = (str(row["uid"]), row["video_id"], _epic_seconds(row["start_timestamp"]),
+                       _epic_seconds(row["stop_timestamp"]))
+            except (KeyError, ValueError) as exc:
+                raise ConfigError(f"{path}:{lineno}: bad EPIC-55 row ({exc})") from None
+            action = action_of.get((verb, noun))
+            if action is None:  # RULSTM keeps only the actions of actions.csv
+                dropped += 1
+                continue
+            out.append(Segment(*seg, verb, noun, action, split))
+    if dropped:
+        log.info("%s: %d segments with a (verb, noun) pair outside actions.csv dropped", path, dropped)
+    return out
+
+
+def _read_egtea(root: Path, split: str, fps: float | None) -> list[Segment]:
+    if fps is None or fps <= 0:
+        raise ConfigError("data.fps: EGTEA's RULSTM lists give frame numbers; set the video frame rate")
+    path = _need_file(root / "rulstm" / f"{_EGTEA_SPLIT_FILES[split]}.csv", "EGTEA segment list")
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row:
+                continue
+            try:
+                uid, vid, s, e, verb, noun, action = (x.strip() for x in row[:7])
+                # 1-based frames, inclusive end
+                out.append(Segment(uid, vid, (int(s) - 1) / fps, int(e) / fps, int(verb), int(noun), int(action), split))
+            except ValueError as exc:
+                raise ConfigError(f"{path}:{lineno}: expected uid,video_id,start,end,verb,noun,action ({exc})") from None
+    return out
+
+
+def read_segments(
+    fmt: Format, root: str | os.PathLike, split: str, *, vocab: ActionVocab | None = None, fps: float | None = None
+) -> list[Segment]:
+    """The segments of ``split`` (``train`` / ``val`` / ``test``) of a dataset folder.
+
+    ``fps`` is needed for EGTEA (frame numbers); EPIC-55 uses the timestamps and drops the
+    segments whose (verb, noun) is not an action of ``rulstm/actions.csv`` (as RULSTM).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if split not in _EPIC_SPLIT_FILES:
+        raise ConfigError(f"unknown split {split!r}; use train, val or test")
+    root = Path(root)
+    if fmt == "synthetic":
+        return _read_synthetic(root, split)
+    if fmt == "epic55":
+        return _read_epic55(root, split, vocab or read_action_vocab("epic55", root))
+    return _read_egtea(root, split, fps)
+
+
+# --------------------------------------------------------------------------------------------
+# anticipation queries
+
+
+@dataclass(frozen=True)
+class Query:
+    """Anticipate ``action`` of segment ``uid`` from the video up to ``observe_end`` seconds
+    (student) or from the earlier actions ``history`` (teacher)."""
+
+    uid: str
+    video_id: str
+    observe_end: float
+    history: tuple[int, ...]
+    action: int
+    verb: int
+    noun: int
+
+
+def build_queries(
+    segments: Iterable[Segment],
+    *,
+    anticipation_gap: float = 1.0,
+    min_observed: float = 0.0,
+    min_history: int = 1,
+    context: Iterable[Segment] = (),
+) -> list[Query]:
+    """One query per segment whose observation is long enough and which has a history.
+
+    The history of a segment is the actions of the segments of the same video that *start
+    earlier* (in start order), taken from ``segments`` plus ``context`` (e.g. the training
+    segments, for EGTEA's "gappy" history of the original); the observation ends
+    ``anticipation_gap`` seconds before the segment starts. Queries keep the order of
+    ``segments``.
+    """
+    segments = list(segments)
+    by_video: dict[str, list[Segment]] = defaultdict(list)
+    seen: set[tuple[str, str]] = set()
+    for s in [*segments, *context]:
+        if (s.video_id, s.uid) not in seen:
+            seen.add((s.video_id, s.uid))
+            by_video[s.video_id].append(s)
+    for rows in by_video.values():
+        rows.sort(key=lambda s: (s.start, s.end, s.uid))
+    out = []
+    for s in segments:
+        history = tuple(o.action for o in by_video[s.video_id] if o.start < s.start)
+        observe_end = s.start - anticipation_gap
+        if len(history) < min_history or observe_end < min_observed or observe_end <= 0:
+            continue
+        out.append(Query(s.uid, s.video_id, observe_end, history, s.action, s.verb, s.noun))
+    return out
+
+
+def history_text(history: Sequence[int], vocab: ActionVocab, hist_len: int) -> str:
+    """The teacher's input: the last ``hist_len`` actions as text joined by ``" <a> "``."""
+    if hist_len < 1:
+        raise ConfigError(f"hist_len must be >= 1, got {hist_len}")
+    return ACTION_SEP.join(vocab.texts[a] for a in history[-hist_len:])
+
+
+# --------------------------------------------------------------------------------------------
+# teacher predictions (uid -> logits, pooled feature)
+
+_PRED_FORMAT = "videolang-teacher-predictions"
+
+
+def save_teacher_predictions(
+    path: str | os.PathLike,
+    uids: Sequence[str],
+    logits: torch.Tensor,
+    features: torch.Tensor | None = None,
+    *,
+    info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write teacher predictions for clips ``uids`` to one safetensors file, atomically.
+
+    Tensors ``logits`` ``(N, A)`` and optionally ``features`` ``(N, D)``; the metadata holds the
+    uids (as strings, the original's int/str mismatch cannot happen) and ``info`` (teacher
+    config, epoch, split...). A uid may appear once.
+    """
+    from safetensors.torch import save_file
+
+    uids = [str(u) for u in uids]
+    if len(set(uids)) != len(uids):
+        raise ConfigError(f"{path}: duplicate clip uids in teacher predictions")
+    if logits.dim() != 2 or logits.shape[0] != len(uids):
+        raise ValueError(f"logits must be (N={len(uids)}, A), got {tuple(logits.shape)}")
+    tensors = {"logits": logits.detach().float().cpu().contiguous()}
+    if features is not None:
+        if features.shape[0] != len(uids):
+            raise ValueError(f"features must have {len(uids)} rows, got {tuple(features.shape)}")
+        tensors["features"] = features.detach().float().cpu().contiguous()
+    meta = {"format": _PRED_FORMAT, "uids": json.dumps(uids), "info": json.dumps(dict(info or {}), sort_keys=True)}
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+class TeacherPredictions:
+    """Teacher logits / features by clip uid, read from :func:`save_teacher_predictions`.
+
+    :meth:`lookup` raises on a missing uid (naming it and the file) unless
+    ``fallback="uniform"``, which gives zero logits (a uniform target) and ``found=False`` so
+    that the KD term of that row can be dropped (``kd_kl_loss(..., mask=found)``).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"teacher predictions not found: {self.path}")
+        with safe_open(str(self.path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != _PRED_FORMAT:
+            raise ConfigError(f"{self.path} is not a teacher-prediction file (no {_PRED_FORMAT!r} metadata)")
+        tensors = load_file(str(self.path))
+        self.uids: list[str] = json.loads(meta["uids"])
+        self.info: dict[str, Any] = json.loads(meta.get("info", "{}"))
+        self.logits: torch.Tensor = tensors["logits"]
+        self.features: torch.Tensor | None = tensors.get("features")
+        self.row = {u: i for i, u in enumerate(self.uids)}
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def __contains__(self, uid: object) -> bool:
+        return str(uid) in self.row
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1])
+
+    def coverage(self, uids: Iterable[str]) -> float:
+        """Fraction of ``uids`` with a prediction."""
+        uids = [str(u) for u in uids]
+        return sum(u in self.row for u in uids) / max(len(uids), 1)
+
+    def lookup(
+        self, uids: Sequence[str], *, fallback: Literal["error", "uniform"] = "error", what: str = "logits"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values (B, A or D), found (B,) bool)`` for ``uids``."""
+        table = self.logits if what == "logits" else self.features
+        if table is None:
+            raise ConfigError(f"{self.path} holds no teacher features")
+        found = torch.tensor([str(u) in self.row for u in uids], dtype=torch.bool)
+        if not bool(found.all()) and fallback != "uniform":
+            missing = [str(u) for u, ok in zip(uids, found.tolist(), strict=True) if not ok]
+            raise ConfigError(
+                f"{self.path}: no teacher prediction for clip uid(s) {', '.join(missing[:10])}"
+                f"{' ...' if len(missing) > 10 else ''} (set data.missing_teacher: uniform to fall back)"
+            )
+        idx = torch.tensor([self.row.get(str(u), 0) for u in uids], dtype=torch.long)
+        values = table[idx].clone()
+        values[~found] = 0.0
+        return values, found
+
+
+# --------------------------------------------------------------------------------------------
+# the student's clips
+
+
+class ObservedClips(Dataset):
+    """Feature rows observed before each query's observation end.
+
+    Row ``j`` of a video's features covers ``[j / rate, (j + 1) / rate)`` seconds; a query
+    observes the rows that end by ``observe_end`` (no peeking into the gap), at most the last
+    ``max_rows`` of them. Items: ``feats (T, D)`` float32, ``action`` / ``verb`` / ``noun``
+    ints, ``index`` (position in ``queries``), plus ``teacher`` (logits) and ``has_teacher``
+    when teacher predictions are given.
+    """
+
+    def __init__(
+        self,
+        queries: Sequence[Query],
+        features: Any,
+        feature_rate: float,
+        max_rows: int,
+        *,
+        teacher: TeacherPredictions | None = None,
+        missing_teacher: Literal["error", "uniform"] = "error",
+    ):
+        if max_rows < 1:
+            raise ConfigError(f"data.max_rows must be >= 1, got {max_rows}")
+        missing = [q.video_id for q in queries if q.video_id not in features]
+        if missing:
+            raise ConfigError(f"feature store has no rows for video(s) {', '.join(sorted(set(missing))[:10])}")
+        self.queries = list(queries)
+        self.features, self.rate, self.max_rows = features, float(feature_rate), int(max_rows)
+        self.teacher_logits = self.teacher_found = None
+        if teacher is not None:
+            self.teacher_logits, self.teacher_found = teacher.lookup([q.uid for q in self.queries],
+                                                                     fallback=missing_teacher)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def observed_rows(self, q: Query, available: int) -> tuple[int, int]:
+        end = min(available, math.floor(q.observe_end * self.rate + 1e-6))
+        return max(0, end - self.max_rows), end
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        q = self.queries[i]
+        rows = np.asarray(self.features[q.video_id])
+        lo, hi = self.observed_rows(q, len(rows))
+        if hi <= lo:
+            raise ConfigError(f"query {q.uid}: no feature row ends before {q.observe_end:.2f} s")
+        item: dict[str, Any] = {
+            "feats": torch.from_numpy(np.array(rows[lo:hi], dtype=np.float32)),
+            "action": q.action, "verb": q.verb, "noun": q.noun, "index": i,
+        }
+        if self.teacher_logits is not None:
+            item["teacher"] = self.teacher_logits[i]
+            item["has_teacher"] = bool(self.teacher_found[i])
+        return item
+
+
+def collate_clips(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Right-pad the ``feats`` of a batch to its longest: ``feats (B, T, D)``, ``mask (B, T)``."""
+    length = max(it["feats"].shape[0] for it in items)
+    dim = items[0]["feats"].shape[1]
+    feats = torch.zeros(len(items), length, dim)
+    mask = torch.zeros(len(items), length, dtype=torch.bool)
+    for b, it in enumerate(items):
+        n = it["feats"].shape[0]
+        feats[b, :n], mask[b, :n] = it["feats"], True
+    out = {"feats": feats, "mask": mask}
+    for key in ("action", "verb", "noun", "index"):
+        out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
+    if "teacher" in items[0]:
+        out["teacher"] = torch.stack([it["teacher"] for it in items])
+        out["has_teacher"] = torch.tensor([it["has_teacher"] for it in items], dtype=torch.bool)
+    return out

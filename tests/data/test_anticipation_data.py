@@ -1,0 +1,129 @@
+"""Anticipation data: action text, the three annotation layouts, queries, teacher predictions,
+observed clips."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from videolang.data.anticipation import (
+    ObservedClips,
+    Segment,
+    TeacherPredictions,
+    build_queries,
+    collate_clips,
+    egtea_action_text,
+    epic_action_text,
+    history_text,
+    read_action_vocab,
+    read_segments,
+    save_teacher_predictions,
+)
+from videolang.data.synth import synthesize_world
+from videolang.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("antic") / "world"
+    synthesize_world(root, 12, seed=5, size=32, duration=3.0, progress=False)
+    return root
+
+
+def test_action_text_as_the_original():
+    assert egtea_action_text("Inspect/Read_recipe") == "inspect or read <v> recipe"
+    assert egtea_action_text("Take_eating:utensil") == "take <v> eating utensil"
+    assert epic_action_text(" open_bag:plastic") == "open <v> plastic bag"
+
+
+def test_three_layouts_give_the_same_segments(world):
+    vocab = read_action_vocab("synthetic", world)
+    for fmt, folder in (("epic55", "epic_kitchens_55"), ("egtea", "egtea_gaze_plus")):
+        other = read_action_vocab(fmt, world / "formats" / folder)
+        assert other.verbs == vocab.verbs and other.nouns == vocab.nouns
+        assert other.texts == vocab.texts  # "move-left <v> square" in every layout
+    assert vocab.num_actions == 52 and vocab.num_verbs == 9 and vocab.num_nouns == 6
+    for split in ("train", "test"):
+        ours = read_segments("synthetic", world, split)
+        epic = read_segments("epic55", world / "formats/epic_kitchens_55", split)
+        egtea = read_segments("egtea", world / "formats/egtea_gaze_plus", split, fps=10)
+        assert ours, split
+        for seg in (epic, egtea):
+            assert [(s.video_id, s.action, s.verb, s.noun) for s in seg] == \
+                   [(s.video_id, s.action, s.verb, s.noun) for s in ours]
+            assert np.allclose([s.start for s in seg], [s.start for s in ours], atol=0.011)
+            assert np.allclose([s.end for s in seg], [s.end for s in ours], atol=0.011)
+    with pytest.raises(ConfigError, match="fps"):
+        read_segments("egtea", world / "formats/egtea_gaze_plus", "train")
+    with pytest.raises(ConfigError, match="not found"):
+        read_segments("epic55", world, "train")
+
+
+def test_queries_history_matches_the_world(world):
+    stored = {str(r["uid"]): r for r in map(json.loads, (world / "annotations/segments.jsonl").read_text().splitlines())}
+    segments = read_segments("synthetic", world, "train")
+    queries = build_queries(segments, anticipation_gap=0.2, min_observed=0.0)
+    assert queries
+    for q in queries:
+        rec = stored[q.uid]
+        assert list(q.history) == rec["history"] and q.action == rec["action_id"]
+        assert q.observe_end == pytest.approx(rec["start"] - 0.2)
+    # first events have no history, so no query
+    assert all(stored[q.uid]["event_index"] > 0 for q in queries)
+    vocab = read_action_vocab("synthetic", world)
+    text = history_text((0, 1, 2), vocab, hist_len=2)
+    assert text == f"{vocab.texts[1]} <a> {vocab.texts[2]}"
+
+
+def test_gappy_history_from_context():
+    seg = [Segment("a", "v", 0.0, 1.0, 0, 0, 3), Segment("c", "v", 2.0, 3.0, 0, 0, 5)]
+    ctx = [Segment("b", "v", 1.0, 2.0, 0, 0, 4)]
+    assert build_queries(seg, anticipation_gap=0.5)[0].history == (3,)
+    assert build_queries(seg, anticipation_gap=0.5, context=ctx)[0].history == (3, 4)
+
+
+def test_teacher_predictions_roundtrip_and_missing_uids(tmp_path):
+    logits, feats = torch.randn(3, 5), torch.randn(3, 4)
+    path = save_teacher_predictions(tmp_path / "p.safetensors", [7, "x", "9"], logits, feats, info={"epoch": 2})
+    pred = TeacherPredictions(path)
+    assert pred.info == {"epoch": 2} and len(pred) == 3 and 7 in pred and "7" in pred
+    values, found = pred.lookup(["9", "7"])
+    assert torch.equal(values, logits[[2, 0]]) and found.all()
+    with pytest.raises(ConfigError, match=r"no teacher prediction for clip uid.*nope"):
+        pred.lookup(["7", "nope"])
+    values, found = pred.lookup(["7", "nope"], fallback="uniform")
+    assert found.tolist() == [True, False] and values[1].abs().sum() == 0
+    assert torch.equal(pred.lookup(["x"], what="features")[0], feats[[1]])
+    assert pred.coverage(["7", "x", "q", "r"]) == 0.5
+    with pytest.raises(ConfigError, match="duplicate"):
+        save_teacher_predictions(tmp_path / "d.safetensors", ["1", "1"], torch.zeros(2, 5))
+    with pytest.raises(ConfigError, match="not found"):
+        TeacherPredictions(tmp_path / "missing.safetensors")
+
+
+class _Store(dict):
+    pass
+
+
+def test_observed_clips_never_see_the_gap(tmp_path):
+    rate = 5.0
+    store = _Store(v=np.arange(20, dtype=np.float32)[:, None].repeat(3, axis=1))  # row j holds j
+    segs = [Segment("a", "v", 0.0, 1.0, 0, 0, 1), Segment("b", "v", 2.5, 4.0, 0, 0, 2)]
+    queries = build_queries(segs, anticipation_gap=0.5)
+    ds = ObservedClips(queries, store, rate, max_rows=4)
+    item = ds[0]
+    # observation ends at 2.0 s: rows 0..9 end by then; the newest 4 are kept
+    assert item["feats"][:, 0].tolist() == [6, 7, 8, 9]
+    assert item["feats"].shape[0] == min(4, math.floor(2.0 * rate))
+    save_teacher_predictions(tmp_path / "t.safetensors", ["b"], torch.ones(1, 3))
+    with_teacher = ObservedClips(queries, store, rate, max_rows=12, teacher=TeacherPredictions(tmp_path / "t.safetensors"))
+    batch = collate_clips([with_teacher[0], {**with_teacher[0], "feats": with_teacher[0]["feats"][:3]}])
+    assert batch["feats"].shape == (2, 10, 3) and batch["mask"].sum(1).tolist() == [10, 3]
+    assert batch["has_teacher"].all() and batch["teacher"].shape == (2, 3)
+    with pytest.raises(ConfigError, match="no rows for video"):
+        ObservedClips(build_queries([Segment("c", "w", 0, 1, 0, 0, 1), Segment("d", "w", 2, 3, 0, 0, 1)],
+                                    anticipation_gap=0.5), store, rate, 4)
