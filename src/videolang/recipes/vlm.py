@@ -137,6 +137,15 @@ class VLMQADataConfig(VideoCLIPDataConfig):
 
 
 @dataclass
+class VLMCaptionDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``vlm.captioning``."""
+
+    # Train on every caption of a video (MSR-VTT practice) or only its first one (the
+    # synthetic world's canonical caption). Evaluation always uses every reference.
+    train_all_captions: bool = True
+
+
+@dataclass
 class VLMSegmentationDataConfig:
     """``data.*`` of ``vlm.segmentation``."""
 
@@ -427,8 +436,8 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
         d = self.d
         if not d.train_pairs:
             raise ConfigError("data.train_pairs: vlm.captioning needs (video, caption) pairs")
-        pairs = _scale_pairs(_read_pairs(d.train_pairs, d.train_format, d.train_split, all_captions=True),
-                             self.feature_rate)
+        pairs = _scale_pairs(_read_pairs(d.train_pairs, d.train_format, d.train_split,
+                                         all_captions=d.train_all_captions), self.feature_rate)
         return CaptionItems(pairs, self.features, self.tokenize, self.layout, max_video_len=d.max_video_len,
                             seed=self.cfg.seed)
 
@@ -656,6 +665,6 @@ class VLMSegmentation(RecipeModule):
 register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VideoCLIPDataConfig)
 register_recipe("vlm.retrieval", VLMRetrieval, VideoCLIPDataModule, VLMRetrievalModelConfig, VideoCLIPDataConfig)
 register_recipe("vlm.mcqa", VLMMultipleChoice, VLMQADataModule, VLMRetrievalModelConfig, VLMQADataConfig)
-register_recipe("vlm.captioning", VLMCaptioning, VLMCaptionDataModule, VLMCaptionModelConfig, VideoCLIPDataConfig)
+register_recipe("vlm.captioning", VLMCaptioning, VLMCaptionDataModule, VLMCaptionModelConfig, VLMCaptionDataConfig)
 register_recipe("vlm.segmentation", VLMSegmentation, VLMSegmentationDataModule, VLMSegmentationModelConfig,
                 VLMSegmentationDataConfig)
