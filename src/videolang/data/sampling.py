@@ -36,8 +36,12 @@ import torch
 Generator = torch.Generator | np.random.Generator | random.Random | None
 
 __all__ = [
+    "CLIPBERT_TASK_SAMPLING",
+    "ClipBertTaskSampling",
     "ClipWindow",
     "clipbert_clip_indices",
+    "clipbert_task_indices",
+    "clipbert_task_sampling",
     "clipbert_window_starts",
     "uniform_frame_indices",
     "videoclip_exact_window",
@@ -365,3 +369,83 @@ def videoclip_overlapped_pair(
     length = int(_randint(min_video_len, max_video_len, 1, generator)[0])
     lo, hi = videoclip_video_window(num_seconds, vcenter, length, generator=generator)
     return ClipWindow(lo, hi, s, e)
+
+
+# --------------------------------------------------------------------------------------------
+# ClipBERT per-task defaults (clipbert.md §5.1 and §1.3)
+
+
+@dataclass(frozen=True)
+class ClipBertTaskSampling:
+    """Sparse-sampling defaults of one ClipBERT task.
+
+    ``target_fps`` and ``frames_per_clip`` (T) fix the clip length (T / target_fps seconds);
+    ``train_clips`` is N_train, ``test_clips`` N_test (the paper's numbers: 16 for MSR-VTT and
+    DiDeMo, 20 for ActivityNet; TGIF-QA's repo default 1). ``compat_test_window`` is the window
+    the original took when N_test = 1: ``"start"`` (video QA, the window at the start of the
+    video) or ``"middle"`` (retrieval and multiple choice: clip 1 of 3, starting at delta/3).
+    """
+
+    target_fps: float
+    frames_per_clip: int
+    train_clips: int
+    test_clips: int
+    compat_test_window: Literal["start", "middle"]
+
+
+CLIPBERT_TASK_SAMPLING: dict[str, ClipBertTaskSampling] = {
+    "msrvtt_ret": ClipBertTaskSampling(2.0, 2, 8, 16, "middle"),
+    "didemo_ret": ClipBertTaskSampling(2.0, 2, 8, 16, "middle"),
+    "anet_ret": ClipBertTaskSampling(1.0, 2, 4, 20, "middle"),
+    "msrvtt_mc": ClipBertTaskSampling(2.0, 2, 8, 16, "middle"),
+    "msrvtt_qa": ClipBertTaskSampling(2.0, 2, 8, 16, "start"),
+    "tgif_frameqa": ClipBertTaskSampling(1.0, 1, 1, 1, "start"),
+    "tgif_action": ClipBertTaskSampling(1.0, 1, 1, 1, "start"),
+    "tgif_transition": ClipBertTaskSampling(1.0, 1, 1, 1, "start"),
+}
+
+
+def clipbert_task_sampling(task: str | ClipBertTaskSampling, **overrides: float | int | str | None) -> ClipBertTaskSampling:
+    """The defaults of ``task`` (a key of :data:`CLIPBERT_TASK_SAMPLING`) with the non-None
+    ``overrides`` (``target_fps``, ``frames_per_clip``, ``train_clips``, ``test_clips``) applied."""
+    if isinstance(task, str):
+        if task not in CLIPBERT_TASK_SAMPLING:
+            raise ValueError(f"unknown ClipBERT task {task!r}; known: {', '.join(CLIPBERT_TASK_SAMPLING)}")
+        task = CLIPBERT_TASK_SAMPLING[task]
+    values = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(values) - set(ClipBertTaskSampling.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown ClipBERT sampling options: {', '.join(sorted(unknown))}")
+    return ClipBertTaskSampling(**{**task.__dict__, **values})
+
+
+def clipbert_task_indices(
+    task: str | ClipBertTaskSampling,
+    num_frames: int,
+    fps: float,
+    *,
+    train: bool,
+    num_clips: int | None = None,
+    generator: Generator = None,
+    compat: bool = False,
+) -> np.ndarray:
+    """``(N, T)`` source frame indices for one video of a ClipBERT task.
+
+    Training: N_train independent random windows. Test: N_test evenly spaced windows covering
+    the whole video (N_test = 1: the centre window). ``compat=True`` reproduces the original
+    (§1.3, §8.1 items 1-2): frames at both window ends; a single test clip at the *start* of
+    the video for video QA and at delta/3 for retrieval / multiple choice; several test clips
+    starting at delta*k/N (the end of the video is never reached). ``num_clips`` overrides
+    N_train / N_test.
+    """
+    s = clipbert_task_sampling(task)
+    n = num_clips if num_clips is not None else (s.train_clips if train else s.test_clips)
+    common = {"num_clips": n, "frames_per_clip": s.frames_per_clip, "target_fps": s.target_fps,
+              "generator": generator, "compat": compat}
+    if train:
+        return clipbert_clip_indices(num_frames, fps, mode="random", **common)
+    if compat and n == 1:
+        clip_idx, of = (0, 1) if s.compat_test_window == "start" else (1, 3)
+        return clipbert_clip_indices(num_frames, fps, mode="uniform", compat_clip_idx=clip_idx,
+                                     compat_num_clips=of, **common)
+    return clipbert_clip_indices(num_frames, fps, mode="uniform", **common)

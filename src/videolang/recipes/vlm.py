@@ -442,9 +442,11 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
                             seed=self.cfg.seed)
 
     def most_frequent_caption(self) -> str:
-        """The baseline: the most frequent training caption (lower-cased, ties: first seen)."""
-        counts = Counter(p[3].strip().lower() for p in _read_pairs(self.d.train_pairs, self.d.train_format,
-                                                                   self.d.train_split, all_captions=True))
+        """The baseline: the most frequent caption of the training captions the model learns
+        from (lower-cased, ties: first seen)."""
+        pairs = _read_pairs(self.d.train_pairs, self.d.train_format, self.d.train_split,
+                            all_captions=self.d.train_all_captions)
+        counts = Counter(p[3].strip().lower() for p in pairs)
         return counts.most_common(1)[0][0]
 
     def _eval_loader(self, stage: str) -> DataLoader:
