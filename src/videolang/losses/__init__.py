@@ -16,6 +16,7 @@ from videolang.losses.distill import (
     paired_hinge_loss,
 )
 from videolang.losses.masked import masked_frame_nce_loss, mlm_loss, mtm_loss
+from videolang.losses.vimpac import vimpac_nce_loss
 
 __all__ = [
     "HiddenRegression",
@@ -32,4 +33,5 @@ __all__ = [
     "t2v_loss",
     "v2t_loss",
     "videoclip_loss",
+    "vimpac_nce_loss",
 ]

@@ -1,0 +1,123 @@
+"""The VIMPAC recipes end to end on tiny token stores: pretraining (masked tokens + long-range
+contrast + kNN monitor), export, fine-tuning from it with interpolated positions and multi-view
+evaluation; the clip sampling, the multi-view protocol and the kNN vote."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
+from videolang.engine import fit, load_run_config, test
+from videolang.models import load_pretrained
+from videolang.recipes.vimpac import (
+    TokenClips,
+    VimpacDataModule,
+    build_classifier,
+    knn_predict,
+    split_averaged,
+)
+
+TINY = {"hidden_size": 32, "num_heads": 2, "mlp_size": 64, "num_layers": 1, "proj_hidden_size": 32, "proj_size": 16}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Two views of 24 videos whose codes encode the class (a moving bar of code 1 + label)."""
+    root = tmp_path_factory.mktemp("vimpac")
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(24):
+        label = i % 3
+        n = int(rng.integers(6, 12))
+        tokens = rng.integers(5, 16, (n, 4, 4))
+        for t in range(n):
+            tokens[t, :, (t * (label + 1)) % 4] = 1 + label
+        items.append((f"v{i:02d}", tokens, label))
+    header = TokenStoreHeader(tokenizer="vqvae", tokenizer_hash="x", vocab_size=16, downsample=8, fps=5.0,
+                              frame_size=32, classes=["a", "b", "c"])
+    write_token_store(items, root / "center", header)
+    write_token_store([(k, t[:, :, ::-1], y) for k, t, y in items], root / "flip",
+                      TokenStoreHeader(**{**header.__dict__, "hflip": True}))
+    (root / "train.txt").write_text("".join(f"v{i:02d}.mp4 {i % 3}\n" for i in range(18)))
+    (root / "test.txt").write_text("".join(f"v{i:02d}.mp4 {i % 3}\n" for i in range(18, 24)))
+    return root
+
+
+def _cfg(root, recipe, **model):
+    return {
+        "recipe": recipe, "name": recipe.replace(".", "_"), "seed": 0,
+        "model": {"name": "vimpac-tiny", "overrides": TINY, "mask_blocks": 2, **model},
+        "data": {"train_stores": [str(root / "center"), str(root / "flip")], "val_stores": [str(root / "center")],
+                 "test_stores": [str(root / "center"), str(root / "flip")], "train_list": str(root / "train.txt"),
+                 "val_list": str(root / "test.txt"), "test_list": str(root / "test.txt"),
+                 "clip_len": 3, "batch_size": 6, "eval_batch_size": 4, "num_test_clips": 2},
+        "optim": {"lr": 2e-3, "warmup_ratio": 0.1},
+        "trainer": {"max_epochs": 2, "enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1},
+        "run": {"root": str(root / "runs"), "plots": False},
+    }
+
+
+def test_pretrain_then_finetune(stores, one_torch_thread):
+    pre = fit(_cfg(stores, "vimpac.pretrain"))
+    final = pre.metrics["final"]
+    assert {"val/mlm", "val/mlm_acc", "val/nce", "val/knn_top1"} <= set(final)
+    assert np.isfinite(final["val/loss"]) and 0 <= final["val/knn_top1"] <= 100
+    export = pre.run_dir / "export"
+    cfg = _cfg(stores, "vimpac.finetune", init=str(export))
+    cfg["data"]["clip_len"] = 4  # positions interpolated 3 -> 4 frames
+    tuned = fit(cfg)
+    assert {"val/top1", "val/loss", "val/chance"} <= set(tuned.metrics["final"])
+    res = test(cfg, resume=tuned.run_dir)
+    assert 0 <= res.metrics["test"]["test/top1"] <= 100
+    assert res.metrics["test"]["test/chance"] == pytest.approx(100 / 3)
+    # the fine-tuning model starts from the pretrained backbone (temporal table interpolated)
+    # with a zero classifier
+    run_cfg, _ = load_run_config(cfg)
+    model = build_classifier(run_cfg, VimpacDataModule(run_cfg))
+    pretrained = load_pretrained(export)
+    assert torch.equal(model.backbone.layers[0].mlp.fc1.weight, pretrained.backbone.layers[0].mlp.fc1.weight)
+    assert model.backbone.pos_embed.temporal.shape == (4, 32) and model.config.length == 4
+    assert model.classifier.weight.shape == (3, 32) and not model.classifier.weight.any()
+
+
+def test_token_clips_sampling(stores):
+    store = TokenStore(stores / "center")
+    keys = store.keys()[:4]
+    pairs = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)
+    clip, label = pairs[0]
+    n = store[keys[0]].shape[0]
+    assert clip.shape == (2, 8, 4, 4) and label == 0
+    assert (clip[:, n:] == 17).all() if n < 8 else True
+    again, _ = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)[0]
+    assert torch.equal(clip, again)  # determined by (seed, epoch, index)
+    views = TokenClips([store, TokenStore(stores / "flip")], keys, clip_len=2, stride=2, pad_id=17, mode="eval",
+                       num_clips=3)
+    index, x, label = views[1]
+    assert index == 1 and x.shape == (6, 2, 4, 4)
+    tokens = store[keys[1]]
+    last = tokens.shape[0] + 1 - 4  # delta of uniform clips; the third starts at the end
+    assert torch.equal(x[2], torch.from_numpy(tokens[[last, last + 2]].astype(np.int64)))
+    assert torch.equal(x[3], x[0].flip(-1))
+
+
+def test_knn_vote():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    scores = knn_predict(torch.tensor([[1.0, 0.05], [0.1, 1.0]]), bank, labels, 2, k=2)
+    assert scores.argmax(1).tolist() == [0, 1]
+
+
+def test_split_averaged(stores, one_torch_thread):
+    for sid, held_out in ((1, range(18, 24)), (2, range(0, 6))):
+        train = [i for i in range(24) if i not in held_out]
+        (stores / f"train_split_{sid}.txt").write_text("".join(f"v{i:02d}.mp4 {i % 3}\n" for i in train))
+        (stores / f"test_split_{sid}.txt").write_text("".join(f"v{i:02d}.mp4 {i % 3}\n" for i in held_out))
+    cfg = _cfg(stores, "vimpac.finetune")
+    cfg["trainer"]["max_epochs"] = 1
+    cfg["data"].update(train_list=str(stores / "train_split_1.txt"), val_list=str(stores / "test_split_1.txt"),
+                       test_list=str(stores / "test_split_1.txt"))
+    result = split_averaged(cfg, split_ids=(1, 2))
+    assert set(result["per_split"]) == {1, 2}
+    assert result["mean_top1"] == pytest.approx(sum(result["per_split"].values()) / 2)
