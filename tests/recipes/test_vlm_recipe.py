@@ -99,6 +99,7 @@ def test_retrieval_and_mcqa_from_the_export(world, pretrained):
     out = test(qa).metrics["test"]  # the retrieval model, as the original evaluates it
     assert out["test/chance_accuracy"] == pytest.approx(20.0)
     assert 0.0 <= out["test/msrvtt-test-mc/accuracy"] <= 100.0
+    assert 0.0 <= out["test/other_video_accuracy"] <= 100.0  # the text-only control
     # training on multiple-choice items: cross-entropy over each item's options
     qa["data"].update(train_mc=str(w / "annotations/mc.jsonl"), batch_size=10)
     trained = fit(qa)

@@ -376,11 +376,12 @@ class VLMMultipleChoice(VLMRetrieval):
         if not self.cfg.data.train_mc:
             super().on_train_epoch_start()
 
-    def option_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def option_scores(self, batch: dict[str, torch.Tensor], *, video_shift: int = 0) -> torch.Tensor:
         """(B, K) similarity of each video to each of its options (over the temperature when
-        the model compares cosine similarities)."""
+        the model compares cosine similarities). ``video_shift`` pairs item i's options with
+        item i + shift's video: the text-only control."""
         b, k, length = batch["caps"].shape
-        video = self.model.encode_video(batch["vfeats"], batch["vmask"])
+        video = self.model.encode_video(batch["vfeats"], batch["vmask"]).roll(video_shift, 0)
         text = self.model.encode_text(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length))
         text = text.view(b, k, -1)
         m: VLMRetrievalModelConfig = self.cfg.model
@@ -401,21 +402,27 @@ class VLMMultipleChoice(VLMRetrieval):
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         k = batch["caps"].shape[1]
         pred = self.option_scores(batch).argmax(-1)
+        # Control: the same options scored against another item's video. Accuracy above chance
+        # there comes from the options' text alone.
+        control = self.option_scores(batch, video_shift=1).argmax(-1)
         store = self._eval.setdefault(stage, [])
-        store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k)))
+        store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k),
+                      (control == batch["answer"]).float()))
 
     def _eval_end(self, stage: str) -> None:
         parts = self._eval.pop(stage, [])
         if not parts:
             return
-        index, correct, options = (torch.cat([p[i] for p in parts]) for i in range(3))
+        index, correct, options, control = (torch.cat([p[i] for p in parts]) for i in range(4))
         if self.trainer.world_size > 1:
-            index, correct, options = (self.all_gather(x).flatten(0, 1) for x in (index, correct, options))
+            index, correct, options, control = (self.all_gather(x).flatten(0, 1)
+                                                for x in (index, correct, options, control))
         order = torch.argsort(index)
-        index, correct, options = index[order], correct[order], options[order]
+        index, correct, options, control = index[order], correct[order], options[order], control[order]
         keep = torch.ones_like(index, dtype=torch.bool)
         keep[1:] = index[1:] != index[:-1]
         accuracy = 100.0 * float(correct[keep].mean())
+        self.log(f"{stage}/other_video_accuracy", 100.0 * float(control[keep].mean()), rank_zero_only=True)
         chance = 100.0 * float((1.0 / options[keep].float()).mean())
         protocol = getattr(self.trainer.datamodule, f"{stage}_protocol", stage)
         self.log(f"{stage}/{protocol}/accuracy", accuracy, rank_zero_only=True)

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         "retrieval": {"R1": r["test/R1"], "chance_R1": r["test/chance_R1"],
                       "R5": r["test/msrvtt-test/R5"], "R10": r["test/msrvtt-test/R10"],
                       "MedR": r["test/msrvtt-test/MedR"]},
-        "mcqa": {"accuracy": q["test/accuracy"], "chance": q["test/chance_accuracy"]},
+        "mcqa": {"accuracy": q["test/accuracy"], "chance": q["test/chance_accuracy"],
+                 "other_video_accuracy": q.get("test/other_video_accuracy")},
         "captioning": {kind: {"BLEU-4": c[f"{cap}/{kind}/BLEU-4"], "ROUGE-L": c[f"{cap}/{kind}/ROUGE-L"]}
                        for kind in ("beam", "greedy", "most_frequent")},
         "segmentation": {"frame_accuracy": s["test/frame_accuracy"], "majority_rate": s["test/majority_rate"]},
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  retrieval (MSR-VTT JSFusion test): R@1 {rt['R1']:.1f} vs chance {rt['chance_R1']:.2f} "
           f"({rt['R1'] / rt['chance_R1']:.1f}x); R@5 {rt['R5']:.1f}, R@10 {rt['R10']:.1f}, MedR {rt['MedR']:.1f}")
     print(f"  multiple-choice QA (MSR_MC_test): accuracy {mc['accuracy']:.1f} vs chance {mc['chance']:.1f} "
-          f"({mc['accuracy'] / mc['chance']:.1f}x)")
+          f"({mc['accuracy'] / mc['chance']:.1f}x); against another item's video (text-only cues): "
+          f"{mc['other_video_accuracy']:.1f}")
     for kind, label in (("beam", "beam-5"), ("greedy", "greedy"), ("most_frequent", "most frequent caption")):
         m = summary["captioning"][kind]
         print(f"  captioning, {label:>21}: BLEU-4 {m['BLEU-4']:.1f}, ROUGE-L {m['ROUGE-L']:.1f}")
