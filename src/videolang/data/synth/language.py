@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .world import (
+    ACTION_INDEX,
     ACTIONS,
     COLOUR_NAMES,
     SHAPES,
@@ -23,6 +24,7 @@ from .world import (
     VERB_KEYS,
     sample_actions,
     sample_scene,
+    sequence_plausible,
     transition_allowed,
 )
 
@@ -326,6 +328,12 @@ def _semantic(steps) -> tuple:
     return tuple((o["shape"], o["colour"], v) for o, v in steps)
 
 
+def _grammatical(steps) -> bool:
+    """Whether the event list is a possible action sequence of the world's grammar."""
+    ids = [ACTION_INDEX.get((v, o["shape"])) for o, v in steps]
+    return None not in ids and sequence_plausible(ids)
+
+
 MC_KINDS: tuple[str, ...] = ("flip-direction", "swap-order", "other-object", "other-motion")
 
 
@@ -335,11 +343,15 @@ def multiple_choice(
     """MSR-VTT MC style: ``n_options`` sentences, exactly one true of the video.
 
     Distractors change one thing: a motion's direction, the order of two events, the object
-    or the motion; they are distinct from the truth and from each other as event lists.
+    or the motion; they are distinct from the truth and from each other as event lists, and
+    they are grammatical action sequences whenever enough such distractors exist. (Without that
+    rule most distractors contained a forbidden transition, so a text-only model that learned
+    the grammar picked the true option 80 % of the time without looking at the video.)
     """
     truth = [(spec["objects"][e["object"]], e["verb"]) for e in spec["events"]]
     seen = {_semantic(truth)}
     wrong: list[tuple[str, Any]] = []
+    ungrammatical: list[tuple[str, Any]] = []
     kinds = itertools.cycle(MC_KINDS)
     for _ in range(400):
         if len(wrong) == n_options - 1:
@@ -349,7 +361,8 @@ def multiple_choice(
         if steps is None or _semantic(steps) in seen:
             continue
         seen.add(_semantic(steps))
-        wrong.append((kind, steps))
+        (wrong if _grammatical(steps) else ungrammatical).append((kind, steps))
+    wrong += ungrammatical[: n_options - 1 - len(wrong)]  # only when the grammar leaves too few
     if len(wrong) < n_options - 1:
         raise RuntimeError(f"{spec['id']}: cannot build {n_options - 1} distinct distractors")
     answer = int(rng.integers(n_options))
