@@ -122,6 +122,18 @@ def test_multiple_choice_has_exactly_one_correct_option(ctx):
         assert len(m["options"]) == 5 and len(set(m["options"])) == 5
         assert m["option_kinds"].count("correct") == 1
         assert m["option_kinds"][m["answer"]] == "correct"
+    # No text-only give-aways: every option names only the video's colours, and the true
+    # option is not systematically shorter (a text-only VLM once scored 80 % on these items).
+    videos = {v["id"]: v for v in _jsonl(root / "annotations/videos.jsonl")}
+    colour_words = set(lang.COLOUR_NAMES)
+    lengths: dict[bool, list[int]] = {True: [], False: []}
+    for m in _jsonl(root / "annotations/mc.jsonl"):
+        scene = {o["colour"] for o in videos[m["video_id"]]["objects"]}
+        for i, option in enumerate(m["options"]):
+            assert set(option.replace(",", " ").split()) & colour_words <= scene, option
+            lengths[i == m["answer"]].append(len(option.split()))
+    mean = {k: sum(v) / len(v) for k, v in lengths.items()}
+    assert abs(mean[True] - mean[False]) < 1.5, mean
     for a in _jsonl(root / "annotations/action_mc.jsonl"):
         assert len(set(a["option_verbs"])) == 5
         assert a["options"][a["answer"]] == lang.VERB_PHRASES[a["option_verbs"][a["answer"]]][0]

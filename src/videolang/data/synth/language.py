@@ -291,7 +291,9 @@ def video_questions(
 def _perturb(spec: dict[str, Any], rng: np.random.Generator, kind: str):
     """A wrong event list (objects, verbs) of the given kind, or None when not applicable."""
     objs = spec["objects"]
-    steps = [(dict(objs[e["object"]]), e["verb"]) for e in spec["events"]]
+    # The scene's own object dicts: describe_sequence uses pronouns by object identity, and
+    # copies here made every distractor pronoun-free, so longer than the true option.
+    steps = [(objs[e["object"]], e["verb"]) for e in spec["events"]]
     n = len(steps)
     k = int(rng.integers(n))
     if kind == "flip-direction":
@@ -309,9 +311,10 @@ def _perturb(spec: dict[str, Any], rng: np.random.Generator, kind: str):
     elif kind == "other-object":
         present = {o["shape"] for o in objs}
         absent = [s for s in SHAPES if s not in present]
+        # Another shape in the replaced object's colour: a random colour often repeated one
+        # already in the scene, which the text alone gives away (colours are unique per video).
         obj = dict(steps[k][0])
         obj["shape"] = absent[int(rng.integers(len(absent)))]
-        obj["colour"] = COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
         steps[k] = (obj, steps[k][1])
     elif kind == "other-motion":
         verb = steps[k][1]
