@@ -24,6 +24,7 @@ from videolang.engine.optim import build_optimizer, build_param_groups, build_sc
 from videolang.engine.registry import (
     Recipe,
     RecipeModule,
+    StagedEvalModule,
     get_recipe,
     list_recipes,
     recipe,
@@ -46,6 +47,7 @@ __all__ = [
     "RunConfig",
     "RunFolderConfig",
     "RunResult",
+    "StagedEvalModule",
     "TrainerConfig",
     "build_optimizer",
     "build_param_groups",

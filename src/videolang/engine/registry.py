@@ -51,7 +51,7 @@ from videolang.engine.config import (
 from videolang.engine.optim import build_optimizer, build_scheduler
 from videolang.errors import ConfigError, VideolangError
 
-__all__ = ["Recipe", "RecipeModule", "get_recipe", "list_recipes", "recipe", "register_recipe"]
+__all__ = ["Recipe", "RecipeModule", "StagedEvalModule", "get_recipe", "list_recipes", "recipe", "register_recipe"]
 
 RECIPE_PACKAGE = "videolang.recipes"
 
@@ -210,3 +210,27 @@ class RecipeModule(L.LightningModule):
 
         config = {"recipe": self.cfg.recipe, "model": config_to_dict(self.cfg).get("model")}
         return write_pretrained(self.state_dict(), config, out_dir)
+
+
+class StagedEvalModule(RecipeModule):
+    """A recipe whose validation and test loops differ only by the stage name: subclasses
+    implement ``_eval_step(stage, batch)`` (collect a batch) and ``_eval_end(stage)`` (reduce
+    and log ``<stage>/...``); this class wires them to Lightning's hooks."""
+
+    def _eval_step(self, stage: str, batch: Any) -> None:
+        raise NotImplementedError
+
+    def _eval_end(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")

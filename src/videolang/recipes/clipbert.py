@@ -49,7 +49,7 @@ from videolang.data.clipbert import (
     load_annotations,
 )
 from videolang.data.sampling import clipbert_task_sampling
-from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.engine import RunConfig, StagedEvalModule, register_recipe
 from videolang.errors import ConfigError
 from videolang.metrics import rank_metrics, retrieval_ranks_multi
 from videolang.models import create_model, save_pretrained
@@ -230,7 +230,7 @@ class ClipBertDataModule(L.LightningDataModule):
         return self._loader("test")
 
 
-class ClipBertModule(RecipeModule):
+class ClipBertModule(StagedEvalModule):
     """All five ClipBERT recipes: the task comes from the recipe name."""
 
     def __init__(self, cfg: RunConfig):
@@ -371,18 +371,6 @@ class ClipBertModule(RecipeModule):
                 self.log(f"{stage}/{direction}/{name}", value, rank_zero_only=True)
         self.log(f"{stage}/R1", rank_metrics(ranks.t2v)["R1"], rank_zero_only=True)
         self.log(f"{stage}/chance_R1", 100.0 / visual.shape[0], rank_zero_only=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
 
     def export_pretrained(self, out_dir) -> Path:
         dm_sampling = clipbert_task_sampling(self.cfg.data.sampling, target_fps=self.cfg.data.target_fps,

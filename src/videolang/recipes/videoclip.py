@@ -41,7 +41,7 @@ from videolang.data.videoclip import (
     collate_pairs,
     load_timestamped_captions,
 )
-from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.engine import RunConfig, StagedEvalModule, register_recipe
 from videolang.errors import ConfigError
 from videolang.losses import t2v_loss, v2t_loss, videoclip_loss
 from videolang.metrics import retrieval_metrics
@@ -345,7 +345,7 @@ def build_videoclip(m: VideoCLIPModelConfig, feature_dim: int) -> VideoCLIP:
     return model
 
 
-class VideoCLIPModule(RecipeModule):
+class VideoCLIPModule(StagedEvalModule):
     """Shared by both recipes: the model, the loss, retrieval evaluation."""
 
     def __init__(self, cfg: RunConfig):
@@ -452,18 +452,6 @@ class VideoCLIPModule(RecipeModule):
             self.log(f"{stage}/{protocol}/{name}", float(value), sync_dist=False, rank_zero_only=True)
         self.log(f"{stage}/R1", float(metrics["R1"]), rank_zero_only=True)
         self.log(f"{stage}/chance_R1", 100.0 / len(text), rank_zero_only=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
 
     def export_pretrained(self, out_dir) -> Path:
         info = {"tokenizer": self.cfg.data.tokenizer, "feature_rate": resolve_feature_rate(self.cfg.data),

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from videolang.data.sampling import vimpac_clip_indices, vimpac_clip_starts
 from videolang.data.tokens import TokenStore
-from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.engine import RecipeModule, RunConfig, StagedEvalModule, register_recipe
 from videolang.errors import ConfigError
 from videolang.losses.vimpac import vimpac_nce_loss
 from videolang.masking import apply_mask, block_mask, iid_mask
@@ -405,7 +405,7 @@ class VimpacPretrain(RecipeModule):
         return save_pretrained(self.model, out_dir)
 
 
-class VimpacFinetune(RecipeModule):
+class VimpacFinetune(StagedEvalModule):
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.model: VimpacForClassification | None = None
@@ -457,18 +457,6 @@ class VimpacFinetune(RecipeModule):
         self.log(f"{stage}/loss", float(loss_sum) / max(len(labels), 1), rank_zero_only=True)
         chance = torch.bincount(labels, minlength=probs.shape[1]).max().item() / len(labels) * 100
         self.log(f"{stage}/chance", chance, rank_zero_only=True)  # majority-class accuracy
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
 
     def export_pretrained(self, out_dir) -> Path:
         return save_pretrained(self.model, out_dir)

@@ -49,7 +49,7 @@ from videolang.data.vlm import (
     read_coin,
     read_mc_items,
 )
-from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.engine import RunConfig, StagedEvalModule, register_recipe
 from videolang.errors import ConfigError
 from videolang.losses import masked_frame_nce_loss, mlm_loss, mtm_loss
 from videolang.metrics import caption_metrics
@@ -376,35 +376,38 @@ class VLMMultipleChoice(VLMRetrieval):
         if not self.cfg.data.train_mc:
             super().on_train_epoch_start()
 
-    def option_scores(self, batch: dict[str, torch.Tensor], *, video_shift: int = 0) -> torch.Tensor:
-        """(B, K) similarity of each video to each of its options (over the temperature when
-        the model compares cosine similarities). ``video_shift`` pairs item i's options with
-        item i + shift's video: the text-only control."""
+    def option_embeddings(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares
+        cosine similarities."""
         b, k, length = batch["caps"].shape
-        video = self.model.encode_video(batch["vfeats"], batch["vmask"]).roll(video_shift, 0)
+        video = self.model.encode_video(batch["vfeats"], batch["vmask"])
         text = self.model.encode_text(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length))
         text = text.view(b, k, -1)
-        m: VLMRetrievalModelConfig = self.cfg.model
-        if m.normalize:
+        if self.cfg.model.normalize:
             video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+        return video, text
+
+    def option_scores(self, video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, K) similarity of each video to each of its options (over the temperature)."""
         scores = torch.einsum("bh,bkh->bk", video.float(), text.float())
         if self.logit_scale is not None:
             return scores * self.logit_scale.clamp(max=math.log(100.0)).exp()
-        return scores / m.temperature
+        return scores / self.cfg.model.temperature
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if "answer" not in batch:
             return super().training_step(batch, batch_idx)
-        loss = F.cross_entropy(self.option_scores(batch), batch["answer"])
+        loss = F.cross_entropy(self.option_scores(*self.option_embeddings(batch)), batch["answer"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["answer"].shape[0])
         return loss
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         k = batch["caps"].shape[1]
-        pred = self.option_scores(batch).argmax(-1)
+        video, text = self.option_embeddings(batch)
+        pred = self.option_scores(video, text).argmax(-1)
         # Control: the same options scored against another item's video. Accuracy above chance
         # there comes from the options' text alone.
-        control = self.option_scores(batch, video_shift=1).argmax(-1)
+        control = self.option_scores(video.roll(1, 0), text).argmax(-1)
         store = self._eval.setdefault(stage, [])
         store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k),
                       (control == batch["answer"]).float()))
@@ -474,7 +477,17 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
                           num_workers=self.d.num_workers)
 
 
-class VLMCaptioning(RecipeModule):
+class _VLMTaskModule(StagedEvalModule):
+    """Captioning and segmentation: ``self.model`` is the whole model, exported as a model
+    folder (its head included)."""
+
+    def export_pretrained(self, out_dir):
+        from videolang.models import save_pretrained
+
+        return save_pretrained(self.model, out_dir)
+
+
+class VLMCaptioning(_VLMTaskModule):
     """``vlm.captioning``: teacher-forced training, greedy + beam decoding at evaluation."""
 
     def __init__(self, cfg: RunConfig):
@@ -534,30 +547,9 @@ class VLMCaptioning(RecipeModule):
             log.info("%s caption %d: beam %r | greedy %r | reference %r", stage, i, by_index[i][0],
                      by_index[i][1], references[i][0])
 
-    def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
-    def export_pretrained(self, out_dir):
-        from videolang.models import save_pretrained
-
-        return save_pretrained(self.model, out_dir)
-
 
 # ---------------------------------------------------------------------------------------------
 # action segmentation
-
-
-def _segmentation_rate(d: VLMSegmentationDataConfig) -> float:
-    return resolve_feature_rate(d)  # same rule: explicit, else extraction.json, else 1
 
 
 class VLMSegmentationDataModule(L.LightningDataModule):
@@ -571,7 +563,7 @@ class VLMSegmentationDataModule(L.LightningDataModule):
     def dataset(self, subset: str, stride: int) -> SegmentationWindows:
         if subset not in self._sets:
             videos, _ = read_coin(self.d.annotations, subset)
-            self._sets[subset] = SegmentationWindows(videos, FeatureStore(self.d.features), rate=_segmentation_rate(self.d),
+            self._sets[subset] = SegmentationWindows(videos, FeatureStore(self.d.features), rate=resolve_feature_rate(self.d),
                                                      window=self.d.window, stride=stride)
         return self._sets[subset]
 
@@ -596,7 +588,7 @@ class VLMSegmentationDataModule(L.LightningDataModule):
         return self._eval(self.d.test_subset)
 
 
-class VLMSegmentation(RecipeModule):
+class VLMSegmentation(_VLMTaskModule):
     """``vlm.segmentation``: per-row classification of the video tokens."""
 
     def __init__(self, cfg: RunConfig):
@@ -652,23 +644,6 @@ class VLMSegmentation(RecipeModule):
             self.log(f"{stage}/{protocol}/foreground_accuracy", fg, rank_zero_only=True)
         self.log(f"{stage}/frame_accuracy", accuracy, rank_zero_only=True)
         self.log(f"{stage}/majority_rate", majority_rate, rank_zero_only=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
-    def export_pretrained(self, out_dir):
-        from videolang.models import save_pretrained
-
-        return save_pretrained(self.model, out_dir)
 
 
 register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VideoCLIPDataConfig)
