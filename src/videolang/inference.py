@@ -132,7 +132,7 @@ def _backbone_from_info(info: dict[str, Any]):
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"pipeline.json: the feature backbone's weights {path} are not on this machine")
     # extraction.json records the backbone's options beside its description
-    options = {k: info[k] for k in ("grid", "rows_per_second", "output") if k in info}
+    options = {k: info[k] for k in ("grid", "rows_per_second", "temporal_diff", "output") if k in info}
     return create_backbone(info["backbone"], weights=path, seed=int(info.get("seed", 0)), **options)
 
 

@@ -164,8 +164,9 @@ def test_pipeline_equals_whole_video_features(tmp_path):
     from videolang.data.video import read_frames
 
     # frames already at the backbone's size: no decoder-side scaling, so both paths agree
-    for make, size in ((lambda: create_backbone("cnn2d-tiny"), 64), (ClipProbe, 32)):
-        path = write_index_video(tmp_path / f"v{size}.mp4", num_frames=25, fps=10, gop=10, size=size)
+    for make, size in ((lambda: create_backbone("cnn2d-tiny"), 64), (ClipProbe, 32),
+                       (lambda: create_backbone("cnn2d-tiny", temporal_diff=True, rows_per_second=4.0), 64)):
+        path = write_index_video(tmp_path / f"v{size}_{make().feature_dim}.mp4", num_frames=25, fps=10, gop=10, size=size)
         bb = make()
         w = DictWriter()
         extract_features([("v", path)], bb, w, progress=False)

@@ -87,6 +87,45 @@ def test_score_matrix_equals_pairwise_scores(world):
             assert sim[i, j].item() == pytest.approx((logits[1] - logits[0]).item(), abs=1e-5)
 
 
+def test_in_batch_retrieval_loss_is_symmetric_infonce_over_the_score_matrix():
+    import torch.nn.functional as F
+
+    from videolang.data.clipbert import TextEncoder
+    from videolang.data.text import load_tokenizer
+    from videolang.models import create_model
+    from videolang.recipes.clipbert import in_batch_retrieval_loss, score_matrix
+
+    torch.manual_seed(0)
+    model = create_model("clipbert-tiny", frame_size=32, **SHRINK).eval()
+    frames = torch.rand(3, 2, 1, 3, 32, 32) * 255
+    text = TextEncoder(load_tokenizer("minilm"), 16)
+    texts = ["a red circle moves left", "the blue square grows", "a star spins"]
+    # item 1 carries an ITM negative after its caption; items 0 and 2 show the same video
+    rows = [texts[0], texts[1], "a negative caption", texts[2]]
+    ids, am = text.batch(rows)
+    batch = {"frames": frames, "pixel_mask": None, "input_ids": ids, "attention_mask": am,
+             "rows_per_item": torch.tensor([1, 2, 1]), "visual_id": torch.tensor([7, 8, 7])}
+    loss = in_batch_retrieval_loss(model, batch, temperature=0.5)
+    visual, vmask = model.encode_visual(frames)
+    sim = score_matrix(model, visual, vmask, text, texts, pair_batch_size=64) / 0.5
+    sim[0, 2] = sim[2, 0] = float("-inf")  # the same video is not a negative
+    expected = (F.cross_entropy(sim, torch.arange(3)) + F.cross_entropy(sim.t(), torch.arange(3))) / 2
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_retrieval_fit_with_in_batch_loss(world):
+    cfg = config(world, "clipbert.retrieval")
+    cfg["model"]["retrieval_loss"] = "in_batch"
+    cfg["name"] = "clipbert_in_batch"
+    result = fit(cfg)
+    assert "val/R1" in result.metrics["final"]
+    import csv
+
+    with open(result.run_dir / "metrics.csv") as f:
+        losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+
+
 def test_qa_fit_logs_accuracy_and_majority(world):
     cfg = config(world, "clipbert.qa",
                  ans2label=str(world / "world/formats/clipbert/tgif_qa/frameqa_trainval_ans2label.json"))

@@ -102,6 +102,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         options["grid"] = args.grid
     if args.rows_per_second is not None:
         options["rows_per_second"] = args.rows_per_second
+    if args.temporal_diff:
+        options["temporal_diff"] = True
     report = run_extraction(
         args.videos, args.backbone, args.out, weights=args.weights, dtype=args.dtype,
         batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
@@ -208,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=None, help="pooled-pixels: grid x grid pooling")
     p.add_argument("--rows-per-second", type=float, default=None,
                    help="frame-pooling backbones: feature rows per second of video (default 1)")
+    p.add_argument("--temporal-diff", action="store_true",
+                   help="frame-pooling backbones: append each row's feature change (motion "
+                        "direction); doubles the feature dimension")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_extract)

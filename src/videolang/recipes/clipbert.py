@@ -2,7 +2,12 @@
 
 * ``clipbert.retrieval``: text-to-video retrieval (MSR-VTT, DiDeMo, ActivityNet Captions).
   Training: image-text matching, each caption with ``data.itm_neg_size`` captions of other
-  videos, 2-way cross-entropy on the clip-consensus logits. Evaluation: every caption against
+  videos, 2-way cross-entropy on the clip-consensus logits (``model.retrieval_loss=itm``, the
+  original). ``model.retrieval_loss=in_batch`` (the spec's optional in-batch contrastive loss,
+  §8.3 item 6) instead scores every caption of the batch against every video of the batch with
+  the same cross-encoder and applies a symmetric InfoNCE to the scores ``logit[match] -
+  logit[no match]`` that evaluation ranks by: B - 1 negatives per caption instead of one random
+  one, which a small model trained from scratch needs to find the alignment. Evaluation: every caption against
   every video (cross-encoder), the CNN run once per video and the fusion batched over
   ``data.pair_batch_size`` pairs; ranked on the raw score ``logit[match] - logit[no match]``
   (the original rounded probabilities to 4 decimals, §8.1 item 3); text-to-video and
@@ -74,6 +79,8 @@ class ClipBertModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # other registry keys (dotted)
     mlm_loss: Literal["masked", "all_positions"] = "masked"
     mlm_on_negatives: bool = True  # the original also ran MLM on mismatched captions
+    retrieval_loss: Literal["itm", "in_batch"] = "itm"  # in_batch: symmetric InfoNCE over B x B scores
+    temperature: float = 1.0  # in_batch: scores are divided by it
 
 
 @dataclass
@@ -264,6 +271,9 @@ class ClipBertModule(StagedEvalModule):
             itm = F.cross_entropy(out["itm_logits"], labels)
             mlm = mlm_loss(out["mlm_logits"], mlm_labels, self.cfg.model.mlm_loss)
             return mlm + itm, {"mlm": mlm.detach(), "itm": itm.detach()}
+        if self.task == "retrieval" and self.cfg.model.retrieval_loss == "in_batch":
+            loss = in_batch_retrieval_loss(self.model, batch, self.cfg.model.temperature)
+            return loss, {}
         out = self.model(batch["frames"], batch["input_ids"], batch["attention_mask"], batch["pixel_mask"],
                          batch["video_index"])
         logits = out["logits"]
@@ -305,6 +315,9 @@ class ClipBertModule(StagedEvalModule):
             pred = out["itm_logits"].argmax(-1)
             store.append((batch["index"].cpu(), (pred == batch["labels"]).float().cpu()))
             return
+        if self.task == "retrieval" and self.cfg.model.retrieval_loss == "in_batch":
+            loss = in_batch_retrieval_loss(self.model, batch, self.cfg.model.temperature)
+            return loss, {}
         out = self.model(batch["frames"], batch["input_ids"], batch["attention_mask"], batch["pixel_mask"],
                          batch["video_index"])
         logits = out["logits"]
@@ -395,6 +408,30 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor,
     if reduction == "all_positions":
         return per_token.mean()
     return per_token.sum() / (labels != -100).sum().clamp(min=1)
+
+
+def in_batch_retrieval_loss(model: ClipBert, batch: dict[str, Any], temperature: float = 1.0) -> torch.Tensor:
+    """Symmetric InfoNCE over the cross-encoder scores of every (caption, video) pair of a batch.
+
+    The first text row of each item is its caption (any ITM negatives after it are not used).
+    ``scores[i, j] = logit[1] - logit[0]`` of caption i with video j, divided by
+    ``temperature``; caption i's positive is video i. Other captions of the same video (same
+    ``visual_id``) are left out of each other's denominators rather than counted as negatives.
+    """
+    visual, vmask = model.encode_visual(batch["frames"], batch["pixel_mask"])
+    counts = batch["rows_per_item"].to(visual.device)
+    first = torch.cumsum(counts, 0) - counts
+    ids, am = batch["input_ids"][first], batch["attention_mask"][first]
+    b = ids.shape[0]
+    video_index = torch.arange(b, device=visual.device).repeat(b)  # row i*b + j: caption i, video j
+    logits = model.score(visual, vmask, ids.repeat_interleave(b, 0), am.repeat_interleave(b, 0),
+                         video_index)["logits"]
+    scores = (logits[:, 1] - logits[:, 0]).view(b, b) / temperature
+    vid = batch["visual_id"].to(visual.device)
+    duplicate = (vid[:, None] == vid[None, :]) & ~torch.eye(b, dtype=torch.bool, device=visual.device)
+    scores = scores.masked_fill(duplicate, float("-inf"))
+    target = torch.arange(b, device=visual.device)
+    return (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)) / 2
 
 
 @torch.no_grad()

@@ -118,3 +118,40 @@ def test_pooled_pixels_backbone_equals_pooled_pixels(t, fps):
     got = video_to_features(bb, frames, fps)
     np.testing.assert_allclose(got, pooled_pixels(frames, fps, grid=2), rtol=0, atol=1e-6)
     assert len(got) == len(per_second_bounds(t, fps)) - 1 == int(np.ceil(t / fps))
+
+
+def test_temporal_diff_appends_the_feature_change_across_each_row():
+    bb = create_backbone("cnn2d-tiny", temporal_diff=True)
+    plain = create_backbone("cnn2d-tiny")
+    assert bb.feature_dim == 2 * plain.feature_dim and bb.describe()["temporal_diff"] is True
+    assert "temporal_diff" not in plain.describe()  # older stores keep resuming
+    frames = _video(23)
+    feats = video_to_features(bb, frames, fps=10.0, batch_size=7)
+    with torch.inference_mode():
+        per_frame = bb(bb.transform(frames)).numpy()
+    d = plain.feature_dim
+    np.testing.assert_allclose(feats[:, :d], video_to_features(plain, frames, 10.0), rtol=1e-5, atol=1e-5)
+    # the frame just before the row to the frame just after it, clamped to the video
+    for j, (before, after) in enumerate([(0, 10), (9, 20), (19, 22)]):
+        np.testing.assert_allclose(feats[j, d:], per_frame[after] - per_frame[before], rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_diff_tells_opposite_motions_apart():
+    # a bright bar sweeping right, and the same frames reversed: equal means, opposite changes
+    frames = torch.zeros(10, 32, 32, 3, dtype=torch.uint8)
+    for t in range(10):
+        frames[t, :, 3 * t : 3 * t + 4] = 255
+    bb = create_backbone("pooled-pixels", grid=4, temporal_diff=True)
+    right = video_to_features(bb, frames, fps=10.0)
+    left = video_to_features(bb, frames.flip(0), fps=10.0)
+    d = bb.feature_dim // 2
+    np.testing.assert_allclose(right[:, :d], left[:, :d], atol=1e-6)
+    np.testing.assert_allclose(right[:, d:], -left[:, d:], atol=1e-6)
+    assert np.abs(right[:, d:]).max() > 0.1
+
+
+def test_temporal_diff_is_refused_where_it_makes_no_sense():
+    with pytest.raises(ConfigError, match="temporal_diff is only for frame-pooling"):
+        create_backbone("s3dg", temporal_diff=True)
+    with pytest.raises(ConfigError, match="true or false"):
+        create_backbone("cnn2d-tiny", temporal_diff="yes")

@@ -1,7 +1,9 @@
 """``videolang demo vlm``: VLM on the synthetic world, every task, with its baselines.
 
 1. synthesize a world (or reuse ``OUT/world``), extract cnn2d-tiny features at 4 rows per
-   second, train a WordPiece tokenizer on the world's text;
+   second with each row's feature change appended (``temporal_diff``: a mean over frames
+   cannot tell "moves left" from "moves right"), train a WordPiece tokenizer on the world's
+   text;
 2. pretrain VLM (``configs/vlm/synthetic_pretrain.yaml``: MLM + masked frame NCE with
    whole-modality masking);
 3. from the pretrained export, fine-tune and test: text-to-video retrieval (R@1 against chance),
@@ -35,18 +37,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help=f"multiply every stage's epochs ({EPOCHS}) by this")
     p.add_argument("--model", default="vlm-small", help="registered VLM config")
+    p.add_argument("--backbone", default="cnn2d-tiny", choices=["cnn2d-tiny", "cnn2d-small", "pooled-pixels"],
+                   help="frame backbone of the features (4 rows per second, temporal_diff on)")
+    p.add_argument("--grid", type=int, default=4, help="pooled-pixels: grid x grid pooling")
 
 
-def _prepare(out: Path, num_videos: int, seed: int) -> tuple[Path, Path, Path]:
+def _prepare(out: Path, num_videos: int, seed: int, backbone: str, grid: int) -> tuple[Path, Path, Path]:
     from videolang.data.features import run_extraction
     from videolang.data.synth import load_manifest, synthesize_world
     from videolang.data.text import build_wordpiece_tokenizer
 
-    world, features, tokenizer = out / "world", out / "features_4hz", out / "tokenizer"
+    options: dict = {"rows_per_second": 4.0, "temporal_diff": True}
+    if backbone == "pooled-pixels":
+        options["grid"] = grid
+    name = f"features_{backbone}{grid if backbone == 'pooled-pixels' else ''}_4hz_diff"
+    world, features, tokenizer = out / "world", out / name, out / "tokenizer"
     if not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos:
         synthesize_world(world, num_videos, seed=seed, overwrite=True)
-    report = run_extraction(str(world / "videos"), "cnn2d-tiny", str(features), dtype="float32",
-                            backbone_options={"rows_per_second": 4.0}, progress=False)
+    report = run_extraction(str(world / "videos"), backbone, str(features), dtype="float32",
+                            backbone_options=options, progress=False)
     if report.bad:
         raise RuntimeError(f"feature extraction failed for {len(report.bad)} videos: {report.bad[:3]}")
     if not (tokenizer / "tokenizer.json").is_file():
@@ -77,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    world, features, tokenizer = _prepare(out, args.num_videos, args.seed)
+    world, features, tokenizer = _prepare(out, args.num_videos, args.seed, args.backbone, args.grid)
     runs = out / "runs"
     common = [f"data.features={features}", f"data.tokenizer={tokenizer}", f"run.root={runs}",
               f"seed={args.seed}", f"model.name={args.model}"]
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     cap = "test/msrvtt-test"
     summary = {
         "videos": args.num_videos, "model": args.model, "epochs_scale": args.epochs_scale,
+        "features": features.name,
         "retrieval": {"R1": r["test/R1"], "chance_R1": r["test/chance_R1"],
                       "R5": r["test/msrvtt-test/R5"], "R10": r["test/msrvtt-test/R10"],
                       "MedR": r["test/msrvtt-test/MedR"]},
@@ -122,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     rt, mc, sg = summary["retrieval"], summary["mcqa"], summary["segmentation"]
-    print(f"\nVLM on the synthetic world ({args.num_videos} videos, {args.model}), {summary['seconds']:.0f} s")
+    print(f"\nVLM on the synthetic world ({args.num_videos} videos, {args.model}, {features.name}), "
+          f"{summary['seconds']:.0f} s")
     print(f"  retrieval (MSR-VTT JSFusion test): R@1 {rt['R1']:.1f} vs chance {rt['chance_R1']:.2f} "
           f"({rt['R1'] / rt['chance_R1']:.1f}x); R@5 {rt['R5']:.1f}, R@10 {rt['R10']:.1f}, MedR {rt['MedR']:.1f}")
     print(f"  multiple-choice QA (MSR_MC_test): accuracy {mc['accuracy']:.1f} vs chance {mc['chance']:.1f} "

@@ -198,6 +198,11 @@ class VideoBackbone(nn.Module):
     # Output rows per second for backbones that pool source frames (frames_per_feature None):
     # 1 is VideoCLIP's per-second layout; more rows keep motion inside a second visible.
     rows_per_second: float = 1.0
+    # Frame-pooling backbones only: append to each row the change of the frame features across
+    # it (see :meth:`pool`). A mean over frames is the same whichever way an object moves, so
+    # without this a row cannot tell "moves left" from "moves right"; with it the row carries
+    # the direction (TSN's RGB-difference idea applied to features). Doubles ``feature_dim``.
+    temporal_diff: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -252,9 +257,22 @@ class VideoBackbone(nn.Module):
     def pool(self, clip_features: torch.Tensor, bounds: np.ndarray) -> torch.Tensor:
         """``(num_clips, D)`` clip features of whole rows -> ``(rows, D)``.
 
-        Default (one frame per clip): the mean over the frames of each row.
+        Default (one frame per clip): the mean over the frames of each row. With
+        :attr:`temporal_diff`, each row is ``[mean, f(after) - f(before)]``, where ``before`` and
+        ``after`` are the frames just outside the row (clamped to the video's first and last),
+        so that every row spans at least two frames of motion.
         """
-        return segment_mean(clip_features, bounds)
+        mean = segment_mean(clip_features, bounds)
+        if not self.temporal_diff:
+            return mean
+        n = clip_features.shape[0]
+        if n == 0:
+            return torch.cat([mean, mean], dim=1)
+        starts = torch.as_tensor(bounds[:-1], dtype=torch.long, device=clip_features.device)
+        ends = torch.as_tensor(bounds[1:], dtype=torch.long, device=clip_features.device)
+        before = (starts - 1).clamp(0, n - 1)
+        after = ends.clamp(0, n - 1)
+        return torch.cat([mean, clip_features[after] - clip_features[before]], dim=1)
 
     def preprocess(self, frames: torch.Tensor, source_fps: float) -> torch.Tensor:
         """Whole decoded video (uint8 ``(T, H, W, 3)`` at ``source_fps``) -> tensor of clips."""
@@ -271,7 +289,7 @@ class VideoBackbone(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """What produced the features, for ``extraction.json``."""
-        return {
+        described = {
             "backbone": self.name,
             "feature_dim": self.feature_dim,
             "frames_per_feature": self.frames_per_feature
@@ -283,6 +301,9 @@ class VideoBackbone(nn.Module):
             "rows_per_second": self.rows_per_second,
             "seed": self.seed,
         }
+        if self.temporal_diff:  # recorded only when on, so older stores still resume
+            described["temporal_diff"] = True
+        return described
 
 
 def video_to_features(
@@ -458,13 +479,17 @@ def create_backbone(
     left untouched); for S3D-G this logs a warning, since its random features mean nothing.
     ``options`` go to the backbone (``grid`` for pooled-pixels); ``rows_per_second`` (frame-
     pooling backbones: 2D CNNs, pooled-pixels) sets how many feature rows each second of video
-    gets (default 1, VideoCLIP's layout). Unknown names, unknown
+    gets (default 1, VideoCLIP's layout) and ``temporal_diff`` (same backbones) appends each row's
+    feature change, which carries motion direction (``feature_dim`` doubles). Unknown names, unknown
     options and weights that do not fit raise :class:`~videolang.errors.ConfigError`.
     """
     factory = _REGISTRY.get(name)
     if factory is None:
         raise ConfigError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
     rows_per_second = float(options.pop("rows_per_second", 1.0))
+    temporal_diff = options.pop("temporal_diff", False)
+    if not isinstance(temporal_diff, bool):
+        raise ConfigError(f"backbone {name!r}: temporal_diff must be true or false, got {temporal_diff!r}")
     # Seeded init without disturbing the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -478,6 +503,12 @@ def create_backbone(
             raise ConfigError(f"backbone {name!r}: rows_per_second={rows_per_second} is not supported "
                               "(only frame-pooling backbones take it, with a positive value)")
         model.rows_per_second = rows_per_second
+    if temporal_diff:
+        if model.frames_per_feature is not None:
+            raise ConfigError(f"backbone {name!r}: temporal_diff is only for frame-pooling backbones "
+                              "(2D CNNs, pooled-pixels); clip backbones see motion already")
+        model.temporal_diff = True
+        model.feature_dim *= 2
     has_params = any(True for _ in model.parameters())
     if weights is not None:
         if not has_params:
