@@ -107,3 +107,14 @@ def test_minilm_text_tower_loads_offline():
                        ref["encoder.layer.1.output.dense.weight"])
     assert torch.equal(model.video_encoder.bert.embeddings.word_embeddings.weight,
                        ref["embeddings.word_embeddings.weight"][[101, 102]])
+
+
+def test_nested_overrides_change_one_key_not_the_whole_section():
+    base = get_model_config("clipbert-tiny")
+    nested = get_model_config("clipbert-tiny", bert={"hidden_dropout_prob": 0.0})
+    dotted = get_model_config("clipbert-tiny", **{"bert.hidden_dropout_prob": 0.0})
+    assert nested == dotted
+    assert nested["bert"]["hidden_dropout_prob"] == 0.0
+    assert nested["bert"]["hidden_size"] == base["bert"]["hidden_size"] == 64
+    with pytest.raises(ConfigError, match=r"unknown config key 'bert\.nope'"):
+        get_model_config("clipbert-tiny", bert={"nope": 1})

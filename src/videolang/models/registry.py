@@ -76,9 +76,34 @@ def list_models() -> list[str]:
     return sorted(_config_files())
 
 
+def _flatten(overrides: dict[str, Any], cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested override dicts as dotted keys wherever the config has a section of that name, so
+    ``{"bert": {"hidden_dropout_prob": 0}}`` (what ``model.overrides.bert.hidden_dropout_prob=0``
+    on the command line gives) changes one key instead of replacing the whole section."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = cfg.get(key) if isinstance(cfg, dict) else None
+        if isinstance(value, dict) and isinstance(node, dict):
+            flat.update(_flatten(value, node, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _apply_overrides(cfg: dict, overrides: dict[str, Any], name: str) -> dict:
     cfg = json.loads(json.dumps(cfg))
+    resolved: dict[str, Any] = {}
     for key, value in overrides.items():
+        node: Any = cfg
+        for part in key.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        leaf = key.split(".")[-1]
+        inner = node.get(leaf) if isinstance(node, dict) else None
+        if isinstance(value, dict) and isinstance(inner, dict):
+            resolved.update(_flatten(value, inner, f"{key}."))
+        else:
+            resolved[key] = value
+    for key, value in resolved.items():
         node = cfg
         parts = key.split(".")
         for part in parts[:-1]:
