@@ -5,9 +5,10 @@
 2. train the tiny ClipBERT (``clipbert-tiny``: a 3-stage ResNet and a 2-layer BERT, from
    scratch) on open-ended video QA (TGIF FrameQA format, ``configs/clipbert/synthetic_qa.yaml``)
    and test it on the held-out split: accuracy against the majority-answer rate;
-3. train it on text-to-video retrieval (image-text matching, MSR-VTT ClipBERT JSONL,
-   ``configs/clipbert/synthetic_retrieval.yaml``) and rank every test caption against every
-   test video: R@1 against chance.
+3. train it on text-to-video retrieval (MSR-VTT ClipBERT JSONL,
+   ``configs/clipbert/synthetic_retrieval.yaml``: the cross-encoder trained with the in-batch
+   contrastive option, no dropout in the fusion) and rank every test caption against every test
+   video: R@1 against chance.
 
 The exit status is 0 when QA accuracy is at least twice the majority rate and R@1 at least
 five times chance, 1 otherwise.
