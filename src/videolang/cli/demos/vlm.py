@@ -1,9 +1,9 @@
 """``videolang demo vlm``: VLM on the synthetic world, every task, with its baselines.
 
-1. synthesize a world (or reuse ``OUT/world``), extract cnn2d-tiny features at 4 rows per
-   second with each row's feature change appended (``temporal_diff``: a mean over frames
-   cannot tell "moves left" from "moves right"), train a WordPiece tokenizer on the world's
-   text;
+1. synthesize a world (or reuse ``OUT/world``), extract features at 4 rows per second (default:
+   4 x 4 pooled pixels; ``--backbone cnn2d-tiny`` for the random-init CNN) with each row's
+   feature change appended (``temporal_diff``: a mean over frames cannot tell "moves left" from
+   "moves right"), train a WordPiece tokenizer on the world's text;
 2. pretrain VLM (``configs/vlm/synthetic_pretrain.yaml``: MLM + masked frame NCE with
    whole-modality masking);
 3. from the pretrained export, fine-tune and test: text-to-video retrieval (R@1 against chance),
@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help=f"multiply every stage's epochs ({EPOCHS}) by this")
     p.add_argument("--model", default="vlm-small", help="registered VLM config")
-    p.add_argument("--backbone", default="cnn2d-tiny", choices=["cnn2d-tiny", "cnn2d-small", "pooled-pixels"],
-                   help="frame backbone of the features (4 rows per second, temporal_diff on)")
+    p.add_argument("--backbone", default="pooled-pixels", choices=["pooled-pixels", "cnn2d-tiny", "cnn2d-small"],
+                   help="frame backbone of the features (4 rows per second, temporal_diff on); "
+                        "benchmarks/probe_synthetic_features.py compares them")
     p.add_argument("--grid", type=int, default=4, help="pooled-pixels: grid x grid pooling")
 
 
