@@ -82,3 +82,11 @@ def test_tokenize_command_on_world(tmp_path, capsys):
     assert store.header.tokenizer == "vqvae" and store.header.grid == (4, 4) and store.header.fps == 5.0
     first = store.keys()[0]
     assert store[first].shape == (10, 4, 4) and 0 <= store.label(first) < 9
+    # a finer code map: one code per 4 x 4 pixels
+    rc = main(["tokenize", "--tokenizer", str(tmp_path / "tok4"), "--train-vqvae", "5", "--vqvae-downsample", "4",
+               "--world", str(tmp_path / "world"), "--out", str(tmp_path / "store4"), "--size", "32", "--fps", "5"])
+    assert rc == 0 and TokenStore(tmp_path / "store4").header.grid == (8, 8)
+    capsys.readouterr()
+    rc = main(["tokenize", "--tokenizer", str(tmp_path / "tok5"), "--train-vqvae", "5", "--vqvae-downsample", "16",
+               "--world", str(tmp_path / "world"), "--out", str(tmp_path / "store5"), "--size", "24"])
+    assert rc == 2 and "dividing the frame size 24" in capsys.readouterr().err

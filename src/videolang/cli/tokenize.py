@@ -40,26 +40,34 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--train-vqvae", type=int, default=0, metavar="STEPS",
                    help="train a VQ-VAE for STEPS steps first when --tokenizer does not exist")
+    p.add_argument("--vqvae-downsample", type=int, default=8, choices=[2, 4, 8, 16],
+                   help="with --train-vqvae: pixels per code side (8: 64x64 frames -> 8x8 codes)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
 
 
 def train_tokenizer_on_videos(videos: list, out_dir: str | Path, *, steps: int, fps: float, size: int,
-                              max_videos: int = 100, seed: int = 0, channels: int = 32, batch_size: int = 32) -> dict:
-    """Train a VQ-VAE (256 codes, ``channels`` wide) on center views of up to ``max_videos``
-    videos and save it; returns its report."""
+                              max_videos: int = 100, seed: int = 0, channels: int = 32, batch_size: int = 32,
+                              downsample: int = 8) -> dict:
+    """Train a VQ-VAE (256 codes, ``channels`` wide, one code per ``downsample`` x ``downsample``
+    pixels) on center views of up to ``max_videos`` videos and save it; returns its report."""
     import torch
 
     from videolang.data.tokens import crop_view, sample_frame_indices
     from videolang.data.video import probe, read_frames
+    from videolang.errors import ConfigError
     from videolang.models.frame_tokenizers import VQVAEConfig, save_frame_tokenizer, train_vqvae
 
+    if downsample < 2 or downsample & (downsample - 1) or size % downsample:
+        raise ConfigError(f"VQ-VAE downsample must be a power of two >= 2 dividing the frame size {size}, "
+                          f"got {downsample}")
     frames = []
     for v in videos[:max_videos]:
         meta = probe(v.path)
         x = read_frames(v.path, sample_frame_indices(meta.num_frames, meta.fps, fps))
         frames.append(crop_view(x.permute(0, 3, 1, 2).float() / 255.0, size, "center", size, False))
-    model, report = train_vqvae(torch.cat(frames), VQVAEConfig(channels=channels), steps=steps,
+    cfg = VQVAEConfig(channels=channels, num_downsamples=downsample.bit_length() - 1)
+    model, report = train_vqvae(torch.cat(frames), cfg, steps=steps,
                                 batch_size=batch_size, seed=seed)
     save_frame_tokenizer(model, out_dir, report=report)
     return report
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     crop = None if args.crop == "none" else args.crop
     if args.train_vqvae and not Path(args.tokenizer).exists():
         report = train_tokenizer_on_videos(videos, args.tokenizer, steps=args.train_vqvae, fps=args.fps,
-                                           size=args.size)
+                                           size=args.size, downsample=args.vqvae_downsample)
         print(f"trained VQ-VAE -> {args.tokenizer}: {json.dumps(report)}")
     tokenizer = load_frame_tokenizer(args.tokenizer)
     report = tokenize_videos(videos, tokenizer, args.out, fps=args.fps, frame_size=args.size, resize=resize, crop=crop,

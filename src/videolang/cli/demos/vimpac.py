@@ -2,7 +2,9 @@
 
 1. synthesize a world (or reuse ``OUT/world``); train a small VQ-VAE on frames of its training
    videos (or reuse ``OUT/vqvae``) and print its reconstruction error; tokenize the train, val
-   and test splits at 5 fps, 64 x 64 pixels -> 8 x 8 codes per frame (``videolang tokenize``);
+   and test splits at 5 fps, 64 x 64 pixels -> 16 x 16 codes per frame, the code density of the
+   paper's 128-pixel input (``--vqvae-downsample 8``: 8 x 8 codes, which put each object in one
+   or two cells and left the pretrained model barely above chance) (``videolang tokenize``);
 2. pretrain a 2 x 64 ``vimpac-tiny`` on the training videos without labels
    (``configs/vimpac/synthetic_pretrain.yaml``: block-masked token prediction + long-range
    contrast between two 1 s clips of each video);
@@ -32,13 +34,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-videos", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqvae-steps", type=int, default=150)
+    p.add_argument("--vqvae-downsample", type=int, default=4, choices=[4, 8],
+                   help="pixels per code side: 8 gives 8 x 8 codes per 64 x 64 frame, 4 gives 16 x 16")
     p.add_argument("--pretrain-epochs", type=int, default=4)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--label-fraction", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
 
 
-def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int) -> tuple[dict[str, Path], dict]:
+def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int, downsample: int) -> tuple[dict[str, Path], dict]:
+    import shutil
+
     from videolang.cli.tokenize import train_tokenizer_on_videos
     from videolang.data.synth import load_manifest, synthesize_world
     from videolang.data.tokens import TokenStore, tokenize_videos, world_videos
@@ -48,15 +54,17 @@ def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int) -> tuple[d
     fresh = not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos
     if fresh:
         synthesize_world(world, num_videos, seed=seed, overwrite=True, progress=False)
-    if fresh or not (tok / "tokenizer.json").is_file():
+    stale = (tok / "tokenizer.json").is_file() and load_frame_tokenizer(tok).downsample != downsample
+    if fresh or stale or not (tok / "tokenizer.json").is_file():
+        if tok.exists():
+            shutil.rmtree(tok)
         train_videos, _ = world_videos(world, "train")
-        train_tokenizer_on_videos(train_videos, tok, steps=vqvae_steps, fps=5.0, size=64, seed=seed, max_videos=60)
+        train_tokenizer_on_videos(train_videos, tok, steps=vqvae_steps, fps=5.0, size=64, seed=seed, max_videos=60,
+                                  downsample=downsample)
         # a new tokenizer invalidates the token stores
         for split in ("train", "val", "test"):
             store = out / f"tokens_{split}"
             if store.exists():
-                import shutil
-
                 shutil.rmtree(store)
     tokenizer = load_frame_tokenizer(tok)
     report = json.loads((tok / "tokenizer.json").read_text())["report"]
@@ -95,13 +103,16 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stores, vq_report = _prepare(out, args.num_videos, args.seed, args.vqvae_steps)
+    stores, vq_report = _prepare(out, args.num_videos, args.seed, args.vqvae_steps, args.vqvae_downsample)
     print(f"VQ-VAE: reconstruction MSE {vq_report['recon_mse']:.4f} (untrained {vq_report['recon_mse_untrained']:.4f}), "
           f"{vq_report['codes_used']} codes in use, perplexity {vq_report['perplexity']:.1f}")
     runs = out / "runs"
     data = [f"data.train_stores=[{stores['train']}]", f"data.val_stores=[{stores['val']}]",
             f"run.root={runs}", f"seed={args.seed}", "trainer.enable_progress_bar=false"]
-    pre = fit(CONFIGS / "synthetic_pretrain.yaml", [*data, f"trainer.max_epochs={args.pretrain_epochs}"])
+    # 4 blocks mask about 20 % of a 5 x 8 x 8 clip; a 16 x 16 map needs 6 for about 17 %
+    blocks = 4 if args.vqvae_downsample == 8 else 6
+    pre = fit(CONFIGS / "synthetic_pretrain.yaml",
+              [*data, f"trainer.max_epochs={args.pretrain_epochs}", f"model.mask_blocks={blocks}"])
     pre_final = pre.metrics["final"]
     common = [*data, f"data.test_stores=[{stores['test']}]", f"data.label_fraction={args.label_fraction}"]
     pretrained = _finetune(stores, common, str(pre.run_dir / "export"), args.finetune_epochs, "vimpac_synth_pretrained")
