@@ -315,9 +315,6 @@ class ClipBertModule(StagedEvalModule):
             pred = out["itm_logits"].argmax(-1)
             store.append((batch["index"].cpu(), (pred == batch["labels"]).float().cpu()))
             return
-        if self.task == "retrieval" and self.cfg.model.retrieval_loss == "in_batch":
-            loss = in_batch_retrieval_loss(self.model, batch, self.cfg.model.temperature)
-            return loss, {}
         out = self.model(batch["frames"], batch["input_ids"], batch["attention_mask"], batch["pixel_mask"],
                          batch["video_index"])
         logits = out["logits"]

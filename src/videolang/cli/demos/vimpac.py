@@ -54,8 +54,8 @@ def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int, downsample
     fresh = not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos
     if fresh:
         synthesize_world(world, num_videos, seed=seed, overwrite=True, progress=False)
-    stale = (tok / "tokenizer.json").is_file() and load_frame_tokenizer(tok).downsample != downsample
-    if fresh or stale or not (tok / "tokenizer.json").is_file():
+    tokenizer = load_frame_tokenizer(tok) if (tok / "tokenizer.json").is_file() else None
+    if fresh or tokenizer is None or tokenizer.downsample != downsample:
         if tok.exists():
             shutil.rmtree(tok)
         train_videos, _ = world_videos(world, "train")
@@ -66,7 +66,7 @@ def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int, downsample
             store = out / f"tokens_{split}"
             if store.exists():
                 shutil.rmtree(store)
-    tokenizer = load_frame_tokenizer(tok)
+        tokenizer = load_frame_tokenizer(tok)
     report = json.loads((tok / "tokenizer.json").read_text())["report"]
     stores = {}
     for split in ("train", "val", "test"):
