@@ -113,6 +113,13 @@ def test_in_batch_retrieval_loss_is_symmetric_infonce_over_the_score_matrix():
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
+def test_in_batch_temperature_must_be_positive(world):
+    cfg = config(world, "clipbert.retrieval")
+    cfg["model"].update(retrieval_loss="in_batch", temperature=0.0)
+    with pytest.raises(ConfigError, match=r"model\.temperature must be > 0"):
+        fit(cfg)
+
+
 def test_retrieval_fit_with_in_batch_loss(world):
     cfg = config(world, "clipbert.retrieval")
     cfg["model"]["retrieval_loss"] = "in_batch"

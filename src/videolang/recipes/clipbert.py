@@ -242,6 +242,8 @@ class ClipBertModule(StagedEvalModule):
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
+        if not cfg.model.temperature > 0:
+            raise ConfigError(f"model.temperature must be > 0, got {cfg.model.temperature!r}")
         self.task = recipe_task(cfg)
         self.vocab = answer_vocab(cfg)
         self.model = build_clipbert(cfg, self.vocab.num_labels if self.vocab else None)
