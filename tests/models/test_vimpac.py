@@ -241,6 +241,22 @@ def test_classifier_zero_init_and_registry_round_trip(tmp_path):
     torch.testing.assert_close(model(codes), again(codes), rtol=0, atol=0)
 
 
+def test_classifier_mean_pooling_reads_non_pad_hidden_states():
+    torch.manual_seed(0)
+    model = create_model("vimpac-tiny", **TEST_OVERRIDES, architecture="vimpac-classifier", num_classes=3,
+                         pooling="mean").eval()
+    model.classifier.weight.data.normal_()
+    codes = model.example_inputs(2)["codes"]
+    pad = codes == model.config.pad_token_id
+    assert pad[0].any()
+    with torch.no_grad():
+        _, hidden = model.backbone(codes)
+        expected = torch.stack([hidden[i][~pad[i]].mean(0) for i in range(2)]) @ model.classifier.weight.t()
+        torch.testing.assert_close(model(codes), expected + model.classifier.bias)
+    with pytest.raises(ConfigError, match="pooling"):
+        create_model("vimpac-tiny", **TEST_OVERRIDES, pooling="max")
+
+
 def test_sync_batchnorm_single_process_is_batchnorm():
     bn, ref = SyncBatchNorm1d(6), torch.nn.BatchNorm1d(6)
     x = torch.randn(10, 6)

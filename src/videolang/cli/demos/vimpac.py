@@ -31,13 +31,13 @@ CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vimpac"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo_vimpac")
-    p.add_argument("--num-videos", type=int, default=600)
+    p.add_argument("--num-videos", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqvae-steps", type=int, default=150)
     p.add_argument("--vqvae-downsample", type=int, default=4, choices=[4, 8],
                    help="pixels per code side: 8 gives 8 x 8 codes per 64 x 64 frame, 4 gives 16 x 16")
-    p.add_argument("--pretrain-epochs", type=int, default=4)
-    p.add_argument("--finetune-epochs", type=int, default=6)
+    p.add_argument("--pretrain-epochs", type=int, default=2)
+    p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--label-fraction", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
 
