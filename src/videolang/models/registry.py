@@ -76,7 +76,7 @@ def list_models() -> list[str]:
     return sorted(_config_files())
 
 
-def _flatten(overrides: dict[str, Any], cfg: dict, prefix: str = "") -> dict[str, Any]:
+def _flatten(overrides: dict[str, Any], cfg: dict | None, prefix: str = "") -> dict[str, Any]:
     """Nested override dicts as dotted keys wherever the config has a section of that name, so
     ``{"bert": {"hidden_dropout_prob": 0}}`` (what ``model.overrides.bert.hidden_dropout_prob=0``
     on the command line gives) changes one key instead of replacing the whole section."""
@@ -94,15 +94,11 @@ def _apply_overrides(cfg: dict, overrides: dict[str, Any], name: str) -> dict:
     cfg = json.loads(json.dumps(cfg))
     resolved: dict[str, Any] = {}
     for key, value in overrides.items():
+        *parents, leaf = key.split(".")
         node: Any = cfg
-        for part in key.split(".")[:-1]:
+        for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        leaf = key.split(".")[-1]
-        inner = node.get(leaf) if isinstance(node, dict) else None
-        if isinstance(value, dict) and isinstance(inner, dict):
-            resolved.update(_flatten(value, inner, f"{key}."))
-        else:
-            resolved[key] = value
+        resolved.update(_flatten({leaf: value}, node, "".join(f"{p}." for p in parents)))
     for key, value in resolved.items():
         node = cfg
         parts = key.split(".")
