@@ -185,6 +185,23 @@ def test_segmentation_head():
         tiny().segment_logits(torch.randn(1, 2, 512), torch.ones(1, 2, dtype=torch.bool))
 
 
+def test_match_scores_read_the_cls_state_of_the_full_attention_pass():
+    model = VLM(VLMConfig(feature_dim=8, max_video_len=4, num_classes=1,
+                          bert=BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32))).eval()
+    caps = torch.randint(5, 200, (3, 6))
+    cmasks, vfeats, vmasks = torch.ones(3, 6, dtype=torch.bool), torch.randn(3, 4, 8), torch.ones(3, 4, dtype=torch.bool)
+    scores = model.match_scores(caps, cmasks, vfeats, vmasks)
+    assert scores.shape == (3,)
+    expected = model.classifier(model(caps, cmasks, vfeats, vmasks)[:, 0]).squeeze(-1)
+    torch.testing.assert_close(scores, expected)
+    # full attention: the [CLS] score depends on the text as well as the video
+    other = model.match_scores(caps.roll(1, 0), cmasks, vfeats, vmasks)
+    assert not torch.allclose(scores, other)
+    with pytest.raises(ConfigError, match="one-output classifier"):
+        tiny().match_scores(caps, cmasks, torch.randn(3, 4, 512), vmasks)
+
+
 def test_convert_cli_round_trip_and_strictness(golden, tmp_path):
     from videolang.cli.main import main
     from videolang.models import load_pretrained

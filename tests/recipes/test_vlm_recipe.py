@@ -4,6 +4,7 @@ retrieval, multiple-choice QA, captioning and segmentation from its export; the 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -105,6 +106,28 @@ def test_retrieval_and_mcqa_from_the_export(world, pretrained):
     trained = fit(qa)
     assert any(h.get("loss") is not None for h in trained.metrics["history"]["train"])
     assert test(qa, resume=trained.run_dir).metrics["test"]["test/chance_accuracy"] == pytest.approx(20.0)
+
+
+def test_mcqa_joint_scoring_trains_a_match_head(world, pretrained):
+    w = world / "world"
+    qa = base(world, "vlm.mcqa", train_mc=str(w / "annotations/mc.jsonl"), batch_size=10,
+              test_mc=str(w / "formats/msrvtt/MSR_MC_test.csv"), test_mc_format="msrvtt")
+    qa["model"].update(init=str(pretrained[0].run_dir / "export"), scoring="joint")
+    trained = fit(qa)
+    losses = [h["loss"] for h in trained.metrics["history"]["train"] if h.get("loss") is not None]
+    assert losses and all(math.isfinite(x) for x in losses)
+    from safetensors.torch import load_file
+
+    head = load_file(str(trained.run_dir / "export" / "model.safetensors"))["classifier.1.weight"]
+    assert head.shape[0] == 1  # one match logit per (video, option) pair
+    out = test(qa, resume=trained.run_dir).metrics["test"]
+    assert out["test/chance_accuracy"] == pytest.approx(20.0)
+    assert 0.0 <= out["test/other_video_accuracy"] <= 100.0
+    # retrieval pairs cannot train a joint match head
+    del qa["data"]["train_mc"]
+    qa["data"]["train_pairs"] = str(w / "annotations/captions.jsonl")
+    with pytest.raises(ConfigError, match=r"data\.train_mc"):
+        fit(qa)
 
 
 def test_captioning_logs_beam_greedy_and_baseline(world, pretrained):

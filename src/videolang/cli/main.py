@@ -41,6 +41,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_mc(args: argparse.Namespace) -> int:
+    from videolang.data.synth import write_extra_multiple_choice
+
+    n = write_extra_multiple_choice(args.world, args.out, args.per_video, split=args.split, overwrite=args.overwrite)
+    print(f"wrote {n} multiple-choice items ({args.per_video} per {args.split} video) to {args.out}")
+    return 0
+
+
 def _cmd_pack(args: argparse.Namespace) -> int:
     from videolang.data.stores import pack_videos
 
@@ -175,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
+
+    p = dsub.add_parser("synth-mc", help="more multiple-choice items for a synthetic world's videos "
+                        "(fresh distractors; training data for vlm.mcqa's data.train_mc)")
+    p.add_argument("world", help="a folder from `videolang data synth`")
+    p.add_argument("--out", required=True, help="JSONL file (the layout of annotations/mc.jsonl)")
+    p.add_argument("--per-video", type=int, default=10)
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_synth_mc)
 
     p = dsub.add_parser("pack", help="pack a folder of videos into an LMDB store (key = relative path)")
     p.add_argument("video_dir")

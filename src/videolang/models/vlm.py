@@ -266,6 +266,15 @@ class VLM(nn.Module):
             cmasks = caps != self.config.pad_token_id
         return self._mean(*self.text_hidden(caps, cmasks))
 
+    def match_scores(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor,
+                     vmasks: torch.Tensor) -> torch.Tensor:
+        """(B,) video-text match logits: the one-output classifier on the [CLS] state of a
+        full-attention pass (multiple-choice scoring with ``scoring: joint``)."""
+        if self.config.num_classes != 1:
+            raise ConfigError(f"match_scores needs a one-output classifier, this VLM has num_classes="
+                              f"{self.config.num_classes}")
+        return self.classifier(self(caps, cmasks, vfeats, vmasks)[:, 0]).squeeze(-1)
+
     def segment_logits(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
         """Per-video-token class logits (B, T, num_classes) from the video half."""
         if self.config.num_classes <= 0:

@@ -106,6 +106,14 @@ class VLMRetrievalModelConfig(VLMModelConfig):
 
 
 @dataclass
+class VLMMultipleChoiceModelConfig(VLMRetrievalModelConfig):
+    # isolated: the original; each option's pooled text half against the pooled video half (any
+    # retrieval model scores options). joint: one full-attention pass over [CLS] video [SEP]
+    # option per option, scored by a linear head on [CLS] (trained on data.train_mc items).
+    scoring: Literal["isolated", "joint"] = "isolated"
+
+
+@dataclass
 class VLMCaptionModelConfig(VLMModelConfig):
     num_beams: int = 5  # the original: beam 5
     max_decode_length: int = 24  # the original: 24 tokens
@@ -370,11 +378,33 @@ class VLMQADataModule(VideoCLIPDataModule):
 
 class VLMMultipleChoice(VLMRetrieval):
     """``vlm.mcqa``: retrieval training (or cross-entropy over the options of training items,
-    with ``data.train_mc``), multiple-choice evaluation."""
+    with ``data.train_mc``), multiple-choice evaluation. ``model.scoring: joint`` scores each
+    (video, option) pair with one full-attention pass instead of the isolated halves."""
+
+    def build_model(self, m: VLMMultipleChoiceModelConfig, feature_dim: int) -> nn.Module:
+        if m.scoring == "isolated":
+            return super().build_model(m, feature_dim)
+        if not self.cfg.data.train_mc:
+            raise ConfigError("model.scoring=joint trains a fresh match head on multiple-choice items: "
+                              "set data.train_mc (retrieval pairs train the isolated halves only)")
+        return build_vlm(m, feature_dim, num_classes=1, tokenizer=_data_tokenizer(self.cfg),
+                         features=self.cfg.data.features)
 
     def on_train_epoch_start(self) -> None:
         if not self.cfg.data.train_mc:
             super().on_train_epoch_start()
+
+    def item_scores(self, batch: dict[str, torch.Tensor], video_shift: int = 0) -> torch.Tensor:
+        """(B, K) logits of each item's options; ``video_shift`` scores them against the video
+        of the item that many places earlier in the batch (the text-only control)."""
+        vfeats, vmask = batch["vfeats"].roll(video_shift, 0), batch["vmask"].roll(video_shift, 0)
+        if self.cfg.model.scoring == "isolated":
+            video, text = self.option_embeddings({**batch, "vfeats": vfeats, "vmask": vmask})
+            return self.option_scores(video, text)
+        b, k, length = batch["caps"].shape
+        scores = self.model.match_scores(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length),
+                                         vfeats.repeat_interleave(k, 0), vmask.repeat_interleave(k, 0))
+        return scores.view(b, k)
 
     def option_embeddings(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares
@@ -397,17 +427,16 @@ class VLMMultipleChoice(VLMRetrieval):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if "answer" not in batch:
             return super().training_step(batch, batch_idx)
-        loss = F.cross_entropy(self.option_scores(*self.option_embeddings(batch)), batch["answer"])
+        loss = F.cross_entropy(self.item_scores(batch), batch["answer"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["answer"].shape[0])
         return loss
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         k = batch["caps"].shape[1]
-        video, text = self.option_embeddings(batch)
-        pred = self.option_scores(video, text).argmax(-1)
+        pred = self.item_scores(batch).argmax(-1)
         # Control: the same options scored against another item's video. Accuracy above chance
         # there comes from the options' text alone.
-        control = self.option_scores(video.roll(1, 0), text).argmax(-1)
+        control = self.item_scores(batch, video_shift=1).argmax(-1)
         store = self._eval.setdefault(stage, [])
         store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k),
                       (control == batch["answer"]).float()))
@@ -648,7 +677,7 @@ class VLMSegmentation(_VLMTaskModule):
 
 register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VideoCLIPDataConfig)
 register_recipe("vlm.retrieval", VLMRetrieval, VideoCLIPDataModule, VLMRetrievalModelConfig, VideoCLIPDataConfig)
-register_recipe("vlm.mcqa", VLMMultipleChoice, VLMQADataModule, VLMRetrievalModelConfig, VLMQADataConfig)
+register_recipe("vlm.mcqa", VLMMultipleChoice, VLMQADataModule, VLMMultipleChoiceModelConfig, VLMQADataConfig)
 register_recipe("vlm.captioning", VLMCaptioning, VLMCaptionDataModule, VLMCaptionModelConfig, VLMCaptionDataConfig)
 register_recipe("vlm.segmentation", VLMSegmentation, VLMSegmentationDataModule, VLMSegmentationModelConfig,
                 VLMSegmentationDataConfig)

@@ -139,6 +139,44 @@ def test_multiple_choice_has_exactly_one_correct_option(ctx):
         assert a["options"][a["answer"]] == lang.VERB_PHRASES[a["option_verbs"][a["answer"]]][0]
 
 
+def test_extra_multiple_choice_items_for_training(ctx, tmp_path):
+    from videolang.data.synth import write_extra_multiple_choice
+
+    root, _, videos, _ = ctx
+    out = tmp_path / "mc_train.jsonl"
+    n = write_extra_multiple_choice(root, out, per_video=3)
+    items = _jsonl(out)
+    train = [v for v in videos if v["split"] == "train"]
+    assert n == len(items) == 3 * len(train) and {m["split"] for m in items} == {"train"}
+    world = _jsonl(root / "annotations/mc.jsonl")
+    assert not {m["qid"] for m in items} & {m["qid"] for m in world}
+    assert len({m["qid"] for m in items}) == len(items)
+    first = {m["video_id"]: m["options"] for m in world}
+    by_video: dict[str, list[tuple]] = {}
+    for m in items:
+        assert m["option_kinds"].count("correct") == 1 and m["option_kinds"][m["answer"]] == "correct"
+        by_video.setdefault(m["video_id"], []).append(tuple(m["options"]))
+    assert set(by_video) == {v["id"] for v in train}
+    # fresh items: not the world's own item, and not all alike
+    assert all(first[vid] != list(o) for vid, opts in by_video.items() for o in opts)
+    assert all(len(set(opts)) == 3 for opts in by_video.values())
+    # deterministic, atomic and refusing to overwrite by default
+    again = tmp_path / "again.jsonl"
+    write_extra_multiple_choice(root, again, per_video=3)
+    assert again.read_bytes() == out.read_bytes()
+    with pytest.raises(Exception, match="exists"):
+        write_extra_multiple_choice(root, out, per_video=3)
+    with pytest.raises(Exception, match="per_video"):
+        write_extra_multiple_choice(root, tmp_path / "zero.jsonl", per_video=0)
+    # the command line: the same file; refusing to overwrite exits 2 naming the path
+    from videolang.cli.main import main
+
+    cli = tmp_path / "cli.jsonl"
+    assert main(["data", "synth-mc", str(root), "--out", str(cli), "--per-video", "3"]) == 0
+    assert cli.read_bytes() == out.read_bytes()
+    assert main(["data", "synth-mc", str(root), "--out", str(cli)]) == 2
+
+
 def test_segments_and_timestamped_captions(ctx):
     root, _, videos, _ = ctx
     segs = _jsonl(root / "annotations/segments.jsonl")

@@ -7,8 +7,8 @@
 2. pretrain VLM (``configs/vlm/synthetic_pretrain.yaml``: MLM + masked frame NCE with
    whole-modality masking);
 3. from the pretrained export, fine-tune and test: text-to-video retrieval (R@1 against chance),
-   multiple-choice QA from the retrieval model, trained on the world's multiple-choice items
-   (accuracy against chance), captioning (BLEU-4 and
+   multiple-choice QA from the retrieval model, trained on ``--mc-per-video`` fresh
+   multiple-choice items per training video (accuracy against chance), captioning (BLEU-4 and
    ROUGE-L of beam and greedy decoding against the most frequent training caption) and action
    segmentation (frame accuracy against the majority-class rate);
 4. print the table and write it to ``OUT/summary.json``.
@@ -27,7 +27,7 @@ from pathlib import Path
 HELP = "VLM on the synthetic world: pretrain, then retrieval, MC-QA, captioning, segmentation"
 
 CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vlm"
-EPOCHS = {"pretrain": 30, "retrieval": 60, "mcqa": 30, "captioning": 30, "segmentation": 30}
+EPOCHS = {"pretrain": 30, "retrieval": 60, "mcqa": 2, "captioning": 30, "segmentation": 30}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frame backbone of the features (4 rows per second, temporal_diff on); "
                         "benchmarks/probe_synthetic_features.py compares them")
     p.add_argument("--grid", type=int, default=4, help="pooled-pixels: grid x grid pooling")
+    p.add_argument("--mc-per-video", type=int, default=10,
+                   help="multiple-choice training items per training video (fresh distractors each)")
 
 
 def _prepare(out: Path, num_videos: int, seed: int, backbone: str, grid: int) -> tuple[Path, Path, Path]:
@@ -104,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
     retrieval = _stage("retrieval", "synthetic_retrieval.yaml", [
         *common, init, f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl",
         f"data.test_pairs={fmt}/msrvtt/MSRVTT_JSFUSION_test.csv"], epochs("retrieval"))
+    from videolang.data.synth import write_extra_multiple_choice
+
+    train_mc = out / f"mc_train_{args.mc_per_video}.jsonl"
+    write_extra_multiple_choice(world, train_mc, args.mc_per_video, overwrite=True)
     mcqa = _stage("mcqa", "synthetic_mcqa.yaml", [
-        *common, f"model.init={Path(retrieval['run_dir']) / 'export'}", f"data.train_mc={ann}/mc.jsonl",
+        *common, f"model.init={Path(retrieval['run_dir']) / 'export'}", f"data.train_mc={train_mc}",
         f"data.val_mc={ann}/mc.jsonl", f"data.test_mc={fmt}/msrvtt/MSR_MC_test.csv"], epochs("mcqa"))
     captioning = _stage("captioning", "synthetic_captioning.yaml", [
         *common, init, f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl",

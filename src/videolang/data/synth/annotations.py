@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from videolang.errors import ConfigError
+
 from . import language as lang
 from .world import (
     ACTIONS,
@@ -43,13 +45,14 @@ CAPTIONS_PER_IMAGE = 3
 
 # Random streams. Per-video streams are >= 1 so that [seed, index, stream] never collides with
 # the two-element world-level streams below.
-STREAM_SPEC, STREAM_CAPTIONS, STREAM_QA, STREAM_MC, STREAM_IMAGES, STREAM_ACTION_MC = (
+STREAM_SPEC, STREAM_CAPTIONS, STREAM_QA, STREAM_MC, STREAM_IMAGES, STREAM_ACTION_MC, STREAM_MC_EXTRA = (
     1,
     2,
     3,
     4,
     5,
     6,
+    7,
 )
 WORLD_SPLIT, WORLD_CORPUS, WORLD_SST, WORLD_RTE = 1_000_001, 1_000_002, 1_000_003, 1_000_004
 
@@ -105,6 +108,29 @@ class WorldAnnotations:
 
     def split_ids(self, split: str) -> list[str]:
         return [v["id"] for v in self.videos if v["split"] == split]
+
+
+def extra_multiple_choice(
+    videos: Sequence[dict[str, Any]], seed: int, per_video: int, *, first_qid: int
+) -> list[dict[str, Any]]:
+    """``per_video`` more multiple-choice items for each of ``videos`` (records of
+    ``videos.jsonl``), with fresh distractors and wording from their own random stream.
+
+    Training data for option scorers: the world's ``mc.jsonl`` has one item per video, which a
+    scorer memorises. Item ``j`` of the video with index ``i`` gets qid
+    ``first_qid + i * per_video + j``; pass the world's video count so that both files can be
+    read together.
+    """
+    if per_video < 1:
+        raise ConfigError(f"per_video={per_video}: must be >= 1")
+    items = []
+    for v in videos:
+        rng = _rng(seed, v["index"], STREAM_MC_EXTRA)
+        for j in range(per_video):
+            mc = lang.multiple_choice(v, rng, MC_OPTIONS)
+            qid = first_qid + v["index"] * per_video + j
+            items.append({"qid": qid, "video_id": v["id"], "split": v["split"], **mc})
+    return items
 
 
 def build_annotations(

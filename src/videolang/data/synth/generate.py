@@ -26,6 +26,7 @@ from .annotations import (
     build_annotations,
     counts,
     event_middle_frame,
+    extra_multiple_choice,
     image_file_name,
     write_annotations,
 )
@@ -246,3 +247,20 @@ def load_videos(world_dir: str | os.PathLike, split: str | None = None) -> list[
             if split is None or rec["split"] == split:
                 rows.append(rec)
     return rows
+
+
+def write_extra_multiple_choice(
+    world_dir: str | os.PathLike, out_path: str | os.PathLike, per_video: int, *,
+    split: str = "train", overwrite: bool = False,
+) -> int:
+    """Write ``per_video`` fresh multiple-choice items for every ``split`` video of a world to
+    ``out_path`` (JSONL, the layout of ``annotations/mc.jsonl``, atomically); returns the count.
+
+    The items are drawn from the world's seed, so the same arguments give the same file.
+    """
+    manifest = load_manifest(world_dir)
+    items = extra_multiple_choice(load_videos(world_dir, split), manifest["args"]["seed"], per_video,
+                                  first_qid=manifest["args"]["num_videos"])
+    with atomic_output(out_path, overwrite=overwrite) as tmp:
+        tmp.write_text("".join(json.dumps(it, sort_keys=True) + "\n" for it in items), encoding="utf-8")
+    return len(items)
