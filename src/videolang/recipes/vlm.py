@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -394,17 +395,18 @@ class VLMMultipleChoice(VLMRetrieval):
         if not self.cfg.data.train_mc:
             super().on_train_epoch_start()
 
-    def item_scores(self, batch: dict[str, torch.Tensor], video_shift: int = 0) -> torch.Tensor:
-        """(B, K) logits of each item's options; ``video_shift`` scores them against the video
-        of the item that many places earlier in the batch (the text-only control)."""
-        vfeats, vmask = batch["vfeats"].roll(video_shift, 0), batch["vmask"].roll(video_shift, 0)
+    def item_scores(self, batch: dict[str, torch.Tensor], video_shifts: Sequence[int] = (0,)) -> list[torch.Tensor]:
+        """(B, K) logits of each item's options against the video of the item ``shift`` places
+        earlier in the batch, one tensor per shift (shift 1: the text-only control). The
+        isolated halves are encoded once for all shifts."""
         if self.cfg.model.scoring == "isolated":
-            video, text = self.option_embeddings({**batch, "vfeats": vfeats, "vmask": vmask})
-            return self.option_scores(video, text)
+            video, text = self.option_embeddings(batch)
+            return [self.option_scores(video.roll(shift, 0), text) for shift in video_shifts]
         b, k, length = batch["caps"].shape
-        scores = self.model.match_scores(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length),
-                                         vfeats.repeat_interleave(k, 0), vmask.repeat_interleave(k, 0))
-        return scores.view(b, k)
+        caps, cmask = batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length)
+        return [self.model.match_scores(caps, cmask, batch["vfeats"].roll(shift, 0).repeat_interleave(k, 0),
+                                        batch["vmask"].roll(shift, 0).repeat_interleave(k, 0)).view(b, k)
+                for shift in video_shifts]
 
     def option_embeddings(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares
@@ -427,16 +429,15 @@ class VLMMultipleChoice(VLMRetrieval):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if "answer" not in batch:
             return super().training_step(batch, batch_idx)
-        loss = F.cross_entropy(self.item_scores(batch), batch["answer"])
+        loss = F.cross_entropy(self.item_scores(batch)[0], batch["answer"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["answer"].shape[0])
         return loss
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         k = batch["caps"].shape[1]
-        pred = self.item_scores(batch).argmax(-1)
         # Control: the same options scored against another item's video. Accuracy above chance
         # there comes from the options' text alone.
-        control = self.item_scores(batch, video_shift=1).argmax(-1)
+        pred, control = (scores.argmax(-1) for scores in self.item_scores(batch, video_shifts=(0, 1)))
         store = self._eval.setdefault(stage, [])
         store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k),
                       (control == batch["answer"]).float()))

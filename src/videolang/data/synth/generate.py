@@ -262,5 +262,5 @@ def write_extra_multiple_choice(
     items = extra_multiple_choice(load_videos(world_dir, split), manifest["args"]["seed"], per_video,
                                   first_qid=manifest["args"]["num_videos"])
     with atomic_output(out_path, overwrite=overwrite) as tmp:
-        tmp.write_text("".join(json.dumps(it, sort_keys=True) + "\n" for it in items), encoding="utf-8")
+        TreeWriter(tmp.parent).jsonl(tmp.name, items)  # the serialization of the world's own files
     return len(items)
