@@ -185,7 +185,7 @@ def test_segmentation_head():
         tiny().segment_logits(torch.randn(1, 2, 512), torch.ones(1, 2, dtype=torch.bool))
 
 
-def test_match_scores_read_the_cls_state_of_the_full_attention_pass():
+def test_match_scores_read_the_cls_or_mean_text_state_of_the_full_attention_pass():
     model = VLM(VLMConfig(feature_dim=8, max_video_len=4, num_classes=1,
                           bert=BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1,
                                           num_attention_heads=2, intermediate_size=32))).eval()
@@ -198,6 +198,12 @@ def test_match_scores_read_the_cls_state_of_the_full_attention_pass():
     # full attention: the [CLS] score depends on the text as well as the video
     other = model.match_scores(caps.roll(1, 0), cmasks, vfeats, vmasks)
     assert not torch.allclose(scores, other)
+    # pooling="text": the mean of the words and final [SEP] of the same pass, padding ignored
+    cmasks[0, 4:] = False
+    hidden = model(caps, cmasks, vfeats, vmasks)[:, 4 + 2 :]
+    keys = cmasks[:, 2:].unsqueeze(-1).float()
+    expected = model.classifier((hidden * keys).sum(1) / keys.sum(1)).squeeze(-1)
+    torch.testing.assert_close(model.match_scores(caps, cmasks, vfeats, vmasks, pooling="text"), expected)
     with pytest.raises(ConfigError, match="one-output classifier"):
         tiny().match_scores(caps, cmasks, torch.randn(3, 4, 512), vmasks)
 

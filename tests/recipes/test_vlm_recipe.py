@@ -130,6 +130,46 @@ def test_mcqa_joint_scoring_trains_a_match_head(world, pretrained):
         fit(qa)
 
 
+class HybridAgainstIsolated(Callback):
+    """On the first training batch, before any update: the hybrid and the isolated scores."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx:
+            return
+        pl_module.eval()  # no dropout, so the two passes are comparable
+        with torch.no_grad():
+            self.hybrid = pl_module.item_scores(batch)[0]
+            self.isolated = pl_module.option_scores(*pl_module.option_embeddings(batch))
+        pl_module.train()
+
+
+class HeadAtTest(Callback):
+    def on_test_start(self, trainer, pl_module):
+        self.head = pl_module.model.classifier[-1].weight.detach().clone()
+
+
+def test_mcqa_hybrid_scoring_starts_at_the_isolated_scores(world, pretrained):
+    w = world / "world"
+    qa = base(world, "vlm.mcqa", train_mc=str(w / "annotations/mc.jsonl"), batch_size=10,
+              test_mc=str(w / "formats/msrvtt/MSR_MC_test.csv"), test_mc_format="msrvtt")
+    qa["model"].update(init=str(pretrained[0].run_dir / "export"), scoring="hybrid", normalize=True,
+                       temperature=0.1)
+    first = HybridAgainstIsolated()
+    trained = fit(qa, callbacks=[first])
+    # the fresh head is zero: training starts from the isolated scorer exactly
+    torch.testing.assert_close(first.hybrid, first.isolated)
+    from safetensors.torch import load_file
+
+    head = load_file(str(trained.run_dir / "export" / "model.safetensors"))["classifier.1.weight"]
+    assert head.abs().sum() > 0  # it learned
+    # evaluating the export keeps its trained head (only a fresh head starts at zero)
+    at_test = HeadAtTest()
+    qa["model"]["init"] = str(trained.run_dir / "export")
+    out = test(qa, callbacks=[at_test]).metrics["test"]
+    torch.testing.assert_close(at_test.head, head)
+    assert out["test/chance_accuracy"] == pytest.approx(20.0)
+
+
 def test_captioning_logs_beam_greedy_and_baseline(world, pretrained):
     w = world / "world"
     cfg = base(world, "vlm.captioning", train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl",

@@ -35,6 +35,7 @@ position ``T + 2``. Batches pad the video to ``max_video_len``, so the text half
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -267,13 +268,20 @@ class VLM(nn.Module):
         return self._mean(*self.text_hidden(caps, cmasks))
 
     def match_scores(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor,
-                     vmasks: torch.Tensor) -> torch.Tensor:
-        """(B,) video-text match logits: the one-output classifier on the [CLS] state of a
-        full-attention pass (multiple-choice scoring with ``scoring: joint``)."""
+                     vmasks: torch.Tensor, pooling: Literal["cls", "text"] = "cls") -> torch.Tensor:
+        """(B,) video-text match logits: the one-output classifier on a full-attention pass,
+        read at [CLS] (``pooling="cls"``) or on the mean of the text states (words and final
+        [SEP], which in this pass have seen the video; ``"text"``)."""
         if self.config.num_classes != 1:
             raise ConfigError(f"match_scores needs a one-output classifier, this VLM has num_classes="
                               f"{self.config.num_classes}")
-        return self.classifier(self(caps, cmasks, vfeats, vmasks)[:, 0]).squeeze(-1)
+        hidden = self(caps, cmasks, vfeats, vmasks)
+        if pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            tv = vfeats.shape[1]
+            pooled = self._mean(hidden[:, tv + 2 :], cmasks[:, 2:].bool())
+        return self.classifier(pooled).squeeze(-1)
 
     def segment_logits(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
         """Per-video-token class logits (B, T, num_classes) from the video half."""

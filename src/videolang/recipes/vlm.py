@@ -111,7 +111,10 @@ class VLMMultipleChoiceModelConfig(VLMRetrievalModelConfig):
     # isolated: the original; each option's pooled text half against the pooled video half (any
     # retrieval model scores options). joint: one full-attention pass over [CLS] video [SEP]
     # option per option, scored by a linear head on [CLS] (trained on data.train_mc items).
-    scoring: Literal["isolated", "joint"] = "isolated"
+    # hybrid: the isolated score plus a zero-initialized linear head on the mean text state of
+    # the full-attention pass, so training starts from the isolated scorer and the head learns
+    # what pooled halves cannot see (the order of events).
+    scoring: Literal["isolated", "joint", "hybrid"] = "isolated"
 
 
 @dataclass
@@ -206,10 +209,21 @@ def feature_statistics(features: str, max_videos: int = 5000) -> tuple[torch.Ten
 
 
 def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, tokenizer: Any | None = None,
-              features: str | None = None) -> VLM:
+              features: str | None = None, zero_head: bool = False) -> VLM:
     """The run's VLM: from a saved folder / original checkpoint or a registered config; a
-    ``num_classes`` head is added (freshly initialised) when the source has none. A registered
-    config without pretrained text weights is sized to ``tokenizer``."""
+    ``num_classes`` head is added (freshly initialised, with zeros when ``zero_head``) when the
+    source has none. A registered config without pretrained text weights is sized to
+    ``tokenizer``."""
+    model, fresh_head = _build_vlm(m, feature_dim, num_classes, tokenizer, features)
+    if zero_head and fresh_head:
+        nn.init.zeros_(model.classifier[-1].weight)
+        nn.init.zeros_(model.classifier[-1].bias)
+    return model
+
+
+def _build_vlm(m: VLMModelConfig, feature_dim: int, num_classes: int, tokenizer: Any | None,
+               features: str | None) -> tuple[VLM, bool]:
+    """The model and whether its ``num_classes`` head is new (not loaded from ``model.init``)."""
     if m.init and m.init_format == "videolang":
         source = load_pretrained(m.init)
         if not isinstance(source, VLM):
@@ -218,7 +232,7 @@ def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, toke
             raise ConfigError(f"model.init {m.init}: expects {source.config.feature_dim}-d features, "
                               f"the feature store has {feature_dim}")
         if source.config.num_classes == num_classes:
-            return source.train()
+            return source.train(), False
         cfg = source.config
         cfg.num_classes = num_classes
         model = VLM(cfg)
@@ -226,7 +240,7 @@ def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, toke
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("classifier.") for k in missing):
             raise ConfigError(f"model.init {m.init}: unexpected {unexpected}, missing {missing}")
-        return model
+        return model, num_classes > 0
     overrides: dict[str, Any] = {"feature_dim": feature_dim, **_tokenizer_overrides(m.name, tokenizer)}
     if num_classes:
         overrides["num_classes"] = num_classes
@@ -248,7 +262,7 @@ def build_vlm(m: VLMModelConfig, feature_dim: int, *, num_classes: int = 0, toke
         if not features:
             raise ConfigError("model.standardize_features needs the feature store (data.features)")
         model.set_feature_statistics(*feature_statistics(features))
-    return model
+    return model, num_classes > 0
 
 
 def _feature_dim(m: VLMModelConfig, features: str) -> int:
@@ -386,10 +400,10 @@ class VLMMultipleChoice(VLMRetrieval):
         if m.scoring == "isolated":
             return super().build_model(m, feature_dim)
         if not self.cfg.data.train_mc:
-            raise ConfigError("model.scoring=joint trains a fresh match head on multiple-choice items: "
+            raise ConfigError(f"model.scoring={m.scoring} trains a fresh match head on multiple-choice items: "
                               "set data.train_mc (retrieval pairs train the isolated halves only)")
         return build_vlm(m, feature_dim, num_classes=1, tokenizer=_data_tokenizer(self.cfg),
-                         features=self.cfg.data.features)
+                         features=self.cfg.data.features, zero_head=m.scoring == "hybrid")
 
     def on_train_epoch_start(self) -> None:
         if not self.cfg.data.train_mc:
@@ -399,14 +413,20 @@ class VLMMultipleChoice(VLMRetrieval):
         """(B, K) logits of each item's options against the video of the item ``shift`` places
         earlier in the batch, one tensor per shift (shift 1: the text-only control). The
         isolated halves are encoded once for all shifts."""
-        if self.cfg.model.scoring == "isolated":
+        scoring = self.cfg.model.scoring
+        scores = [0.0] * len(video_shifts)
+        if scoring in ("isolated", "hybrid"):
             video, text = self.option_embeddings(batch)
-            return [self.option_scores(video.roll(shift, 0), text) for shift in video_shifts]
+            scores = [self.option_scores(video.roll(shift, 0), text) for shift in video_shifts]
+        if scoring == "isolated":
+            return scores
         b, k, length = batch["caps"].shape
         caps, cmask = batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length)
-        return [self.model.match_scores(caps, cmask, batch["vfeats"].roll(shift, 0).repeat_interleave(k, 0),
-                                        batch["vmask"].roll(shift, 0).repeat_interleave(k, 0)).view(b, k)
-                for shift in video_shifts]
+        pooling = "cls" if scoring == "joint" else "text"
+        return [base + self.model.match_scores(
+                    caps, cmask, batch["vfeats"].roll(shift, 0).repeat_interleave(k, 0),
+                    batch["vmask"].roll(shift, 0).repeat_interleave(k, 0), pooling=pooling).view(b, k)
+                for base, shift in zip(scores, video_shifts, strict=True)]
 
     def option_embeddings(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares

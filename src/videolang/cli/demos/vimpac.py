@@ -11,7 +11,9 @@
 3. fine-tune motion classification (9 classes; ``configs/vimpac/synthetic_finetune.yaml``, the
    whole video as one 5-frame clip) twice with identical settings and steps: from the
    pretrained backbone and from scratch; test both on the held-out split;
-4. print both accuracies and chance (the majority-class rate), write ``OUT/summary.json``.
+4. print both accuracies and chance (the majority-class rate), write ``OUT/summary.json``;
+   with ``--finetune-seeds 0 1 2`` both fine-tunings run once per seed and the mean, standard
+   deviation and per-seed differences are printed.
 
 ``--label-fraction`` fine-tunes on that share of the labelled training videos (pretraining always
 sees all of them, unlabelled): the regime where the paper's pretraining matters most.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -38,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pixels per code side: 8 gives 8 x 8 codes per 64 x 64 frame, 4 gives 16 x 16")
     p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--finetune-seeds", nargs="+", type=int, default=[0],
+                   help="fine-tune both models once per seed (the data, tokenizer and pretraining stay fixed); "
+                        "several seeds show how often the from-scratch model stays at the class prior")
     p.add_argument("--label-fraction", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
 
@@ -80,6 +86,10 @@ def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int, downsample
     return stores, report
 
 
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
 def _finetune(stores: dict[str, Path], common: list[str], init: str | None, epochs: int, name: str) -> dict:
     from videolang.engine import fit, test
 
@@ -115,24 +125,40 @@ def run(args: argparse.Namespace) -> int:
               [*data, f"trainer.max_epochs={args.pretrain_epochs}", f"model.mask_blocks={blocks}"])
     pre_final = pre.metrics["final"]
     common = [*data, f"data.test_stores=[{stores['test']}]", f"data.label_fraction={args.label_fraction}"]
-    pretrained = _finetune(stores, common, str(pre.run_dir / "export"), args.finetune_epochs, "vimpac_synth_pretrained")
-    scratch = _finetune(stores, common, None, args.finetune_epochs, "vimpac_synth_scratch")
-    p, s = pretrained["metrics"], scratch["metrics"]
+    results = {seed: {"pretrained": _finetune(stores, [*common, f"seed={seed}"], str(pre.run_dir / "export"),
+                                              args.finetune_epochs, f"vimpac_synth_pretrained_seed{seed}"),
+                      "scratch": _finetune(stores, [*common, f"seed={seed}"], None, args.finetune_epochs,
+                                           f"vimpac_synth_scratch_seed{seed}")}
+               for seed in args.finetune_seeds}
+    top1 = {kind: [results[seed][kind]["metrics"]["test/top1"] for seed in args.finetune_seeds]
+            for kind in ("pretrained", "scratch")}
+    first = results[args.finetune_seeds[0]]
+    chance = first["pretrained"]["metrics"]["test/chance"]
+    steps = first["pretrained"]["steps"]
     summary = {
         "videos": args.num_videos, "label_fraction": args.label_fraction,
         "vqvae": vq_report,
         "pretrain": {k: pre_final.get(k) for k in ("val/mlm_acc", "val/nce", "val/knn_top1")},
-        "finetune_steps": {"pretrained": pretrained["steps"], "scratch": scratch["steps"]},
-        "test_top1": {"pretrained": p["test/top1"], "scratch": s["test/top1"], "chance": p["test/chance"]},
+        "finetune_steps": {kind: first[kind]["steps"] for kind in ("pretrained", "scratch")},
+        "finetune_seeds": args.finetune_seeds,
+        "test_top1": {**{kind: _mean_std(v) for kind, v in top1.items()}, "chance": chance},
+        "test_top1_per_seed": top1,
         "seconds": round(time.perf_counter() - start, 1),
-        "runs": {"pretrain": str(pre.run_dir), "pretrained": pretrained["run_dir"], "scratch": scratch["run_dir"]},
+        "runs": {"pretrain": str(pre.run_dir),
+                 **{f"{kind}_seed{seed}": results[seed][kind]["run_dir"]
+                    for seed in args.finetune_seeds for kind in ("pretrained", "scratch")}},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"pretraining: masked-token accuracy {summary['pretrain']['val/mlm_acc']:.1f}%, "
           f"kNN top-1 {summary['pretrain']['val/knn_top1']:.1f}%")
-    print(f"motion classification, test top-1 after {pretrained['steps']} fine-tuning steps each:")
-    print(f"  pretrained   {p['test/top1']:6.2f}%")
-    print(f"  from scratch {s['test/top1']:6.2f}%")
-    print(f"  chance       {p['test/chance']:6.2f}% (majority class)")
+    print(f"motion classification, test top-1 after {steps} fine-tuning steps each, "
+          f"fine-tuning seeds {args.finetune_seeds}:")
+    for kind, label in (("pretrained", "pretrained  "), ("scratch", "from scratch")):
+        mean, std = summary["test_top1"][kind]["mean"], summary["test_top1"][kind]["std"]
+        per_seed = ", ".join(f"{x:.2f}" for x in top1[kind])
+        print(f"  {label} {mean:6.2f}% +- {std:.2f} ({per_seed})")
+    gaps = ", ".join(f"{a - b:+.2f}" for a, b in zip(top1["pretrained"], top1["scratch"], strict=True))
+    print(f"  pretrained minus scratch per seed: {gaps}")
+    print(f"  chance       {chance:6.2f}% (majority class)")
     print(f"({summary['seconds']:.0f} s; summary in {out / 'summary.json'})")
     return 0

@@ -27,12 +27,15 @@ from pathlib import Path
 HELP = "VLM on the synthetic world: pretrain, then retrieval, MC-QA, captioning, segmentation"
 
 CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vlm"
-EPOCHS = {"pretrain": 30, "retrieval": 60, "mcqa": 2, "captioning": 30, "segmentation": 30}
+# 3,000 videos: a third of the epochs of the earlier 1,000-video default, the same steps. Three
+# times as many distinct training videos lifted multiple-choice QA most (26.7 -> 38.4 % on
+# validation, the same MC recipe): with 700 videos the MC model memorises their content.
+EPOCHS = {"pretrain": 10, "retrieval": 20, "mcqa": 2, "captioning": 10, "segmentation": 10}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo_vlm")
-    p.add_argument("--num-videos", type=int, default=1000)
+    p.add_argument("--num-videos", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help=f"multiply every stage's epochs ({EPOCHS}) by this")
