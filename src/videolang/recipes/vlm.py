@@ -414,19 +414,21 @@ class VLMMultipleChoice(VLMRetrieval):
         earlier in the batch, one tensor per shift (shift 1: the text-only control). The
         isolated halves are encoded once for all shifts."""
         scoring = self.cfg.model.scoring
-        scores = [0.0] * len(video_shifts)
-        if scoring in ("isolated", "hybrid"):
+        if scoring != "joint":
             video, text = self.option_embeddings(batch)
-            scores = [self.option_scores(video.roll(shift, 0), text) for shift in video_shifts]
-        if scoring == "isolated":
-            return scores
+            isolated = [self.option_scores(video.roll(shift, 0), text) for shift in video_shifts]
+            if scoring == "isolated":
+                return isolated
         b, k, length = batch["caps"].shape
         caps, cmask = batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length)
         pooling = "cls" if scoring == "joint" else "text"
-        return [base + self.model.match_scores(
-                    caps, cmask, batch["vfeats"].roll(shift, 0).repeat_interleave(k, 0),
-                    batch["vmask"].roll(shift, 0).repeat_interleave(k, 0), pooling=pooling).view(b, k)
-                for base, shift in zip(scores, video_shifts, strict=True)]
+        joint = [self.model.match_scores(caps, cmask, batch["vfeats"].roll(shift, 0).repeat_interleave(k, 0),
+                                         batch["vmask"].roll(shift, 0).repeat_interleave(k, 0),
+                                         pooling=pooling).view(b, k)
+                 for shift in video_shifts]
+        if scoring == "joint":
+            return joint
+        return [a + j for a, j in zip(isolated, joint, strict=True)]
 
     def option_embeddings(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares

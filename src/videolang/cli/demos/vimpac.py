@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not CONFIGS.is_dir():
         raise ConfigError(f"demo configs not found: {CONFIGS} (run the demo from a source checkout)")
+    if len(set(args.finetune_seeds)) != len(args.finetune_seeds):
+        raise ConfigError(f"--finetune-seeds {args.finetune_seeds}: each seed once (a repeat would run the same "
+                          f"fine-tuning twice and count it twice)")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     out = Path(args.out)
