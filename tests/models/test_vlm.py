@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,49 @@ def test_convert_cli_round_trip_and_strictness(golden, tmp_path):
     torch.save(state, ckpt)
     assert main([*args[:2], str(ckpt), str(tmp_path / "out2"), *args[4:]]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_order_aware_embeddings_average_whole_and_run_cosines(golden):
+    model = tiny()
+    convert_mmpt_vlm_state_dict(golden["state_dict"], model)
+    i = golden["inputs"]
+    caps, cmasks, vfeats, vmasks = i["caps"], i["cmasks"], i["vfeats"], i["vmasks"]
+    s = 2
+    with torch.no_grad():
+        video, text = model.encode_video(vfeats, vmasks, segments=s), model.encode_text(caps, cmasks, segments=s)
+        vh, vk = model.video_hidden(vfeats, vmasks)
+        th, tk = model.text_hidden(caps, cmasks)
+    h = vh.shape[-1]
+    assert video.shape == (vfeats.shape[0], (1 + s) * h) and text.shape == (caps.shape[0], (1 + s) * h)
+    torch.testing.assert_close(video.norm(dim=-1), torch.ones(len(video)))
+
+    def runs(hidden, keys):  # by hand: the valid tokens in order, cut into s near-equal runs
+        out = []
+        for row, k in zip(hidden, keys, strict=True):
+            valid = row[k]
+            bounds = [-(-len(valid) * j // s) for j in range(s + 1)]  # ceil: earlier runs take the extra token
+            out.append([valid.mean(0)] + [valid[a:b].mean(0) for a, b in itertools.pairwise(bounds)])
+        return out
+
+    cos = torch.nn.functional.cosine_similarity
+    for b, (v_parts, t_parts) in enumerate(zip(runs(vh, vk), runs(th, tk), strict=True)):
+        expect = sum(cos(v, t, dim=0) for v, t in zip(v_parts, t_parts, strict=True)) / (1 + s)
+        torch.testing.assert_close(video[b] @ text[b], expect, atol=1e-5, rtol=0)
+    # the first part is the whole-sequence embedding, normalized
+    whole = torch.nn.functional.normalize(model.encode_video(vfeats, vmasks), dim=-1) / (1 + s) ** 0.5
+    torch.testing.assert_close(video[:, :h], whole, atol=1e-6, rtol=0)
+
+
+def test_order_aware_embeddings_tell_swapped_halves_apart():
+    model = tiny()
+    a, b = torch.randn(1, 3, 512), torch.randn(1, 3, 512)
+    first, swapped = torch.cat([a, b], 1), torch.cat([b, a], 1)
+    with torch.no_grad():
+        x, y = model.encode_video(first, segments=2), model.encode_video(swapped, segments=2)
+    # swapping the two halves of a video moves its first run far more than its whole-video
+    # mean, which only the position embeddings can change
+    h = model.config.bert.hidden_size
+    assert (x[:, h:2 * h] - y[:, h:2 * h]).abs().max() > 10 * (x[:, :h] - y[:, :h]).abs().max()
 
 
 def test_feature_standardization_is_applied_everywhere(golden):

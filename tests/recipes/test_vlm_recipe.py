@@ -170,6 +170,32 @@ def test_mcqa_hybrid_scoring_starts_at_the_isolated_scores(world, pretrained):
     assert out["test/chance_accuracy"] == pytest.approx(20.0)
 
 
+class OptionEmbeddingWidth(Callback):
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        with torch.no_grad():
+            self.video, self.text = pl_module.option_embeddings(batch)
+        self.hidden = pl_module.model.config.bert.hidden_size
+
+
+def test_mcqa_temporal_segments_score_runs_of_the_halves(world, pretrained):
+    w = world / "world"
+    qa = base(world, "vlm.mcqa", train_mc=str(w / "annotations/mc.jsonl"), batch_size=10,
+              test_mc=str(w / "formats/msrvtt/MSR_MC_test.csv"), test_mc_format="msrvtt")
+    qa["model"].update(init=str(pretrained[0].run_dir / "export"), normalize=True, temperature=0.1,
+                       temporal_segments=2)
+    trained = fit(qa)
+    assert all(math.isfinite(h["loss"]) for h in trained.metrics["history"]["train"] if h.get("loss") is not None)
+    width = OptionEmbeddingWidth()
+    out = test(qa, resume=trained.run_dir, callbacks=[width]).metrics["test"]
+    assert width.video.shape[-1] == width.text.shape[-1] == 3 * width.hidden  # whole + 2 runs
+    torch.testing.assert_close(width.video.norm(dim=-1), torch.ones(len(width.video)))
+    assert out["test/chance_accuracy"] == pytest.approx(20.0)
+    for bad in ({"normalize": False}, {"scoring": "joint"}, {"temporal_segments": -1}):
+        cfg = {**qa, "model": {**qa["model"], **bad}}
+        with pytest.raises(ConfigError, match=r"model\.temporal_segments"):
+            fit(cfg)
+
+
 def test_captioning_logs_beam_greedy_and_baseline(world, pretrained):
     w = world / "world"
     cfg = base(world, "vlm.captioning", train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl",

@@ -254,18 +254,48 @@ class VLM(nn.Module):
         m = keys.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def encode_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled video embedding (B, H): mean of the valid video tokens and the video's [SEP]."""
+    @staticmethod
+    def _segment_means(hidden: torch.Tensor, keys: torch.Tensor, segments: int) -> torch.Tensor:
+        """(B, segments, H): means of the valid tokens cut, in sequence order, into ``segments``
+        runs of (nearly) equal length; a run with no token (fewer tokens than runs) is zero."""
+        k = keys.to(hidden.dtype)
+        count = k.sum(1, keepdim=True).clamp(min=1.0)
+        rank = k.cumsum(1) - 1.0  # the rank of each valid token among the valid ones
+        run = (rank * segments / count).floor().clamp(0, segments - 1).long()
+        weights = nn.functional.one_hot(run, segments).to(hidden.dtype) * k.unsqueeze(-1)  # (B, L, S)
+        sums = torch.einsum("bls,blh->bsh", weights, hidden)
+        return sums / weights.sum(1).clamp(min=1.0).unsqueeze(-1)
+
+    def _pool(self, hidden: torch.Tensor, keys: torch.Tensor, segments: int) -> torch.Tensor:
+        if segments <= 0:
+            return self._mean(hidden, keys)
+        parts = torch.cat([self._mean(hidden, keys).unsqueeze(1), self._segment_means(hidden, keys, segments)], 1)
+        parts = nn.functional.normalize(parts, dim=-1) / (1 + segments) ** 0.5
+        return parts.flatten(1)
+
+    def encode_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor | None = None, *,
+                     segments: int = 0) -> torch.Tensor:
+        """Pooled video embedding (B, H): mean of the valid video tokens and the video's [SEP].
+
+        ``segments = S > 0``: an order-aware embedding (B, (1 + S) * H), the L2-normalized mean
+        followed by the L2-normalized means of S consecutive runs of the tokens (the first
+        S-th of the video, the next, ...), all scaled by ``1 / sqrt(1 + S)``: a unit vector
+        whose dot product with :meth:`encode_text`'s of the same S is the average of the
+        whole-sequence cosine and the S run-to-run cosines. A mean over the whole video cannot
+        tell "A then B" from "B then A"; the runs can, for captions that narrate in order (not
+        in the original)."""
         if vmasks is None:
             vmasks = torch.ones(vfeats.shape[:2], dtype=torch.bool, device=vfeats.device)
-        return self._mean(*self.video_hidden(vfeats, vmasks))
+        return self._pool(*self.video_hidden(vfeats, vmasks), segments)
 
-    def encode_text(self, caps: torch.Tensor, cmasks: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_text(self, caps: torch.Tensor, cmasks: torch.Tensor | None = None, *,
+                    segments: int = 0) -> torch.Tensor:
         """Pooled text embedding (B, H) of ``[CLS] [SEP] words [SEP] [PAD]..`` (MMPT layout):
-        mean of the words and the final [SEP]."""
+        mean of the words and the final [SEP]; ``segments``: as :meth:`encode_video`, the runs
+        cut over the words (and the final [SEP])."""
         if cmasks is None:
             cmasks = caps != self.config.pad_token_id
-        return self._mean(*self.text_hidden(caps, cmasks))
+        return self._pool(*self.text_hidden(caps, cmasks), segments)
 
     def match_scores(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor,
                      vmasks: torch.Tensor, pooling: Literal["cls", "text"] = "cls") -> torch.Tensor:

@@ -13,7 +13,10 @@
   (the original: text-to-video); evaluation as ``videoclip.retrieval``.
 * ``vlm.mcqa``: multiple-choice video QA: trained like retrieval (the original trains on the
   retrieval pairs with a video-to-text loss), evaluated by scoring each candidate answer
-  sentence against the video; accuracy against chance.
+  sentence against the video; accuracy against chance. Or trained with cross-entropy over the
+  options of training items (``data.train_mc``). Not in the original: ``model.temporal_segments``
+  (also compare the halves run by run, so swapping the order of two events changes the score)
+  and the ``joint`` / ``hybrid`` scorers on the full-attention pass.
 * ``vlm.captioning``: generation with the causal text mask (``textgen_mask``); teacher-forced
   cross-entropy in training; greedy and beam search at evaluation, BLEU-4 and ROUGE-L against
   every reference of a video, next to a fixed most-frequent-training-caption baseline.
@@ -115,6 +118,10 @@ class VLMMultipleChoiceModelConfig(VLMRetrievalModelConfig):
     # the full-attention pass, so training starts from the isolated scorer and the head learns
     # what pooled halves cannot see (the order of events).
     scoring: Literal["isolated", "joint", "hybrid"] = "isolated"
+    # isolated / hybrid: S > 0 compares the halves also run by run (the first S-th of the video
+    # with the first S-th of the option's words, ...; VLM.encode_video(segments=S)), so options
+    # that only swap the order of two events score differently. Needs normalize: true.
+    temporal_segments: int = 0
 
 
 @dataclass
@@ -397,6 +404,12 @@ class VLMMultipleChoice(VLMRetrieval):
     (video, option) pair with one full-attention pass instead of the isolated halves."""
 
     def build_model(self, m: VLMMultipleChoiceModelConfig, feature_dim: int) -> nn.Module:
+        if m.temporal_segments < 0:
+            raise ConfigError(f"model.temporal_segments={m.temporal_segments}: must be >= 0 (0: whole-sequence means)")
+        if m.temporal_segments and (m.scoring == "joint" or not m.normalize):
+            raise ConfigError(f"model.temporal_segments={m.temporal_segments} compares cosine similarities of the "
+                              f"isolated halves: it needs model.normalize: true and model.scoring isolated or hybrid "
+                              f"(got normalize={m.normalize}, scoring={m.scoring})")
         if m.scoring == "isolated":
             return super().build_model(m, feature_dim)
         if not self.cfg.data.train_mc:
@@ -434,8 +447,10 @@ class VLMMultipleChoice(VLMRetrieval):
         """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares
         cosine similarities."""
         b, k, length = batch["caps"].shape
-        video = self.model.encode_video(batch["vfeats"], batch["vmask"])
-        text = self.model.encode_text(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length))
+        segments = self.cfg.model.temporal_segments
+        video = self.model.encode_video(batch["vfeats"], batch["vmask"], segments=segments)
+        text = self.model.encode_text(batch["caps"].reshape(b * k, length), batch["cmask"].reshape(b * k, length),
+                                      segments=segments)
         text = text.view(b, k, -1)
         if self.cfg.model.normalize:
             video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
