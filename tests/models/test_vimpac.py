@@ -257,6 +257,32 @@ def test_classifier_mean_pooling_reads_non_pad_hidden_states():
         create_model("vimpac-tiny", **TEST_OVERRIDES, pooling="max")
 
 
+def test_classifier_norm_standardizes_the_pooled_feature(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("vimpac-tiny", **TEST_OVERRIDES, architecture="vimpac-classifier", num_classes=3,
+                         pooling="mean", classifier_norm=True)
+    assert not any("norm" in name for name, _ in model.named_parameters() if not name.startswith("backbone"))
+    model.classifier.weight.data.normal_()
+    codes = model.example_inputs(4)["codes"]
+    model.eval()
+    with torch.no_grad():
+        _, hidden = model.backbone(codes)
+    pad = codes == model.config.pad_token_id
+    pooled = torch.stack([hidden[i][~pad[i]].mean(0) for i in range(4)])
+    model.train()
+    model.backbone.eval()  # no dropout in the backbone: only the head's batch statistics differ
+    with torch.no_grad():
+        logits = model(codes)
+    standardized = (pooled - pooled.mean(0)) / (pooled.var(0, unbiased=False) + 1e-5).sqrt()
+    torch.testing.assert_close(logits, standardized @ model.classifier.weight.t() + model.classifier.bias,
+                               atol=1e-4, rtol=0)
+    # evaluation reads the running statistics, which the export keeps
+    model.eval()
+    again = load_pretrained(save_pretrained(model, tmp_path / "m"))
+    torch.testing.assert_close(model(codes), again(codes), rtol=0, atol=0)
+    assert again.norm.running_mean.abs().sum() > 0
+
+
 def test_sync_batchnorm_single_process_is_batchnorm():
     bn, ref = SyncBatchNorm1d(6), torch.nn.BatchNorm1d(6)
     x = torch.randn(10, 6)

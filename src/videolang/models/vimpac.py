@@ -116,6 +116,9 @@ class VimpacConfig:
     # what the classifier reads: "cls" (the original's fine-tuning head) or "mean" (the non-PAD
     # mean of the final hidden states, the original backbone's "pooling" output without its PAD)
     pooling: str = "cls"
+    # standardize the pooled feature with a BatchNorm without affine parameters before the
+    # classifier (as MAE's linear probe); not in the original
+    classifier_norm: bool = False
     architecture: str = "vimpac"
 
     @property
@@ -498,6 +501,7 @@ class VimpacForClassification(nn.Module):
             raise ConfigError("VimpacForClassification needs num_classes >= 1")
         self.config = cfg
         self.backbone = VimpacBackbone(cfg)
+        self.norm = SyncBatchNorm1d(cfg.hidden_size, affine=False) if cfg.classifier_norm else nn.Identity()
         self.dropout = nn.Dropout(cfg.classifier_dropout)
         self.classifier = nn.Linear(cfg.hidden_size, cfg.num_classes)
         nn.init.zeros_(self.classifier.weight)
@@ -507,7 +511,7 @@ class VimpacForClassification(nn.Module):
         cls, hidden = self.backbone(codes)
         if self.config.pooling == "mean":
             cls = masked_mean(hidden, codes == self.config.pad_token_id)
-        return self.classifier(self.dropout(cls))
+        return self.classifier(self.dropout(self.norm(cls)))
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
         return {"codes": _example_codes(self.config, batch_size)}
