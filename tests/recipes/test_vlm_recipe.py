@@ -177,6 +177,13 @@ class OptionEmbeddingWidth(Callback):
         self.hidden = pl_module.model.config.bert.hidden_size
 
 
+class PairWidth(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with torch.no_grad():
+            video, text = pl_module.encode_pairs(batch)
+        self.video, self.text = video.shape[-1], text.shape[-1]
+
+
 def test_mcqa_temporal_segments_score_runs_of_the_halves(world, pretrained):
     w = world / "world"
     qa = base(world, "vlm.mcqa", train_mc=str(w / "annotations/mc.jsonl"), batch_size=10,
@@ -190,6 +197,12 @@ def test_mcqa_temporal_segments_score_runs_of_the_halves(world, pretrained):
     assert width.video.shape[-1] == width.text.shape[-1] == 3 * width.hidden  # whole + 2 runs
     torch.testing.assert_close(width.video.norm(dim=-1), torch.ones(len(width.video)))
     assert out["test/chance_accuracy"] == pytest.approx(20.0)
+    # trained on retrieval pairs instead, the pairs are pooled the same way
+    pairs = {**qa, "data": {k: v for k, v in qa["data"].items() if k != "train_mc"}}
+    pairs["data"].update(train_pairs=str(w / "annotations/captions.jsonl"), train_format="jsonl")
+    widths = PairWidth()
+    fit(pairs, callbacks=[widths])
+    assert widths.video == widths.text == 3 * width.hidden
     for bad in ({"normalize": False}, {"scoring": "joint"}, {"temporal_segments": -1}):
         cfg = {**qa, "model": {**qa["model"], **bad}}
         with pytest.raises(ConfigError, match=r"model\.temporal_segments"):

@@ -422,6 +422,12 @@ class VLMMultipleChoice(VLMRetrieval):
         if not self.cfg.data.train_mc:
             super().on_train_epoch_start()
 
+    def encode_pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training on retrieval pairs: pooled as the options are scored (``temporal_segments``)."""
+        segments = self.cfg.model.temporal_segments
+        return (self.model.encode_video(batch["vfeats"], batch["vmask"], segments=segments),
+                self.model.encode_text(batch["caps"], batch["cmask"], segments=segments))
+
     def item_scores(self, batch: dict[str, torch.Tensor], video_shifts: Sequence[int] = (0,)) -> list[torch.Tensor]:
         """(B, K) logits of each item's options against the video of the item ``shift`` places
         earlier in the batch, one tensor per shift (shift 1: the text-only control). The
