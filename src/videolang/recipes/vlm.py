@@ -450,8 +450,9 @@ class VLMMultipleChoice(VLMRetrieval):
         return [a + j for a, j in zip(isolated, joint, strict=True)]
 
     def option_embeddings(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Video (B, H) and option (B, K, H) embeddings, normalized when the model compares
-        cosine similarities."""
+        """Video (B, E) and option (B, K, E) embeddings, normalized when the model compares
+        cosine similarities; E is the hidden size, or (1 + S) times it with
+        ``temporal_segments: S``."""
         b, k, length = batch["caps"].shape
         segments = self.cfg.model.temporal_segments
         video = self.model.encode_video(batch["vfeats"], batch["vmask"], segments=segments)
