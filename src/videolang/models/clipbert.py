@@ -50,6 +50,7 @@ from torch import nn
 from videolang.errors import ConfigError
 from videolang.models.backbones.resnet import ResNet, ResNetConfig, convert_detectron2_resnet
 from videolang.models.bert import BertConfig, BertEncoder
+from videolang.models.config_types import check_field_types
 from videolang.models.weights import load_strict
 
 __all__ = [
@@ -106,7 +107,9 @@ class ClipBertConfig:
             d["backbone"] = ResNetConfig.from_dict(d["backbone"])
         if isinstance(d.get("bert"), dict):
             d["bert"] = BertConfig.from_dict(d["bert"], source="ClipBERT config 'bert'")
-        return cls(**d)
+        cfg = cls(**d)
+        check_field_types(cfg, "ClipBERT config")
+        return cfg
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -33,6 +33,7 @@ from torch import nn
 
 from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder, load_strict
+from videolang.models.config_types import check_field_types
 from videolang.models.layers import ProjectionHead
 
 __all__ = ["VideoCLIP", "VideoCLIPConfig", "convert_mmpt_state_dict", "masked_mean_excluding_cls"]
@@ -73,7 +74,9 @@ class VideoCLIPConfig:
                 d[tower] = BertConfig.from_dict(d[tower], source=f"VideoCLIP config '{tower}'")
         d.pop("model_type", None)
         d.pop("architecture", None)
-        return cls(**d)
+        cfg = cls(**d)
+        check_field_types(cfg, "VideoCLIP config")
+        return cfg
 
     def to_dict(self) -> dict:
         out = asdict(self)

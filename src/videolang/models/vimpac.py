@@ -59,6 +59,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videolang.errors import ConfigError
+from videolang.models.config_types import check_field_types
 from videolang.models.weights import format_keys, load_strict
 
 __all__ = [
@@ -160,6 +161,7 @@ class VimpacConfig:
         return asdict(self)
 
     def validate(self) -> None:
+        check_field_types(self, "VIMPAC config")
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"VIMPAC config: architecture {self.architecture!r} is not one of {sorted(ARCHITECTURES)}")
         if self.architecture == "vimpac-classifier" and self.num_classes < 1:

@@ -42,6 +42,7 @@ from torch import nn
 
 from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
+from videolang.models.config_types import check_field_types
 from videolang.models.videoclip import VideoTokenMLP
 from videolang.models.weights import load_strict
 
@@ -75,7 +76,9 @@ class VLMConfig:
             raise ConfigError(f"unknown VLM config keys: {', '.join(unknown)}")
         if isinstance(d.get("bert"), dict):
             d["bert"] = BertConfig.from_dict(d["bert"], source="VLM config 'bert'")
-        return cls(**d)
+        cfg = cls(**d)
+        check_field_types(cfg, "VLM config")
+        return cfg
 
     def to_dict(self) -> dict:
         return {**asdict(self), "architecture": "vlm"}
