@@ -121,11 +121,11 @@ def run(args: argparse.Namespace) -> int:
           f"{vq_report['codes_used']} codes in use, perplexity {vq_report['perplexity']:.1f}")
     runs = out / "runs"
     data = [f"data.train_stores=[{stores['train']}]", f"data.val_stores=[{stores['val']}]",
-            f"run.root={runs}", f"seed={args.seed}", "trainer.enable_progress_bar=false"]
+            f"run.root={runs}", "trainer.enable_progress_bar=false"]
     # 4 blocks mask about 20 % of a 5 x 8 x 8 clip; a 16 x 16 map needs 6 for about 17 %
     blocks = 4 if args.vqvae_downsample == 8 else 6
     pre = fit(CONFIGS / "synthetic_pretrain.yaml",
-              [*data, f"trainer.max_epochs={args.pretrain_epochs}", f"model.mask_blocks={blocks}"])
+              [*data, f"seed={args.seed}", f"trainer.max_epochs={args.pretrain_epochs}", f"model.mask_blocks={blocks}"])
     pre_final = pre.metrics["final"]
     common = [*data, f"data.test_stores=[{stores['test']}]", f"data.label_fraction={args.label_fraction}"]
     results = {seed: {"pretrained": _finetune(stores, [*common, f"seed={seed}"], str(pre.run_dir / "export"),
