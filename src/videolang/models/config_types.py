@@ -15,8 +15,6 @@ from typing import Any
 
 from videolang.errors import ConfigError
 
-_SCALARS = (bool, int, float, str)
-
 
 def _accepts(value: Any, tp: Any) -> bool | None:
     """Whether ``value`` fits the scalar annotation ``tp``; None for annotations not checked here."""
