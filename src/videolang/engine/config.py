@@ -31,6 +31,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from videolang.config_types import value_fits
 from videolang.errors import ConfigError
 
 __all__ = [
@@ -428,24 +429,12 @@ def _convert_sequence(value: Any, origin: type, args: tuple, tp: Any, key: str, 
 
 
 def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif tp is str:
-        ok = isinstance(value, str)
-    elif tp is type(None):
-        ok = value is None
-    elif isinstance(tp, type):
-        ok = isinstance(value, tp)
-    else:  # an annotation this validator does not know: accept the value as is
-        ok = True
+    ok = value_fits(value, tp)
+    if ok is None:  # another class: an instance of it; an annotation this validator does not know: as is
+        ok = isinstance(value, tp) if isinstance(tp, type) else True
     if not ok:
         raise _Mismatch(key, tp, value)
-    return value
+    return float(value) if tp is float else value
 
 
 def _field_types(cls: type, field_overrides: Mapping[str, type] | None = None) -> dict[str, Any]:

@@ -47,10 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
 from videolang.models.backbones.resnet import ResNet, ResNetConfig, convert_detectron2_resnet
 from videolang.models.bert import BertConfig, BertEncoder
-from videolang.models.config_types import check_field_types
 from videolang.models.weights import load_strict
 
 __all__ = [

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder, load_strict
-from videolang.models.config_types import check_field_types
 from videolang.models.layers import ProjectionHead
 
 __all__ = ["VideoCLIP", "VideoCLIPConfig", "convert_mmpt_state_dict", "masked_mean_excluding_cls"]

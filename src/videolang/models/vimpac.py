@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
-from videolang.models.config_types import check_field_types
 from videolang.models.weights import format_keys, load_strict
 
 __all__ = [

@@ -40,9 +40,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
-from videolang.models.config_types import check_field_types
 from videolang.models.videoclip import VideoTokenMLP
 from videolang.models.weights import load_strict
 

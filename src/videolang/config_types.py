@@ -1,4 +1,5 @@
-"""Type checks for model configuration dataclasses (``config.json`` and ``model.overrides``).
+"""Type checks shared by the run-config validator and the model configuration dataclasses
+(``config.json`` and ``model.overrides``). Torch-free, so that loading a run config stays light.
 
 Model configs are plain dataclasses filled from JSON or from a run config's ``model.overrides``
 mapping, which the run-config validator cannot type (its keys depend on the model). Without a
@@ -16,7 +17,7 @@ from typing import Any
 from videolang.errors import ConfigError
 
 
-def _accepts(value: Any, tp: Any) -> bool | None:
+def value_fits(value: Any, tp: Any) -> bool | None:
     """Whether ``value`` fits the scalar annotation ``tp``; None for annotations not checked here."""
     if tp is type(None):
         return value is None
@@ -29,7 +30,7 @@ def _accepts(value: Any, tp: Any) -> bool | None:
     if tp is str:
         return isinstance(value, str)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        verdicts = [_accepts(value, arg) for arg in typing.get_args(tp)]
+        verdicts = [value_fits(value, arg) for arg in typing.get_args(tp)]
         if any(v is None for v in verdicts):
             return None
         return any(verdicts)
@@ -53,5 +54,5 @@ def check_field_types(cfg: Any, what: str) -> None:
     for field in dataclasses.fields(cfg):
         tp = hints.get(field.name)
         value = getattr(cfg, field.name)
-        if _accepts(value, tp) is False:
+        if value_fits(value, tp) is False:
             raise ConfigError(f"{what}: {field.name} must be {_type_name(tp)}, got {value!r}")
