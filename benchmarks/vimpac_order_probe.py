@@ -29,13 +29,11 @@ import time
 
 import torch
 
+from videolang.data.synth.world import VERB_BY_KEY, VERB_KEYS
 from videolang.data.tokens import TokenStore
 from videolang.models.registry import load_pretrained
 from videolang.models.vimpac import masked_mean
 from videolang.recipes.vimpac import TokenClips
-
-OPPOSITE = {"move-left": "move-right", "move-up": "move-down", "grow": "shrink", "rotate-cw": "rotate-ccw"}
-OPPOSITE |= {b: a for a, b in OPPOSITE.items()}
 
 
 def centre_clips(store: TokenStore, clip_len: int, stride: int, pad_id: int,
@@ -66,7 +64,7 @@ def order_ratio(model: torch.nn.Module, codes: torch.Tensor) -> float:
 def direction_errors(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor,
                      classes: list[str]) -> dict[str, float]:
     pred = torch.cat([model(chunk).argmax(-1) for chunk in codes.split(64)])
-    opposite = torch.tensor([classes.index(OPPOSITE.get(c, c)) for c in classes])[labels]
+    opposite = torch.tensor([classes.index(VERB_BY_KEY[c].opposite) for c in classes])[labels]
     wrong = pred != labels
     return {"top1": 100 * float((~wrong).float().mean()),
             "top1_up_to_direction": 100 * float(((pred == labels) | (pred == opposite)).float().mean()),
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     store = TokenStore(args.store)
     classes = list(store.header.classes or [])
-    missing = sorted(c for c in OPPOSITE if c not in classes)
+    missing = sorted(set(VERB_KEYS) - set(classes))
     if missing:
         parser.error(f"{args.store}: not a synthetic-world store (classes lack {missing})")
     codes = labels = None
