@@ -10,11 +10,14 @@ import torch
 
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
 from videolang.engine import fit, load_run_config, test
+from videolang.errors import ConfigError
 from videolang.models import load_pretrained
 from videolang.recipes.vimpac import (
     TokenClips,
     VimpacDataModule,
+    VimpacPretrain,
     build_classifier,
+    build_pretrain_model,
     knn_predict,
     split_averaged,
 )
@@ -80,6 +83,34 @@ def test_pretrain_then_finetune(stores, one_torch_thread):
     assert torch.equal(model.backbone.layers[0].mlp.fc1.weight, pretrained.backbone.layers[0].mlp.fc1.weight)
     assert model.backbone.pos_embed.temporal.shape == (4, 32) and model.config.length == 4
     assert model.classifier.weight.shape == (3, 32) and not model.classifier.weight.any()
+    # model.reinit_temporal_positions: only the temporal table is drawn afresh, at the initial
+    # ratio to the trained token embeddings (std 0.02 / sqrt(3) against 0.02), reproducibly
+    run_cfg.model.reinit_temporal_positions = True
+    redrawn = build_classifier(run_cfg, VimpacDataModule(run_cfg))
+    again = build_classifier(run_cfg, VimpacDataModule(run_cfg))
+    table = redrawn.backbone.pos_embed.temporal
+    assert torch.equal(table, again.backbone.pos_embed.temporal)
+    assert not torch.allclose(table, model.backbone.pos_embed.temporal)
+    assert torch.equal(redrawn.backbone.pos_embed.height, model.backbone.pos_embed.height)
+    assert torch.equal(redrawn.backbone.token_embedding.weight, model.backbone.token_embedding.weight)
+    token_rms = model.backbone.token_embedding.weight.pow(2).mean().sqrt()
+    assert float(table.detach().pow(2).mean().sqrt()) == pytest.approx(float(token_rms) / 3**0.5, rel=0.2)
+
+
+def test_mask_last_frames(stores, one_torch_thread):
+    """model.mask_last_frames masks the end of every clip on top of the blocks, never PAD."""
+    run_cfg, _ = load_run_config(_cfg(stores, "vimpac.pretrain", mask_last_frames=2))
+    module = VimpacPretrain(run_cfg)
+    module.model = build_pretrain_model(run_cfg, VimpacDataModule(run_cfg))
+    pairs = torch.randint(5, 16, (4, 2, 3, 4, 4))
+    assert module.losses(pairs)["mask_ratio"] >= 200 / 3 - 1e-3  # 2 of 3 frames, plus blocks
+    pad = torch.zeros(8, 3, 4, 4, dtype=torch.bool)
+    pad[:4, 2] = True  # short videos: their last frame is PAD
+    mask = module.pretraining_mask(pad)
+    assert not mask[pad].any() and mask[:4, 1].all() and mask[4:, 1:].all()
+    run_cfg.model.mask_last_frames = 3
+    with pytest.raises(ConfigError, match=r"model\.mask_last_frames=3"):
+        build_pretrain_model(run_cfg, VimpacDataModule(run_cfg))
 
 
 def test_token_clips_sampling(stores):

@@ -8,10 +8,14 @@
   (negatives gathered across ranks); ``loss = mlm_weight * L_mask + nce_weight * L_cl``.
   Validation reports the same losses on the val store and, with labels, a kNN monitor
   (train-store bank, weighted 200-NN vote with temperature 0.07 on L2-normalised CLS).
+  ``model.mask_last_frames`` (not VIMPAC's) also masks the end of every clip: future prediction,
+  a loss that is not symmetric in time (``docs/vimpac.md``, "Why the pretraining cannot learn
+  the order").
 * ``vimpac.finetune``: action recognition. Training: one random clip from a random spatial view
   (one of ``data.train_stores``); the classifier is zero-initialised, the backbone comes from
   ``model.init`` (a ``vimpac.pretrain`` export or an original checkpoint) or is trained from
-  scratch. Evaluation: every view store x ``data.num_test_clips`` uniformly spaced clips, softmax
+  scratch (``model.reinit_temporal_positions`` draws the loaded temporal table afresh).
+  Evaluation: every view store x ``data.num_test_clips`` uniformly spaced clips, softmax
   probabilities averaged per video (``val/top1``, ``val/top5``, ``val/chance``).
 
 Clips: ``data.clip_len`` frames every ``data.stride`` stored frames (frame-rate emulation),
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +74,7 @@ class VimpacModelConfig:
     mask_blocks: int = 5
     mask_prob: float | None = None  # i.i.d. masking with this probability instead of blocks
     mask_replace: tuple[float, float, float] = (1.0, 0.0, 0.0)  # [MASK] / random / keep
+    mask_last_frames: int = 0  # also mask the last N frames of every clip (future prediction; not VIMPAC's)
     mlm_weight: float = 1.0
     nce_weight: float = 1.0
     temperature: float = 0.2
@@ -77,6 +83,8 @@ class VimpacModelConfig:
     # fine-tuning
     num_classes: int | None = None  # None: the train store's header classes, else max label + 1
     label_smoothing: float = 0.0
+    # re-draw the loaded backbone's temporal position table (see build_classifier)
+    reinit_temporal_positions: bool = False
 
 
 @dataclass
@@ -277,6 +285,9 @@ def _check_vocab(cfg: VimpacConfig, dm: VimpacDataModule, source: str) -> None:
 
 def build_pretrain_model(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForPretraining:
     m = cfg.model
+    if not 0 <= m.mask_last_frames < dm.cfg.data.clip_len:
+        raise ConfigError(f"model.mask_last_frames={m.mask_last_frames}: must be at least 0 and less than "
+                          f"data.clip_len={dm.cfg.data.clip_len} (some frames must stay visible)")
     overrides = {**m.overrides, **_shape_overrides(dm)}
     model = _load_init(m, m.name, overrides) if m.init else create_model(m.name, **overrides)
     if not isinstance(model, VimpacForPretraining):
@@ -306,7 +317,25 @@ def build_classifier(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForClassific
         backbone = source.backbone
         backbone.resize_positional_embeddings(dm.cfg.data.clip_len, dm.height, dm.width)
         model.backbone.load_state_dict(backbone.state_dict())
+        if m.reinit_temporal_positions:
+            redraw_temporal_positions(model.backbone, torch.Generator().manual_seed(cfg.seed))
     return model
+
+
+def redraw_temporal_positions(backbone, generator: torch.Generator) -> None:
+    """Draw the temporal position table afresh, at the initial ratio to the token embeddings.
+
+    Fine-tuning clips often space their frames differently from the pretraining clips (the
+    synthetic demo: 0.2 s versus 0.8 s), so the pretrained table describes the wrong spacing.
+    It also breaks a symmetry: in a world where a video and its time reverse are equally likely,
+    a time-symmetric pretraining loss leaves the backbone almost blind to frame order, and the
+    order-blind point is a fixed point of fine-tuning as well (docs/vimpac.md); a fresh table at
+    the scale of the trained embeddings gives it the asymmetry a freshly initialised backbone has.
+    """
+    table = backbone.pos_embed.temporal
+    scale = backbone.token_embedding.weight.detach().pow(2).mean().sqrt() / math.sqrt(3)
+    with torch.no_grad():
+        table.copy_(torch.randn(table.shape, generator=generator) * scale)
 
 
 def _architecture_of(cfg: VimpacConfig) -> dict[str, Any]:
@@ -342,16 +371,26 @@ class VimpacPretrain(RecipeModule):
         if self.model is None:
             self.model = build_pretrain_model(self.cfg, self.trainer.datamodule)
 
+    def pretraining_mask(self, pad: torch.Tensor) -> torch.Tensor:
+        """Positions to predict for clips ``(N, L, H, W)`` whose PAD positions are ``pad``."""
+        m = self.cfg.model
+        if m.mask_prob is not None:
+            mask = iid_mask(pad.shape, m.mask_prob, pad=pad)
+        else:
+            mask = block_mask(pad.shape, m.mask_blocks, pad=pad)
+        if m.mask_last_frames:
+            # Predicting the end of a clip from its start needs the direction of time; VIMPAC's
+            # blocks are symmetric in time and can be filled in from both sides (docs/vimpac.md).
+            mask[:, -m.mask_last_frames:] |= ~pad[:, -m.mask_last_frames:]
+        return mask
+
     def losses(self, pairs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Masked-token and contrastive losses of a batch of pairs ``(B, 2, L, H, W)``."""
         m, mc = self.cfg.model, self.model.config
         b = pairs.shape[0]
         codes = pairs.transpose(0, 1).flatten(0, 1)  # rows 0..B-1 first clips, B..2B-1 second
         pad = codes == mc.pad_token_id
-        if m.mask_prob is not None:
-            mask = iid_mask(codes.shape, m.mask_prob, pad=pad)
-        else:
-            mask = block_mask(codes.shape, m.mask_blocks, pad=pad)
+        mask = self.pretraining_mask(pad)
         inputs, labels = apply_mask(codes, mask, mc.mask_token_id, vocab_size=mc.codebook_size,
                                     replace=tuple(m.mask_replace))
         out = self.model(inputs, mlm_mask=mask)
