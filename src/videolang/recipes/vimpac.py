@@ -51,6 +51,7 @@ from videolang.masking import apply_mask, block_mask, iid_mask
 from videolang.metrics import topk_accuracy
 from videolang.models import create_model, load_pretrained, save_pretrained
 from videolang.models.vimpac import (
+    VimpacBackbone,
     VimpacConfig,
     VimpacForClassification,
     VimpacForPretraining,
@@ -83,7 +84,8 @@ class VimpacModelConfig:
     # fine-tuning
     num_classes: int | None = None  # None: the train store's header classes, else max label + 1
     label_smoothing: float = 0.0
-    # re-draw the loaded backbone's temporal position table (see build_classifier)
+    # re-draw the loaded backbone's temporal position table (redraw_temporal_positions); without
+    # model.init it changes nothing, the table is fresh anyway
     reinit_temporal_positions: bool = False
 
 
@@ -322,7 +324,7 @@ def build_classifier(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForClassific
     return model
 
 
-def redraw_temporal_positions(backbone, generator: torch.Generator) -> None:
+def redraw_temporal_positions(backbone: VimpacBackbone, generator: torch.Generator) -> None:
     """Draw the temporal position table afresh, at the initial ratio to the token embeddings.
 
     Fine-tuning clips often space their frames differently from the pretraining clips (the
