@@ -185,6 +185,9 @@ class VimpacConfig:
 class FactorizedPositions(nn.Module):
     """``pos(t, i, j) = temporal[t] + height[i] + width[j]``, plus a CLS position."""
 
+    # the three tables are summed, so each is drawn at the token embeddings' std / sqrt(3)
+    TABLE_DIVISOR = math.sqrt(3)
+
     def __init__(self, length: int, height: int, width: int, dim: int):
         super().__init__()
         self.cls = nn.Parameter(torch.empty(1, dim))
@@ -195,7 +198,7 @@ class FactorizedPositions(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.cls, std=0.02)
         for table in (self.temporal, self.height, self.width):
-            nn.init.normal_(table, std=0.02 / math.sqrt(3))
+            nn.init.normal_(table, std=0.02 / self.TABLE_DIVISOR)
 
     @staticmethod
     def _resize(table: torch.Tensor, n: int) -> torch.Tensor:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -335,7 +334,7 @@ def redraw_temporal_positions(backbone: VimpacBackbone, generator: torch.Generat
     the scale of the trained embeddings gives it the asymmetry a freshly initialised backbone has.
     """
     table = backbone.pos_embed.temporal
-    scale = backbone.token_embedding.weight.detach().pow(2).mean().sqrt() / math.sqrt(3)
+    scale = backbone.token_embedding.weight.detach().pow(2).mean().sqrt() / backbone.pos_embed.TABLE_DIVISOR
     with torch.no_grad():
         table.copy_(torch.randn(table.shape, generator=generator) * scale)
 
