@@ -7,7 +7,9 @@
    or two cells and left the pretrained model barely above chance) (``videolang tokenize``);
 2. pretrain a 2 x 64 ``vimpac-tiny`` on the training videos without labels
    (``configs/vimpac/synthetic_pretrain.yaml``: block-masked token prediction + long-range
-   contrast between two 1 s clips of each video);
+   contrast between two clips of each video, plus an arrow-of-time loss that is not VIMPAC's,
+   ``model.order_weight``, without dropout: VIMPAC's own losses are symmetric in time and this
+   world only tells a motion from its opposite by the order of frames, ``docs/vimpac.md``);
 3. fine-tune motion classification (9 classes; ``configs/vimpac/synthetic_finetune.yaml``, the
    whole video as one 5-frame clip) twice with identical settings and steps: from the
    pretrained backbone and from scratch; test both on the held-out split;
