@@ -4,6 +4,7 @@ BatchNorm of the projection head across the same ranks."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -13,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from videolang.losses.vimpac import vimpac_nce_loss
+from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
 from videolang.models.vimpac import SyncBatchNorm1d
 
 WORLD = 2
@@ -45,6 +46,26 @@ def test_matches_hand_derivation():
     assert vimpac_nce_loss(a, b, t).item() == pytest.approx(expected.item(), abs=1e-10)
     with pytest.raises(ValueError, match="one shape"):
         vimpac_nce_loss(a, b[:3])
+
+
+def test_arrow_of_time_loss():
+    """Two-way cross-entropies: the second clip against the first and the first's reverse,
+    and the first clip against the second and its own reverse."""
+    g = torch.Generator().manual_seed(0)
+    a, b, r = (torch.randn(6, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    t = 0.2
+    na, nb, nr = (x / x.norm(dim=1, keepdim=True) for x in (a, b, r))
+    ab, br, ar = (na * nb).sum(1) / t, (nb * nr).sum(1) / t, (na * nr).sum(1) / t
+    expected = ((torch.logaddexp(ab, br) - ab).mean() + (torch.logaddexp(ab, ar) - ab).mean()) / 2
+    loss, acc = arrow_of_time_loss(a, b, r, t)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-12)
+    assert acc.item() == pytest.approx((ab > br).double().mean().item())
+    # an order-blind model (the reverse projected like the clip) sits at log 2 from the second clip
+    loss_blind, acc_blind = arrow_of_time_loss(a, a, a, t)
+    assert loss_blind.item() == pytest.approx(math.log(2), abs=1e-12) and acc_blind == 0
+    # a model that tells the directions apart goes to zero
+    loss_sharp, acc_sharp = arrow_of_time_loss(a, a, -a, t)
+    assert loss_sharp.item() < 1e-4 and acc_sharp == 1
 
 
 def _inputs():

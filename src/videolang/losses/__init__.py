@@ -16,11 +16,12 @@ from videolang.losses.distill import (
     paired_hinge_loss,
 )
 from videolang.losses.masked import masked_frame_nce_loss, mlm_loss, mtm_loss
-from videolang.losses.vimpac import vimpac_nce_loss
+from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
 
 __all__ = [
     "HiddenRegression",
     "all_gather_with_grad",
+    "arrow_of_time_loss",
     "contrastive_distillation_loss",
     "contrastive_logits",
     "hidden_regression_loss",

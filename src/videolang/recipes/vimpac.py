@@ -11,7 +11,7 @@
   ``model.mask_last_frames`` (not VIMPAC's) also masks the end of every clip: future prediction,
   a loss that is not symmetric in time (``docs/vimpac.md``, "Why the pretraining cannot learn
   the order"). ``model.order_weight`` (not VIMPAC's either) adds an arrow-of-time loss
-  (:meth:`VimpacPretrain.order_loss`; one more forward of the B first clips, played backwards).
+  (:func:`~videolang.losses.vimpac.arrow_of_time_loss`; one more forward of the B first clips, played backwards).
 * ``vimpac.finetune``: action recognition. Training: one random clip from a random spatial view
   (one of ``data.train_stores``); the classifier is zero-initialised, the backbone comes from
   ``model.init`` (a ``vimpac.pretrain`` export or an original checkpoint) or is trained from
@@ -46,7 +46,7 @@ from videolang.data.sampling import vimpac_clip_indices, vimpac_clip_starts
 from videolang.data.tokens import TokenStore
 from videolang.engine import RecipeModule, RunConfig, StagedEvalModule, register_recipe
 from videolang.errors import ConfigError
-from videolang.losses.vimpac import vimpac_nce_loss
+from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
 from videolang.masking import apply_mask, block_mask, iid_mask
 from videolang.metrics import topk_accuracy
 from videolang.models import create_model, load_pretrained, save_pretrained
@@ -76,7 +76,7 @@ class VimpacModelConfig:
     mask_prob: float | None = None  # i.i.d. masking with this probability instead of blocks
     mask_replace: tuple[float, float, float] = (1.0, 0.0, 0.0)  # [MASK] / random / keep
     mask_last_frames: int = 0  # also mask the last N frames of every clip (future prediction; not VIMPAC's)
-    order_weight: float = 0.0  # weight of the arrow-of-time loss (not VIMPAC's; see VimpacPretrain.order_loss)
+    order_weight: float = 0.0  # weight of the arrow-of-time loss (not VIMPAC's; losses.vimpac.arrow_of_time_loss)
     mlm_weight: float = 1.0
     nce_weight: float = 1.0
     temperature: float = 0.2
@@ -414,32 +414,10 @@ class VimpacPretrain(RecipeModule):
         values = {"mlm": mlm.detach(), "mlm_acc": acc * 100, "nce": nce.detach(),
                   "mask_ratio": mask.float().sum() / (~pad).float().sum().clamp(min=1) * 100}
         if m.order_weight > 0:
-            order, order_acc = self.order_loss(*projection.split(b), m.temperature)
+            order, order_acc = arrow_of_time_loss(*projection.split(b), m.temperature)
             loss = loss + m.order_weight * order
             values.update(order=order.detach(), order_acc=order_acc * 100)
         return {"loss": loss, **values}
-
-    @staticmethod
-    def order_loss(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
-                   temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Arrow-of-time loss (not VIMPAC's) on the projections of the first clips ``a``, the
-        second clips ``b`` and the first clips played backwards ``r`` (N, D each).
-
-        Each clip of a pair against the reverse of the first: ``b`` must be more similar to
-        ``a`` than to ``r``, and ``a`` more similar to ``b`` than to its own reverse, two-way
-        cross-entropies averaged. ``a`` and ``r`` hold the same codes, so only the direction
-        of time can separate them. As one more negative inside VIMPAC's contrastive loss the
-        reverse left a clip and its reverse at cosine 1.0000 after the demo's pretraining, and
-        with the backbone's dropout at 0.1 this loss stayed at chance too (docs/vimpac.md).
-        Returns the loss and the share of pairs ranked the right way round from ``b``.
-        """
-        a, b, r = (F.normalize(x, dim=-1) for x in (a, b, r))
-        ab = (a * b).sum(-1)
-        from_b = torch.stack([ab, (b * r).sum(-1)], 1) / temperature
-        from_a = torch.stack([ab, (a * r).sum(-1)], 1) / temperature
-        zero = torch.zeros(len(ab), dtype=torch.long, device=ab.device)
-        loss = (F.cross_entropy(from_b, zero) + F.cross_entropy(from_a, zero)) / 2
-        return loss, (from_b[:, 0] > from_b[:, 1]).float().mean()
 
     def training_step(self, batch, batch_idx):
         pairs, _ = batch
