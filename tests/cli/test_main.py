@@ -83,3 +83,10 @@ def test_shards_roundtrip(small_videos, tmp_path, capsys):
     out = tmp_path / "shards"
     assert main(["data", "shards", str(small_videos), str(out), "--maxcount", "1"]) == 0
     assert "2 samples into 2 shards" in capsys.readouterr().out
+
+
+def test_synth_mc_error_names_the_option(tmp_path, capsys):
+    out = tmp_path / "mc.jsonl"
+    assert main(["data", "synth-mc", str(tmp_path), "--out", str(out), "--per-video", "0"]) == 2
+    assert "--per-video 0: must be >= 1" in capsys.readouterr().err
+    assert not out.exists()

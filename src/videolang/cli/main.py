@@ -43,7 +43,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_synth_mc(args: argparse.Namespace) -> int:
     from videolang.data.synth import write_extra_multiple_choice
+    from videolang.errors import ConfigError
 
+    if args.per_video < 1:  # checked here too so that the message names the option the user typed
+        raise ConfigError(f"--per-video {args.per_video}: must be >= 1")
     n = write_extra_multiple_choice(args.world, args.out, args.per_video, split=args.split, overwrite=args.overwrite)
     print(f"wrote {n} multiple-choice items ({args.per_video} per {args.split} video) to {args.out}")
     return 0

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "videos": args.num_videos, "label_fraction": args.label_fraction,
         "vqvae": vq_report,
-        "pretrain": {k: pre_final.get(k) for k in ("val/mlm_acc", "val/nce", "val/knn_top1")},
+        "pretrain": {k: pre_final.get(k) for k in ("val/mlm_acc", "val/nce", "val/knn_top1", "val/order_acc")},
         "finetune_steps": {kind: first[kind]["steps"] for kind in ("pretrained", "scratch")},
         "finetune_seeds": args.finetune_seeds,
         "test_top1": {**{kind: _mean_std(v) for kind, v in top1.items()}, "chance": chance},
@@ -154,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
                     for seed in args.finetune_seeds for kind in ("pretrained", "scratch")}},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    order_acc = summary["pretrain"]["val/order_acc"]
+    order = f", arrow-of-time accuracy {order_acc:.1f}%" if order_acc is not None else ""
     print(f"pretraining: masked-token accuracy {summary['pretrain']['val/mlm_acc']:.1f}%, "
-          f"kNN top-1 {summary['pretrain']['val/knn_top1']:.1f}%")
+          f"kNN top-1 {summary['pretrain']['val/knn_top1']:.1f}%{order}")
     print(f"motion classification, test top-1 after {steps} fine-tuning steps each, "
           f"fine-tuning seeds {args.finetune_seeds}:")
     for kind, label in (("pretrained", "pretrained  "), ("scratch", "from scratch")):
