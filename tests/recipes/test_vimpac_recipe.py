@@ -113,6 +113,14 @@ def test_mask_last_frames(stores, one_torch_thread):
         build_pretrain_model(run_cfg, VimpacDataModule(run_cfg))
 
 
+def test_bad_override_names_the_key(stores):
+    """A value the registry rejects names model.overrides, for pretraining and fine-tuning."""
+    for recipe, build in (("vimpac.pretrain", build_pretrain_model), ("vimpac.finetune", build_classifier)):
+        run_cfg, _ = load_run_config(_cfg(stores, recipe, overrides={**TINY, "pooling": "foo"}))
+        with pytest.raises(ConfigError, match=r"model\.overrides=.*pooling 'foo'"):
+            build(run_cfg, VimpacDataModule(run_cfg))
+
+
 def test_order_loss(stores, one_torch_thread):
     """model.order_weight forwards the masked first clips backwards too and adds the
     arrow-of-time loss; the masked-token and contrastive losses are unchanged."""

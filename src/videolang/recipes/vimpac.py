@@ -273,9 +273,20 @@ def _shape_overrides(dm: VimpacDataModule) -> dict[str, Any]:
     return {"codebook_size": dm.vocab_size, "length": dm.cfg.data.clip_len, "height": dm.height, "width": dm.width}
 
 
-def _load_init(m: VimpacModelConfig, name: str, overrides: dict[str, Any]) -> VimpacForPretraining | VimpacForClassification:
+def _create(m: VimpacModelConfig, overrides: dict[str, Any]) -> torch.nn.Module:
+    """``create_model(m.name, **overrides)``; when the registry rejects the build and the user set
+    ``model.overrides``, the error names that key (the registry only sees a flat dict)."""
+    try:
+        return create_model(m.name, **overrides)
+    except ConfigError as err:
+        if not m.overrides:
+            raise
+        raise ConfigError(f"model.overrides={m.overrides} (model.name={m.name}): {err}") from err
+
+
+def _load_init(m: VimpacModelConfig, overrides: dict[str, Any]) -> VimpacForPretraining | VimpacForClassification:
     if m.init_format == "vimpac":
-        model = create_model(name, **overrides)
+        model = _create(m, overrides)
         convert_vimpac_state_dict(torch.load(m.init, map_location="cpu", weights_only=False), model, source=m.init)
         return model
     return load_pretrained(m.init).train()
@@ -294,7 +305,7 @@ def build_pretrain_model(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForPretr
     if m.order_weight < 0:
         raise ConfigError(f"model.order_weight={m.order_weight}: must be at least 0")
     overrides = {**m.overrides, **_shape_overrides(dm)}
-    model = _load_init(m, m.name, overrides) if m.init else create_model(m.name, **overrides)
+    model = _load_init(m, overrides) if m.init else _create(m, overrides)
     if not isinstance(model, VimpacForPretraining):
         raise ConfigError(f"model.init {m.init}: not a VIMPAC pretraining model")
     _check_vocab(model.config, dm, str(m.init))
@@ -312,13 +323,13 @@ def build_classifier(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForClassific
         num_classes = 1 + max(dm.train[0].label(k) for k in dm.train_keys)
     clf_overrides = {**m.overrides, **_shape_overrides(dm), "architecture": "vimpac-classifier",
                      "num_classes": num_classes}
-    model = create_model(m.name, **clf_overrides)
+    model = _create(m, clf_overrides)
     if m.init:
-        source = _load_init(m, m.name, {**m.overrides, **_shape_overrides(dm)}) if m.init_format == "vimpac" \
+        source = _load_init(m, {**m.overrides, **_shape_overrides(dm)}) if m.init_format == "vimpac" \
             else load_pretrained(m.init)
         _check_vocab(source.config, dm, m.init)
         if source.config.hidden_size != model.config.hidden_size or source.config.layout != model.config.layout:
-            model = create_model(m.name, **{**clf_overrides, **_architecture_of(source.config)})
+            model = _create(m, {**clf_overrides, **_architecture_of(source.config)})
         backbone = source.backbone
         backbone.resize_positional_embeddings(dm.cfg.data.clip_len, dm.height, dm.width)
         model.backbone.load_state_dict(backbone.state_dict())
