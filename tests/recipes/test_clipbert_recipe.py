@@ -120,6 +120,13 @@ def test_in_batch_temperature_must_be_positive(world):
         fit(cfg)
 
 
+def test_bad_override_names_the_key(world):
+    cfg = config(world, "clipbert.retrieval")
+    cfg["model"]["overrides"] = {**SHRINK, "consensus": "foo"}
+    with pytest.raises(ConfigError, match=r"model\.overrides=.*consensus must be mean, max or lse, got 'foo'"):
+        fit(cfg)
+
+
 def test_retrieval_fit_with_in_batch_loss(world):
     cfg = config(world, "clipbert.retrieval")
     cfg["model"]["retrieval_loss"] = "in_batch"

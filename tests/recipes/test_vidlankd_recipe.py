@@ -122,6 +122,12 @@ def test_student_config_errors(world):
         fit(cfg)
 
 
+def test_bad_teacher_override_names_the_key(world):
+    cfg = teacher_config(world, overrides={**SMALL, "video_pooling": "foo"})
+    with pytest.raises(ConfigError, match=r"model\.overrides=.*video_pooling must be 'first' or 'mean'"):
+        fit(cfg)
+
+
 def test_caption_windows():
     assert remove_overlap("we cut the onion", "the onion into rings") == " into rings"
     assert remove_overlap("abc", "xyz") == "xyz"

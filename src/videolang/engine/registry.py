@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from torch import nn
 
 from videolang.engine.config import (
     OptimConfig,
@@ -51,7 +52,7 @@ from videolang.engine.config import (
 from videolang.engine.optim import build_optimizer, build_scheduler
 from videolang.errors import ConfigError, VideolangError
 
-__all__ = ["Recipe", "RecipeModule", "StagedEvalModule", "get_recipe", "list_recipes", "recipe", "register_recipe"]
+__all__ = ["Recipe", "RecipeModule", "StagedEvalModule", "create_recipe_model", "get_recipe", "list_recipes", "recipe", "register_recipe"]
 
 RECIPE_PACKAGE = "videolang.recipes"
 
@@ -173,6 +174,21 @@ def list_recipes() -> list[str]:
 def recipe_key(name: str) -> str:
     """The registry key of a recipe name (``"mod:toy.regress"`` -> ``"toy.regress"``)."""
     return name.rpartition(":")[2]
+
+
+def create_recipe_model(model_cfg: Any, overrides: Mapping[str, Any]) -> nn.Module:
+    """``create_model(model_cfg.name, **overrides)`` for a recipe whose ``model`` section has a free
+    ``overrides`` dict (registry keys) that the recipe merged into ``overrides``. The registry sees
+    only the merged flat dict, so when it rejects the build and the user set ``model.overrides``,
+    the error is re-raised naming that key and the model."""
+    from videolang.models import create_model
+
+    try:
+        return create_model(model_cfg.name, **overrides)
+    except ConfigError as err:
+        if not model_cfg.overrides:
+            raise
+        raise ConfigError(f"model.overrides={model_cfg.overrides} (model.name={model_cfg.name}): {err}") from err
 
 
 class RecipeModule(L.LightningModule):

@@ -54,10 +54,10 @@ from videolang.data.clipbert import (
     load_annotations,
 )
 from videolang.data.sampling import clipbert_task_sampling
-from videolang.engine import RunConfig, StagedEvalModule, register_recipe
+from videolang.engine import RunConfig, StagedEvalModule, create_recipe_model, register_recipe
 from videolang.errors import ConfigError
 from videolang.metrics import rank_metrics, retrieval_ranks_multi
-from videolang.models import create_model, save_pretrained
+from videolang.models import save_pretrained
 from videolang.models.clipbert import ClipBert
 from videolang.models.weights import load_strict
 
@@ -144,7 +144,7 @@ def build_clipbert(cfg: RunConfig, num_labels: int | None) -> ClipBert:
         overrides["pixel_random_sampling_size"] = m.pixel_random_sampling_size
     elif task != "pretrain":
         overrides["pixel_random_sampling_size"] = None  # the original samples pixels only in pretraining
-    model = create_model(m.name, **overrides)
+    model = create_recipe_model(m, overrides)
     if m.init:
         load_init(model, m.init)
     return model

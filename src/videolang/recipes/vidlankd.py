@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
 from videolang.data.glue import get_task, read_glue
-from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
 from videolang.errors import ConfigError
 from videolang.metrics import retrieval_metrics
 from videolang.metrics.glue import glue_metrics
-from videolang.models import create_model, load_pretrained, save_pretrained
+from videolang.models import load_pretrained, save_pretrained
 from videolang.models.bert import BertEncoder
 from videolang.models.vidlankd import VidLanKDClassifier, VidLanKDStudent, VidLanKDTeacher
 
@@ -303,7 +303,7 @@ class TeacherModule(RecipeModule):
             from videolang.data.stores import FeatureStore
 
             dim = m.feature_dim or FeatureStore(cfg.data.features).dim
-            model = create_model(m.name, feature_dim=dim, **m.overrides)
+            model = create_recipe_model(m, dict(feature_dim=dim, **m.overrides))
             model.config.tokenizer = cfg.data.tokenizer  # recorded in the export for the student
         _check_vocab(model.config.bert.vocab_size, self.tok, "vidlankd.teacher")
         self.model: VidLanKDTeacher = model
@@ -468,7 +468,7 @@ class StudentModule(RecipeModule):
             overrides = dict(m.overrides)
             overrides.setdefault("nst_head", "nst" in m.kd and m.teacher is not None)
             overrides.setdefault("contrastive_head", "contrastive" in m.kd and m.teacher is not None)
-            model = create_model(m.name, **overrides)
+            model = create_recipe_model(m, overrides)
             model.config.tokenizer = cfg.data.tokenizer  # recorded in the export (GLUE reads it)
         _check_vocab(model.config.bert.vocab_size, self.tok, "vidlankd.student")
         self.model: VidLanKDStudent = model

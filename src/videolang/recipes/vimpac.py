@@ -44,12 +44,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from videolang.data.sampling import vimpac_clip_indices, vimpac_clip_starts
 from videolang.data.tokens import TokenStore
-from videolang.engine import RecipeModule, RunConfig, StagedEvalModule, register_recipe
+from videolang.engine import (
+    RecipeModule,
+    RunConfig,
+    StagedEvalModule,
+    create_recipe_model,
+    register_recipe,
+)
 from videolang.errors import ConfigError
 from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
 from videolang.masking import apply_mask, block_mask, iid_mask
 from videolang.metrics import topk_accuracy
-from videolang.models import create_model, load_pretrained, save_pretrained
+from videolang.models import load_pretrained, save_pretrained
 from videolang.models.vimpac import (
     VimpacBackbone,
     VimpacConfig,
@@ -273,20 +279,9 @@ def _shape_overrides(dm: VimpacDataModule) -> dict[str, Any]:
     return {"codebook_size": dm.vocab_size, "length": dm.cfg.data.clip_len, "height": dm.height, "width": dm.width}
 
 
-def _create(m: VimpacModelConfig, overrides: dict[str, Any]) -> torch.nn.Module:
-    """``create_model(m.name, **overrides)``; when the registry rejects the build and the user set
-    ``model.overrides``, the error names that key (the registry only sees a flat dict)."""
-    try:
-        return create_model(m.name, **overrides)
-    except ConfigError as err:
-        if not m.overrides:
-            raise
-        raise ConfigError(f"model.overrides={m.overrides} (model.name={m.name}): {err}") from err
-
-
 def _load_init(m: VimpacModelConfig, overrides: dict[str, Any]) -> VimpacForPretraining | VimpacForClassification:
     if m.init_format == "vimpac":
-        model = _create(m, overrides)
+        model = create_recipe_model(m, overrides)
         convert_vimpac_state_dict(torch.load(m.init, map_location="cpu", weights_only=False), model, source=m.init)
         return model
     return load_pretrained(m.init).train()
@@ -305,7 +300,7 @@ def build_pretrain_model(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForPretr
     if m.order_weight < 0:
         raise ConfigError(f"model.order_weight={m.order_weight}: must be at least 0")
     overrides = {**m.overrides, **_shape_overrides(dm)}
-    model = _load_init(m, overrides) if m.init else _create(m, overrides)
+    model = _load_init(m, overrides) if m.init else create_recipe_model(m, overrides)
     if not isinstance(model, VimpacForPretraining):
         raise ConfigError(f"model.init {m.init}: not a VIMPAC pretraining model")
     _check_vocab(model.config, dm, str(m.init))
@@ -323,13 +318,13 @@ def build_classifier(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForClassific
         num_classes = 1 + max(dm.train[0].label(k) for k in dm.train_keys)
     clf_overrides = {**m.overrides, **_shape_overrides(dm), "architecture": "vimpac-classifier",
                      "num_classes": num_classes}
-    model = _create(m, clf_overrides)
+    model = create_recipe_model(m, clf_overrides)
     if m.init:
         source = _load_init(m, {**m.overrides, **_shape_overrides(dm)}) if m.init_format == "vimpac" \
             else load_pretrained(m.init)
         _check_vocab(source.config, dm, m.init)
         if source.config.hidden_size != model.config.hidden_size or source.config.layout != model.config.layout:
-            model = _create(m, {**clf_overrides, **_architecture_of(source.config)})
+            model = create_recipe_model(m, {**clf_overrides, **_architecture_of(source.config)})
         backbone = source.backbone
         backbone.resize_positional_embeddings(dm.cfg.data.clip_len, dm.height, dm.width)
         model.backbone.load_state_dict(backbone.state_dict())
