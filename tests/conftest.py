@@ -83,3 +83,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_videoclip_folder(path: Path, *, seed: int = 0) -> Path:
+    """An untrained but complete VideoCLIP model folder (cnn2d-tiny backbone, MiniLM tokenizer):
+    enough to exercise loading, decoding and the command line quickly."""
+    from videolang.data.text import load_tokenizer
+    from videolang.models import create_model
+    from videolang.models.backbones import create_backbone
+    from videolang.pipelines.folder import (
+        BackboneSpec,
+        SimilaritySpec,
+        TextSpec,
+        VideoFeaturesSpec,
+        write_model_folder,
+    )
+    from videolang.pipelines.videoclip import VideoCLIPSpec
+
+    backbone = create_backbone("cnn2d-tiny", seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = create_model("videoclip-tiny", feature_dim=backbone.feature_dim, max_video_len=8)
+    spec = VideoCLIPSpec(
+        text=TextSpec(max_len=16),
+        video=VideoFeaturesSpec(backbone=BackboneSpec(name="cnn2d-tiny", options=backbone.build_options(),
+                                                      feature_dim=backbone.feature_dim), max_len=8),
+        similarity=SimilaritySpec(metric="cosine", temperature=0.05),
+    )
+    return write_model_folder(path, model, spec, tokenizer=load_tokenizer("minilm"), backbone=backbone)

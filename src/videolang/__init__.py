@@ -15,7 +15,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "load"]
+__all__ = ["Features", "Frames", "__version__", "create_model", "list_models", "load"]
 
 
 def __getattr__(name: str):
@@ -23,8 +23,8 @@ def __getattr__(name: str):
         from videolang.models import registry
 
         return getattr(registry, name)
-    if name == "load":
-        from videolang.inference import load
+    if name in ("load", "Frames", "Features"):
+        import videolang.pipelines as pipelines
 
-        return load
+        return getattr(pipelines, name)
     raise AttributeError(f"module 'videolang' has no attribute {name!r}")

@@ -195,3 +195,53 @@ def test_torchcodec_backend_adapter(video_dir, monkeypatch):
         read_frames(video_dir / "empty.mp4", [0], backend="torchcodec")
     with pytest.raises(ValueError, match="unknown decoding backend"):
         read_frames(path, [0], backend="decord")
+
+
+def test_auto_backend_logs_why_torchcodec_is_not_used(video_dir, monkeypatch, caplog):
+    import sys
+    import types
+
+    import videolang.data.video as video
+
+    monkeypatch.setitem(sys.modules, "torchcodec", types.ModuleType("torchcodec"))
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # import fails like a CUDA-only build
+    monkeypatch.setattr(video, "_auto_reported", False)
+    assert "does not import" in video.torchcodec_unavailable_reason()
+    assert video.available_backends() == ["pyav"]
+    with caplog.at_level("INFO", logger="videolang.data.video"):
+        frames = read_frames(video_dir / "gop7.mp4", [3, 1], backend="auto")
+        read_frames(video_dir / "gop7.mp4", [3], backend="auto")
+    assert indices_of(frames) == [3, 1]
+    reports = [r for r in caplog.records if "uses PyAV" in r.getMessage()]
+    assert len(reports) == 1 and "does not import" in reports[0].getMessage()
+
+
+def test_chunked_reads_decode_front_to_back_once(video_dir, monkeypatch):
+    path = video_dir / "gop30.mp4"  # 90 frames, keyframes every 30
+    seeks = []
+    with VideoReader(path) as reader:
+        original = reader._seek
+        monkeypatch.setattr(reader, "_seek", lambda ts: (seeks.append(ts), original(ts)))
+        got = []
+        # every frame, resampled (frames repeat), in chunks whose edges share a frame
+        plan = np.repeat(np.arange(90), 2)
+        reader.expect(plan)
+        for a in range(0, len(plan), 25):
+            got += indices_of(reader.read(plan[max(a - 1, 0) : a + 25]))
+        assert got == plan[:1].tolist() + [i for a in range(0, len(plan), 25) for i in plan[max(a - 1, 0):a + 25]][1:]
+        assert len(seeks) == 1  # the first read only: later chunks continue where decoding stopped
+        assert indices_of(reader.read([5])) == [5]  # going back seeks again, and works
+        assert indices_of(reader.read([6, 70])) == [6, 70]  # a jump past a keyframe seeks forward
+        assert len(seeks) == 3
+
+
+def test_frames_scaled_while_decoding(video_dir):
+    with VideoReader(video_dir / "gop7.mp4", size=(16, 8)) as reader:
+        frames = reader.read([4, 0, 4])
+        assert frames.shape == (3, 8, 16, 3) and reader.output_size == (16, 8)
+        assert torch.equal(frames[0], frames[2])
+        reader.set_output_size(None)
+        assert reader.read([4]).shape == (1, 32, 32, 3)
+        assert indices_of(reader.read([4])) == [4]
+    with pytest.raises(ValueError, match="positive"):
+        VideoReader(video_dir / "gop7.mp4", size=(0, 8))

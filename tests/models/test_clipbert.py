@@ -123,8 +123,9 @@ def _original_layout(model) -> dict[str, torch.Tensor]:
 
 
 def test_converter_round_trip_and_missing_key(tmp_path):
+    import videolang
     from videolang.models import load_pretrained
-    from videolang.models.convert import convert_checkpoint
+    from videolang.pipelines.convert import convert_checkpoint
 
     overrides = {**TEST_OVERRIDES, "task": "pretrain", "backbone.norm": "frozen_bn", "backbone.freeze_at": 2}
     source = tiny(**overrides).eval()
@@ -138,6 +139,7 @@ def test_converter_round_trip_and_missing_key(tmp_path):
     args = [f"{k}={v}" for k, v in overrides.items()]
     out = convert_checkpoint("clipbert", ckpt, tmp_path / "converted", model_name="clipbert-tiny", overrides=args)
     converted = load_pretrained(out)
+    assert videolang.load(out).spec.task == "pretrain"  # a complete model folder (pipeline.json, tokenizer)
     inputs = source.example_inputs()
     with torch.no_grad():
         a, b = source(**inputs), converted(**inputs)

@@ -64,28 +64,67 @@ def test_dalle_geometry_and_parameter_count():
     assert small.logits(x).shape == (1, 16, 1, 1)
 
 
+CALLS: list[str] = []
+
+
+def _record(what: str) -> str:
+    CALLS.append(what)
+    return what
+
+
+def _fake_dall_e(monkeypatch) -> type:
+    """A stand-in ``dall_e.encoder.Encoder`` module class, importable while pickling. Its
+    ``__setstate__`` records a call: loading must restore the weights without running it."""
+    fake = types.ModuleType("dall_e.encoder")
+
+    class Encoder(torch.nn.Module):
+        def __setstate__(self, state):
+            _record("setstate")
+            super().__setstate__(state)
+
+    Encoder.__module__, Encoder.__qualname__ = "dall_e.encoder", "Encoder"
+    fake.Encoder = Encoder
+    monkeypatch.setitem(sys.modules, "dall_e", types.ModuleType("dall_e"))
+    monkeypatch.setitem(sys.modules, "dall_e.encoder", fake)
+    return Encoder
+
+
 def test_dalle_loads_state_dict_and_pickled_module(tmp_path, monkeypatch):
     ref = DalleEncoder(vocab_size=16, n_hid=8).eval()
     torch.save(ref.state_dict(), tmp_path / "encoder.pt")
     frames = torch.rand(2, 3, 16, 16)
     assert torch.equal(load_frame_tokenizer(f"dalle:{tmp_path / 'encoder.pt'}").encode(frames), ref.encode(frames))
     # OpenAI's encoder.pkl is a pickled module of the dall_e package: pickle one of a stand-in
-    # `dall_e.encoder.Encoder` class, then load it with no dall_e module importable.
-    fake = types.ModuleType("dall_e.encoder")
-
-    class Encoder(torch.nn.Module):
-        pass
-
-    Encoder.__module__, Encoder.__qualname__ = "dall_e.encoder", "Encoder"
-    fake.Encoder = Encoder
-    monkeypatch.setitem(sys.modules, "dall_e", types.ModuleType("dall_e"))
-    monkeypatch.setitem(sys.modules, "dall_e.encoder", fake)
+    # `dall_e.encoder.Encoder` class (with a torch.device, as the release's attrs fields)
+    Encoder = _fake_dall_e(monkeypatch)
     obj = Encoder()
-    obj.blocks = ref.blocks
+    obj.blocks, obj.device, obj.n_hid = ref.blocks, torch.device("cpu"), 8
     torch.save(obj, tmp_path / "encoder.pkl")
+    CALLS.clear()
+    loaded = DalleEncoder.from_file(tmp_path / "encoder.pkl")  # dall_e importable: still no code runs
+    assert torch.equal(loaded.encode(frames), ref.encode(frames)) and CALLS == []
     monkeypatch.delitem(sys.modules, "dall_e.encoder")
     monkeypatch.delitem(sys.modules, "dall_e")
-    loaded = DalleEncoder.from_file(tmp_path / "encoder.pkl")
-    assert torch.equal(loaded.encode(frames), ref.encode(frames))
+    assert torch.equal(DalleEncoder.from_file(tmp_path / "encoder.pkl").encode(frames), ref.encode(frames))
     with pytest.raises(ConfigError, match="nothing is downloaded"):
         DalleEncoder.from_file(tmp_path / "missing.pkl")
+
+
+def test_dalle_file_that_would_run_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return _record, ("payload ran",)
+
+    torch.save({"blocks.input.w": torch.zeros(8, 3, 7, 7), "extra": Payload()}, tmp_path / "evil.pkl")
+    CALLS.clear()
+    with pytest.raises(ConfigError, match="refused to load"):
+        DalleEncoder.from_file(tmp_path / "evil.pkl")
+    assert CALLS == []
+
+
+def test_dalle_tokenizer_folder_keeps_its_geometry(tmp_path):
+    ref = DalleEncoder(vocab_size=16, n_hid=8).eval()
+    again = load_frame_tokenizer(save_frame_tokenizer(ref, tmp_path / "tok"))
+    assert isinstance(again, DalleEncoder) and again.fingerprint() == ref.fingerprint()
+    frames = torch.rand(2, 3, 16, 16)
+    assert torch.equal(again.encode(frames), ref.encode(frames))

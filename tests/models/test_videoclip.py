@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from tests.golden import load_golden
 
 from videolang.errors import ConfigError
 from videolang.models.bert import BertConfig
 from videolang.models.videoclip import VideoCLIP, VideoCLIPConfig, convert_mmpt_state_dict
 
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "specs" / "golden" / "videoclip_tiny_separate.pt"
 TINY = dict(vocab_size=200, hidden_size=32, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=128)
 
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN.exists():
-        pytest.fail(f"golden file missing: {GOLDEN} (shared/specs must sit beside the repo)")
-    return torch.load(GOLDEN, weights_only=False)
+    return load_golden("videoclip_tiny_separate")
 
 
 def golden_model() -> VideoCLIP:

@@ -4,16 +4,17 @@ converter, layouts against a loop-based reference, PAD handling, positions, chec
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.golden import load_golden
 
+import videolang
 from videolang.errors import ConfigError
 from videolang.models import create_model, load_pretrained, save_pretrained
-from videolang.models.convert import convert_checkpoint
 from videolang.models.vimpac import (
+    CONVERTER,
     TEST_OVERRIDES,
     SyncBatchNorm1d,
     VimpacBackbone,
@@ -22,15 +23,12 @@ from videolang.models.vimpac import (
     convert_vimpac_state_dict,
     parse_layout,
 )
-
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "specs" / "golden" / "vimpac_tiny.pt"
+from videolang.pipelines.convert import convert_checkpoint
 
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN.exists():
-        pytest.fail(f"golden file missing: {GOLDEN} (shared/specs must sit beside the repo)")
-    return torch.load(GOLDEN, weights_only=False)
+    return load_golden("vimpac_tiny")
 
 
 def _count(name: str, **overrides) -> int:
@@ -81,6 +79,8 @@ def test_golden_outputs_through_converter(golden, tmp_path):
     out = convert_checkpoint("vimpac", ckpt, tmp_path / "out", model_name="vimpac-tiny", overrides=[
         f"codebook_size={c['vocab_size'] - 5}", f"proj_size={c['nce_out']}", f"proj_hidden_size={c['nce_proj_hid']}"])
     _check_golden(load_pretrained(out), golden)
+    # a complete model folder (its use: videolang.pipelines.vimpac, tested in tests/pipelines)
+    assert videolang.load(out).spec.task == "features" and "pipeline" not in CONVERTER
 
 
 def test_converter_is_strict(golden):

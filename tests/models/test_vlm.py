@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
+from tests.golden import load_golden
 
 from videolang.errors import ConfigError
 from videolang.losses import mtm_loss
@@ -19,14 +19,10 @@ from videolang.models.vlm import (
     textgen_mask,
 )
 
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "specs" / "golden" / "vlm_tiny_mtm.pt"
-
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN.exists():
-        pytest.fail(f"golden file missing: {GOLDEN} (shared/specs must sit beside the repo)")
-    return torch.load(GOLDEN, weights_only=False)
+    return load_golden("vlm_tiny_mtm")
 
 
 def tiny() -> VLM:
@@ -174,6 +170,45 @@ def test_beam_search_finds_the_best_caption_and_greedy_is_argmax():
                 break
         words = seq[3:]
         assert greedy[v] == (words[: words.index(2)] if 2 in words else words)
+
+
+def test_outputs_do_not_depend_on_how_far_the_batch_pads_the_video(golden):
+    # MMPT pads every video to max_video_len and puts its [SEP] after the padding; a batch padded
+    # only to its longest video (5 rows here) must give the same outputs.
+    model = tiny()
+    convert_mmpt_vlm_state_dict(golden["state_dict"], model)
+    i = golden["inputs"]
+    caps, cmasks, vfeats, vmasks = i["caps"][1:], i["cmasks"][1:], i["vfeats"][1:], i["vmasks"][1:]
+    assert int(vmasks.sum()) == 5
+    short, short_mask = vfeats[:, :5], vmasks[:, :5]
+    junk = vfeats.clone()
+    junk[:, 5:] = 7.0  # whatever sits in padded slots is ignored
+    with torch.no_grad():
+        for f, m in ((short, short_mask), (junk, vmasks)):
+            torch.testing.assert_close(model.encode_video(f, m), model.encode_video(vfeats, vmasks), atol=1e-5, rtol=0)
+            valid = torch.cat([cmasks[:, :1], vmasks, cmasks[:, 1:]], 1)  # padded slots' own states may differ
+            torch.testing.assert_close(model(caps, cmasks, f, m)[valid], model(caps, cmasks, vfeats, vmasks)[valid],
+                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(model.caption_logits(caps, cmasks, f, m),
+                                       model.caption_logits(caps, cmasks, vfeats, vmasks), atol=1e-5, rtol=0)
+        # the text half alone sits where the joint pass puts the text
+        iso = model(caps, cmasks, short, short_mask, attention_mask=isolated_mask(cmasks, vmasks))
+        text = model.encode_text(caps, cmasks)
+    tk = cmasks[:, 2:, None].float()
+    torch.testing.assert_close(text, (iso[:, 8 + 2 :] * tk).sum(1) / tk.sum(1), atol=1e-5, rtol=0)
+
+
+def test_beam_search_does_not_depend_on_the_batch():
+    model = _small_vocab_model()
+    torch.manual_seed(4)
+    feats = torch.randn(5, 4, 8)
+    masks = torch.arange(4)[None] < torch.tensor([4, 1, 3, 2, 4])[:, None]
+    for beams in (1, 3):
+        alone = [model.generate(feats[j : j + 1, : int(m.sum())], masks[j : j + 1, : int(m.sum())], max_length=6,
+                                num_beams=beams, length_penalty=0.5)[0] for j, m in enumerate(masks)]
+        assert model.generate(feats, masks, max_length=6, num_beams=beams, length_penalty=0.5) == alone
+        assert model.generate(feats.flip(0), masks.flip(0), max_length=6, num_beams=beams,
+                              length_penalty=0.5) == alone[::-1]
 
 
 def test_segmentation_head():

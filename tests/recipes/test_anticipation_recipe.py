@@ -7,17 +7,18 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+import videolang
 from videolang.data.anticipation import (
     TeacherPredictions,
     build_queries,
     read_segments,
     save_teacher_predictions,
 )
-from videolang.data.features import run_extraction
 from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
+from videolang.pipelines.features import run_extraction
 from videolang.recipes.anticipation import class_balanced_weights
 
 TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1}
@@ -81,6 +82,7 @@ def test_mlm_teacher_then_student_with_kd(world):
     train_q = build_queries(read_segments("synthetic", world / "world", "train"), anticipation_gap=0.2)
     assert pred.coverage(q.uid for q in train_q) == 1.0 and pred.num_classes == 52
     assert pred.features.shape[1] == 64 and pred.info["in_sample"] is True
+    assert videolang.load(teacher.run_dir / "export").spec.task == "teacher"  # a model folder (tests/pipelines)
 
     student_cfg = {
         "recipe": "anticipation.student", "name": "s", "seed": 0,

@@ -63,6 +63,9 @@ def test_retrieval_fit_and_all_pairs_test(world, retrieval_run):
     assert {"val/t2v/R1", "val/t2v/MedR", "val/v2t/R1", "val/R1"} <= set(final)
     export = result.run_dir / "export"
     assert json.loads((export / "config.json").read_text())["task"] == "retrieval"
+    spec = json.loads((export / "pipeline.json").read_text())  # what videolang.load needs
+    assert (spec["family"], spec["task"], spec["consensus"], spec["frames"]["size"]) == ("clipbert", "retrieval", "lse", 32)
+    assert spec["sampling"]["num_clips"] == 2 and spec["text"]["max_len"] == 22 and (export / "tokenizer").is_dir()
     tested = test(cfg, [f"model.init={export}"])
     assert "test/t2v/R1" in tested.metrics["test"]
 
@@ -143,8 +146,12 @@ def test_retrieval_fit_with_in_batch_loss(world):
 def test_qa_fit_logs_accuracy_and_majority(world):
     cfg = config(world, "clipbert.qa",
                  ans2label=str(world / "world/formats/clipbert/tgif_qa/frameqa_trainval_ans2label.json"))
-    final = fit(cfg).metrics["final"]
+    result = fit(cfg)
+    final = result.metrics["final"]
     assert 0 <= final["val/acc"] <= 100 and 0 <= final["val/majority_acc"] <= 100
+    vocab = json.loads(Path(cfg["data"]["ans2label"]).read_text())
+    spec = json.loads((result.run_dir / "export" / "pipeline.json").read_text())
+    assert spec["answers"] == sorted(vocab, key=vocab.get)  # the vocabulary travels with the model
     assert any(k.startswith("val/acc_") for k in final)
 
 

@@ -1,21 +1,116 @@
-"""Every shipped config validates against its recipe's schema (keys and types)."""
+"""The configs shipped in the package (videolang/configs/<method>/<task>.yaml): every one validates
+against its recipe's schema (keys and types), and a config argument names one by its name."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
 
 import pytest
 
+from videolang.cli.train import register
 from videolang.engine import load_config
+from videolang.engine.config import (
+    list_configs,
+    packaged_config,
+    packaged_config_root,
+    resolve_config_path,
+)
+from videolang.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+CONFIGS = sorted(packaged_config_root().rglob("*.yaml"))
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def test_configs_exist():
     assert len(CONFIGS) >= 6
+    assert packaged_config_root() == Path(__import__("videolang").__file__).parent / "configs"
+    assert list_configs() == sorted(p.relative_to(packaged_config_root()).with_suffix("").as_posix()
+                                    for p in CONFIGS)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_validates(path):
     cfg = load_config(path)
     assert cfg.recipe.startswith(path.parent.name)
+
+
+def test_checkout_configs_folder_is_the_packaged_one():
+    """The repo-root configs/ of a checkout (docs and commands use configs/...) is the package's."""
+    root = CHECKOUT / "configs"
+    if not (CHECKOUT / "pyproject.toml").is_file() or not root.exists():
+        pytest.skip("not a source checkout")
+    assert root.resolve() == (CHECKOUT / "src" / "videolang" / "configs").resolve()
+    if root.is_symlink():
+        assert os.readlink(root) == os.path.join("src", "videolang", "configs")  # relative
+
+
+@pytest.mark.parametrize("name", [
+    "videoclip/synthetic_pretrain", "videoclip/synthetic_pretrain.yaml",
+    "configs/videoclip/synthetic_pretrain.yaml",
+])
+def test_a_name_finds_the_packaged_config(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no such file here: the name means the packaged config
+    expected = packaged_config_root() / "videoclip" / "synthetic_pretrain.yaml"
+    assert resolve_config_path(name) == expected
+    assert packaged_config(name) == expected
+    cfg = load_config(name, ["trainer.max_epochs=1"])
+    assert cfg.recipe == "videoclip.pretrain" and cfg.trainer.max_epochs == 1
+
+
+def test_a_local_file_wins_over_the_packaged_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = Path("videoclip") / "synthetic_pretrain.yaml"
+    local.parent.mkdir()
+    local.write_text("recipe: videoclip.pretrain\nname: local_copy\n")
+    assert resolve_config_path(local) == local
+    assert load_config("videoclip/synthetic_pretrain.yaml").name == "local_copy"
+    assert load_config("videoclip/synthetic_pretrain").name == "videoclip_synthetic"  # no such local file
+
+
+def test_a_missing_config_names_itself_and_close_matches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config("videoclip/synthetic_pretrian")
+    msg = str(info.value)
+    assert msg.startswith("videoclip/synthetic_pretrian: config file not found, and no packaged config "
+                          "named 'videoclip/synthetic_pretrian'; close matches: videoclip/synthetic_pretrain")
+    assert "videolang config list" in msg
+    # the task under another method
+    with pytest.raises(ConfigError, match=r"'vlm/msrvtt_qa'; close matches: clipbert/msrvtt_qa"):
+        resolve_config_path("configs/vlm/msrvtt_qa.yaml")
+    # no close spelling: the method's configs
+    with pytest.raises(ConfigError, match=r"'videoclip/nope'; videoclip has howto100m_pretrain, .*synthetic_pretrain"):
+        packaged_config("videoclip/nope")
+    # an unknown method: the methods
+    with pytest.raises(ConfigError, match=r"method one of anticipation, clipbert, videoclip"):
+        packaged_config("nomethod/xyz_qqq")
+    # an absolute path is a path, never a name
+    missing = tmp_path / "videoclip" / "synthetic_pretrain.yaml"
+    with pytest.raises(ConfigError, match=r"synthetic_pretrain\.yaml: config file not found$"):
+        load_config(missing)
+
+
+def _run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="videolang")
+    register(p.add_subparsers(dest="command"))
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+def test_config_list_and_show_commands(capsys):
+    assert _run(["config", "list"]) == 0
+    assert capsys.readouterr().out.split() == list_configs()
+    assert _run(["config", "list", "videoclip", "--paths"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == list_configs("videoclip") and all(r[0].startswith("videoclip/") for r in rows)
+    assert all(Path(r[1]) == packaged_config(r[0]) for r in rows)
+    assert _run(["config", "show", "vimpac/synthetic_finetune"]) == 0
+    out = capsys.readouterr().out
+    path = packaged_config("vimpac/synthetic_finetune")
+    assert out == f"# {path}\n{path.read_text(encoding='utf-8')}"
+    with pytest.raises(ConfigError, match="no packaged configs for method 'nomethod'"):
+        _run(["config", "list", "nomethod"])
+    with pytest.raises(ConfigError, match="close matches: vimpac/synthetic_finetune"):
+        _run(["config", "show", "vimpac/synthetic_finetun"])

@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 
-from videolang.data.features import run_extraction
+import videolang
 from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.engine import fit
 from videolang.errors import ConfigError
 from videolang.models import load_pretrained
+from videolang.pipelines.features import run_extraction
 from videolang.recipes.vidlankd import caption_window, remove_overlap
 
 SMALL = {"bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 2,
@@ -55,6 +56,7 @@ def test_teacher_student_glue(world, capsys):
     export = teacher.run_dir / "export"
     t_model = load_pretrained(export)
     assert t_model.config.tokenizer == str(world / "tok")  # recorded for the student / GLUE
+    assert videolang.load(export).spec.task == "teacher"  # a complete model folder (tests/pipelines)
 
     student_cfg = {
         "recipe": "vidlankd.student", "name": "student", "seed": 0,

@@ -1,6 +1,7 @@
 """The VIMPAC recipes end to end on tiny token stores: pretraining (masked tokens + long-range
-contrast + kNN monitor), export, fine-tuning from it with interpolated positions and multi-view
-evaluation; the clip sampling, the multi-view protocol and the kNN vote."""
+contrast + kNN monitor), its export (a model folder), fine-tuning from it with interpolated
+positions and multi-view evaluation, the fine-tuning's export (the test protocol); the clip
+sampling, the multi-view protocol and the kNN vote."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+import videolang
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
 from videolang.engine import fit, load_run_config, test
 from videolang.errors import ConfigError
 from videolang.models import load_pretrained
+from videolang.pipelines.vimpac import Tokens
 from videolang.recipes.vimpac import (
     TokenClips,
     VimpacDataModule,
@@ -68,12 +71,14 @@ def test_pretrain_then_finetune(stores, one_torch_thread):
     assert {"val/mlm", "val/mlm_acc", "val/nce", "val/knn_top1"} <= set(final)
     assert np.isfinite(final["val/loss"]) and 0 <= final["val/knn_top1"] <= 100
     export = pre.run_dir / "export"
+    _check_pretraining_export(export, stores)
     cfg = _cfg(stores, "vimpac.finetune", init=str(export))
     cfg["data"]["clip_len"] = 4  # positions interpolated 3 -> 4 frames
     tuned = fit(cfg)
     assert {"val/top1", "val/loss", "val/chance"} <= set(tuned.metrics["final"])
     res = test(cfg, resume=tuned.run_dir)
     assert 0 <= res.metrics["test"]["test/top1"] <= 100
+    _check_finetuning_export(tuned.run_dir / "export", stores)
     assert res.metrics["test"]["test/chance"] == pytest.approx(100 / 3)
     # the fine-tuning model starts from the pretrained backbone (temporal table interpolated)
     # with a zero classifier
@@ -95,6 +100,38 @@ def test_pretrain_then_finetune(stores, one_torch_thread):
     assert torch.equal(redrawn.backbone.token_embedding.weight, model.backbone.token_embedding.weight)
     token_rms = model.backbone.token_embedding.weight.pow(2).mean().sqrt()
     assert float(table.detach().pow(2).mean().sqrt()) == pytest.approx(float(token_rms) / 3**0.5, rel=0.2)
+
+
+def _check_pretraining_export(export, stores):
+    """The pretraining export is a features pipeline (no frame tokenizer in this run: codes in)
+    whose features are the kNN monitor's: the CLS of the centre clip of the first train view."""
+    pipe = videolang.load(export)
+    spec = pipe.spec
+    assert spec.task == "features" and spec.tokenizer is None and spec.labels is None
+    assert len(spec.views) == 1 and spec.clips.num_clips == 1 and spec.clips.clip_len == 3
+    store = TokenStore(stores / "center")
+    keys = store.keys()[:3]
+    bank = TokenClips([store], keys, clip_len=3, stride=1, pad_id=17, mode="eval", num_clips=1)
+    with torch.no_grad():
+        cls, _ = pipe.model.backbone(torch.cat([bank[i][1] for i in range(len(keys))]))
+    torch.testing.assert_close(pipe.encode_video([Tokens(store[k]) for k in keys]), cls, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="no frame tokenizer"):
+        pipe.encode_video(str(stores / "a.mp4"))
+
+
+def _check_finetuning_export(export, stores):
+    """The fine-tuning export records the test protocol: both views, 2 clips of 4 frames, the
+    stores' class names; codes of both views give the evaluation's averaged probabilities."""
+    pipe = videolang.load(export)
+    spec = pipe.spec
+    assert spec.task == "classification" and pipe.labels == ["a", "b", "c"]
+    assert [v.hflip for v in spec.views] == [False, True] and spec.clips.num_clips == 2
+    views = [TokenStore(stores / "center"), TokenStore(stores / "flip")]
+    item = TokenClips(views, ["v20"], clip_len=4, stride=1, pad_id=17, mode="eval", num_clips=2)[0][1]
+    assert torch.equal(pipe.clips(Tokens([v["v20"] for v in views])), item)
+    with torch.no_grad():
+        want = pipe.model(item).softmax(-1).mean(0, keepdim=True)
+    torch.testing.assert_close(pipe.class_probabilities(Tokens([v["v20"] for v in views])), want, atol=1e-6, rtol=0)
 
 
 def test_mask_last_frames(stores, one_torch_thread):

@@ -10,11 +10,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from videolang.data.features import run_extraction
 from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
+from videolang.pipelines.features import run_extraction
 from videolang.recipes.vlm import whole_modality_masks
 
 
@@ -83,6 +83,11 @@ def test_pretrain_logs_both_objectives_and_resumes_exactly(pretrained):
 
     exported = load_file(str(straight.run_dir / "export" / "model.safetensors"))
     assert exported["feature_std"].min() > 0 and exported["feature_mean"].abs().sum() > 0
+    # a complete model folder: zero-shot retrieval as validated (dot product, the data's windows)
+    spec = json.loads((straight.run_dir / "export" / "pipeline.json").read_text())
+    assert (spec["family"], spec["task"], spec["similarity"]["metric"]) == ("vlm", "retrieval", "dot")
+    assert spec["video"]["max_len"] == 8 and spec["video"]["feature_rate"] == 2.0
+    assert (straight.run_dir / "export" / "tokenizer").is_dir()
 
 
 def test_retrieval_and_mcqa_from_the_export(world, pretrained):
@@ -220,6 +225,9 @@ def test_captioning_logs_beam_greedy_and_baseline(world, pretrained):
         assert 0.0 <= out[f"test/msrvtt-test/{kind}/BLEU-4"] <= 100.0
         assert 0.0 <= out[f"test/msrvtt-test/{kind}/ROUGE-L"] <= 100.0
     assert out["test/msrvtt-test/most_frequent/ROUGE-L"] > 0  # the baseline is a real caption
+    spec = json.loads((fitted.run_dir / "export" / "pipeline.json").read_text())
+    assert spec["task"] == "captioning" and spec["captioning"] == {"num_beams": 2, "max_length": 6,
+                                                                    "length_penalty": 1.0}
 
 
 def test_segmentation_from_coin_json(world, pretrained):
@@ -236,6 +244,9 @@ def test_segmentation_from_coin_json(world, pretrained):
     top = max(int(a["id"]) for v in coin.values() for a in v["annotation"])
     cfg_json = json.loads((fitted.run_dir / "export" / "config.json").read_text())
     assert cfg_json["num_classes"] == top + 1
+    spec = json.loads((fitted.run_dir / "export" / "pipeline.json").read_text())
+    assert spec["task"] == "segmentation" and spec["text"] is None
+    assert spec["segmentation"]["stride"] == 2 and len(spec["segmentation"]["labels"]) == top + 1
 
 
 def test_pretrained_text_weights_need_their_tokenizer(world):

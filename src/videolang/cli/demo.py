@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def _drain(loader, counter) -> tuple[int, int, float]:
     return samples, frames, time.perf_counter() - start
 
 
-CONFIG = Path(__file__).resolve().parents[3] / "configs" / "videoclip" / "synthetic_pretrain.yaml"
+CONFIG = resources.files("videolang") / "configs" / "videoclip" / "synthetic_pretrain.yaml"  # shipped in the package
 
 
 def run_videoclip(world: Path, features: Path, runs: Path, seed: int) -> dict:
@@ -71,7 +72,7 @@ def run_videoclip(world: Path, features: Path, runs: Path, seed: int) -> dict:
     from videolang.errors import ConfigError
 
     if not CONFIG.is_file():
-        raise ConfigError(f"demo config not found: {CONFIG} (run the demo from a source checkout)")
+        raise ConfigError(f"demo config not found: {CONFIG} (videolang/configs is missing from this install)")
     overrides = [
         f"data.features={features}", f"data.captions={world}/formats/howto100m/raw_caption.json",
         f"data.train_list={world}/formats/howto100m/train.lst",
@@ -86,7 +87,6 @@ def run_videoclip(world: Path, features: Path, runs: Path, seed: int) -> dict:
 
 def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrite: bool = True) -> int:
     from videolang.data.datasets import SkipCounter, VideoFramesDataset, collate_skipping
-    from videolang.data.features import run_extraction
     from videolang.data.sampling import uniform_frame_indices
     from videolang.data.stores import (
         FeatureStore,
@@ -97,6 +97,7 @@ def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrit
     )
     from videolang.data.synth import synthesize_world
     from videolang.data.video import VideoReader
+    from videolang.pipelines.features import run_extraction
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -159,7 +160,7 @@ def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrit
 
     bad_counter = SkipCounter()
     bad_records = _make_bad_folder(world, out / "bad_videos", [v["path"] for v in videos[:4]])
-    bad_ds = VideoFramesDataset(bad_records, _clip_sampler, video_root=out / "bad_videos")
+    bad_ds = VideoFramesDataset(bad_records, _clip_sampler, video_root=out / "bad_videos", seed=seed)
     bad_loader = DataLoader(bad_ds, batch_size=4, num_workers=0, collate_fn=collate_skipping)
     bad_samples, _, _ = _drain(bad_loader, bad_counter)
 

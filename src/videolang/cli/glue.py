@@ -7,7 +7,8 @@ one run folder each under ``--runs``), reads the final dev-set metrics and print
 metric, the median, mean and standard deviation over the seeds and every seed's value (GLUE
 fine-tuning of small models is seed-sensitive: the spec asks for several seeds and the
 spread). ``--out`` writes the same as JSON. ``--model`` is a student / teacher / classifier
-export, a local Hugging Face BERT folder, or ``minilm``. The synthetic world's tasks are in
+export, a local Hugging Face BERT folder, or ``minilm``. ``--export`` keeps each run's
+fine-tuned classifier as a model folder (``<run>/export``, for ``videolang.load``). The synthetic world's tasks are in
 ``<world>/formats/glue`` (SST-2 and RTE layouts).
 """
 
@@ -34,7 +35,7 @@ def _tasks_in(glue_dir: Path) -> list[str]:
 def run_glue(model: str, glue_dir: str | Path, tasks: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
              *, lr: float = DEFAULTS["lr"], epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
              max_seq_length: int = DEFAULTS["max_seq_length"], runs: str | Path = "runs/glue", name: str = "glue",
-             overrides: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
+             overrides: Sequence[str] = (), progress: bool = False, export: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` on each task for each seed; returns
     ``{task: {"seeds": [...], "metrics": {metric: [per seed]}, "runs": [...]}}``."""
     from videolang.data.glue import get_task
@@ -58,7 +59,7 @@ def run_glue(model: str, glue_dir: str | Path, tasks: Sequence[str] | None = Non
                 "optim": {"lr": lr, "weight_decay": 0.0, "eps": 1e-6, "warmup_ratio": 0.1},
                 "trainer": {"max_epochs": epochs, "gradient_clip_val": 1.0, "num_sanity_val_steps": 0,
                             "enable_progress_bar": progress, "log_every_n_steps": 50},
-                "run": {"root": str(runs), "export": False, "plots": False},
+                "run": {"root": str(runs), "export": export, "plots": False},
             }
             res = fit(cfg, list(overrides))
             final = res.metrics.get("final", {})
@@ -95,7 +96,7 @@ def _cmd_glue(args: argparse.Namespace) -> int:
 
     results = run_glue(args.model, args.glue_dir, args.tasks, args.seeds, lr=args.lr, epochs=args.epochs,
                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, runs=args.runs,
-                       overrides=args.override, progress=args.progress)
+                       overrides=args.override, progress=args.progress, export=args.export)
     rows = summarize(results)
     print(format_table(rows))
     if args.out:
@@ -120,4 +121,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra config overrides for every run (data.skip_malformed=true ...)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--export", action="store_true",
+                   help="export each fine-tuned classifier (<run>/export, opened by videolang.load)")
     p.set_defaults(func=_cmd_glue)

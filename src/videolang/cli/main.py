@@ -104,7 +104,7 @@ def _cmd_shards(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from videolang.data.features import run_extraction
+    from videolang.pipelines.features import run_extraction
 
     options: dict = {}
     if args.grid is not None:
@@ -129,10 +129,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from videolang.models.convert import convert_checkpoint
+    from videolang.pipelines.convert import convert_checkpoint
 
     out = convert_checkpoint(args.method, args.checkpoint, args.out_dir, model_name=args.model,
-                             overrides=args.set, overwrite=args.overwrite)
+                             overrides=args.set, overwrite=args.overwrite,
+                             backbone_weights=args.backbone_weights, l2_normalize=args.l2_normalize,
+                             frame_tokenizer=args.frame_tokenizer)
     print(f"converted {args.checkpoint} -> {out} (load it with videolang.load)")
     return 0
 
@@ -244,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="registered architecture (default: the method's base)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="architecture overrides, e.g. feature_dim=512")
+    p.add_argument("--backbone-weights", metavar="FILE",
+                   help="videoclip / vlm: the original feature extractor's local weights (MIL-NCE "
+                        "s3d_howto100m.pth), put into the model folder so it encodes raw videos")
+    p.add_argument("--frame-tokenizer", metavar="FILE",
+                   help="vimpac: the original frame tokenizer's local weights (DALL-E encoder.pkl; or "
+                        "dalle:PATH, a tokenizer folder), put into the model folder so it reads raw videos")
+    p.add_argument("--l2-normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="unit-norm feature rows as the original extraction scripts did (default: "
+                        "the family's, on for MMPT's S3D features)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_convert)
 

@@ -1,7 +1,12 @@
-"""``videolang fit | validate | test | predict``: the engine's commands.
+"""``videolang fit | validate | test | predict``: the engine's commands; ``videolang config``.
 
     videolang fit --config configs/<method>/<task>.yaml [key.sub=value ...] [--seed N]
                   [--resume PATH|last] [--name NAME] [--run-root DIR]
+    videolang config list [METHOD] [--paths]     # the configs shipped in the package
+    videolang config show <method>/<task>        # print one (copy it to edit it)
+
+``--config`` takes a YAML path or a packaged config's name (``videoclip/synthetic_pretrain``):
+a path that does not exist names the packaged config of that name.
 
 Overrides are ``key.sub=value`` pairs (the value is YAML: ``optim.lr=1e-4``,
 ``trainer.devices=[0,1]``, ``trainer.monitor=null``) and may stand before, between or after the
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["STAGES", "register", "run_stage"]
@@ -54,7 +61,9 @@ def _add_stage_parser(subparsers: Any, stage: str) -> argparse.ArgumentParser:
     p.__class__ = _IntermixedParser  # same object, intermixed parsing (see the class)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. optim.lr=1e-4 trainer.max_epochs=3 model.name=videoclip-tiny")
-    p.add_argument("--config", "-c", help="YAML config file, e.g. configs/videoclip/pretrain.yaml")
+    p.add_argument("--config", "-c",
+                   help="YAML config file, or a packaged config's name, e.g. videoclip/synthetic_pretrain "
+                        "(`videolang config list` lists them)")
     p.add_argument("--seed", type=int, default=None, help="replaces the config's seed")
     p.add_argument("--resume", "--ckpt", dest="resume",
                    metavar="PATH|last|auto" if stage == "fit" else "PATH|last|best",
@@ -64,40 +73,60 @@ def _add_stage_parser(subparsers: Any, stage: str) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (overrides applied) and exit")
     if stage == "predict":
-        g = p.add_argument_group("inference with a saved model (instead of --config)")
-        g.add_argument("--model", help="a saved model folder (a run's export/), see videolang.load")
-        g.add_argument("--videos", nargs="+", default=[], help="video files to encode and score")
-        g.add_argument("--texts", nargs="+", default=[], help="sentences to encode and score")
-        g.add_argument("--top-k", type=int, default=5, help="best matches printed per video")
+        from videolang.cli.predict import add_arguments
+
+        add_arguments(p)
     p.set_defaults(func=lambda args: run_stage(stage, args))
     return p
 
 
-def run_inference(args: argparse.Namespace) -> int:
-    """``videolang predict --model DIR --videos ... --texts ...``: score every video against
-    every sentence with :func:`videolang.load` and print the best matches as JSON."""
-    import videolang
-    from videolang.errors import ConfigError
+def register(subparsers: Any) -> None:
+    """Add ``fit``, ``validate``, ``test``, ``predict`` and ``config`` to a ``videolang``
+    subparsers object."""
+    for stage in STAGES:
+        _add_stage_parser(subparsers, stage)
+    _add_config_parser(subparsers)
+    _add_export_parser(subparsers)
 
-    if not args.videos or not args.texts:
-        raise ConfigError("predict --model needs --videos and --texts")
-    pipe = videolang.load(args.model)
-    scores = pipe.score(args.videos, args.texts)
-    k = min(args.top_k, len(args.texts))
-    out = []
-    for video, row in zip(args.videos, scores, strict=True):
-        top = row.topk(k)
-        out.append({"video": video, "matches": [
-            {"text": args.texts[j], "score": round(float(v), 4)} for v, j in zip(top.values, top.indices, strict=True)
-        ]})
-    print(json.dumps(out, indent=2))
+
+def _add_export_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("export", help="write a checkpoint's model folder (what videolang.load opens)",
+                              description="Build the recipe of --config, load the checkpoint's weights and "
+                              "write its self-contained model folder (a run does this itself at the end of fit).")
+    p.__class__ = _IntermixedParser
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--config", "-c", help="the run's YAML config or a packaged config's name "
+                   "(default with a checkpoint path: its run folder's config.yaml)")
+    p.add_argument("--ckpt", "--resume", dest="resume", required=True, metavar="PATH|last|best",
+                   help="a .ckpt file, a run folder, or last / best of runs with the config's name")
+    p.add_argument("--out", required=True, help="the model folder to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``videolang export``: prints the folder written."""
+    from videolang.engine.export import export_checkpoint
+
+    out = export_checkpoint(args.config, args.resume, args.out, overrides=args.overrides, overwrite=args.overwrite)
+    print(f"exported {args.resume} -> {out} (open it with videolang.load)")
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``fit``, ``validate``, ``test`` and ``predict`` to a ``videolang`` subparsers object."""
-    for stage in STAGES:
-        _add_stage_parser(subparsers, stage)
+def _add_config_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("config", help="list and print the configs shipped in the package",
+                              description="The configs shipped in the package (videolang/configs/"
+                              "<method>/<task>.yaml; configs/ in a source checkout). Pass a name "
+                              "to --config: videolang fit --config videoclip/synthetic_pretrain")
+    csub = p.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND")
+    q = csub.add_parser("list", help="names of the packaged configs (<method>/<task>)")
+    q.add_argument("method", nargs="?", help="only this method's configs (e.g. videoclip)")
+    q.add_argument("--paths", action="store_true", help="print each config's file path too")
+    q.set_defaults(func=run_config_list)
+    q = csub.add_parser("show", help="print a packaged config (copy it to edit it)")
+    q.add_argument("name", help="a packaged config, e.g. videoclip/synthetic_pretrain")
+    q.set_defaults(func=run_config_show)
+    p.set_defaults(func=lambda args: run_config_list(argparse.Namespace(method=None, paths=False)))
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -121,8 +150,10 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
     """Run one engine command from parsed arguments; prints a JSON summary. Returns 0."""
     from videolang import engine
 
-    if stage == "predict" and getattr(args, "model", None):
-        return run_inference(args)
+    if stage == "predict":
+        status = _predict(args)
+        if status is not None:
+            return status
     overrides = _overrides(args)
     if args.print_config:
         cfg, _ = engine.load_run_config(args.config, overrides, args.seed, args.resume)
@@ -133,3 +164,61 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
     if result.metrics:  # only global rank 0 has them
         print(json.dumps(_summary(stage, result), indent=2))
     return 0
+
+
+def run_config_list(args: argparse.Namespace) -> int:
+    """``videolang config list [METHOD] [--paths]``: one packaged config name per line."""
+    from videolang.engine.config import list_configs, packaged_config
+    from videolang.errors import ConfigError
+
+    names = list_configs(args.method)
+    if not names:
+        methods = sorted({n.split("/", 1)[0] for n in list_configs()})
+        raise ConfigError(f"no packaged configs for method {args.method!r} (methods: {', '.join(methods)})")
+    _write("".join(f"{name}\t{packaged_config(name)}\n" if args.paths else f"{name}\n" for name in names))
+    return 0
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    """``videolang config show NAME``: the packaged config's YAML (after a comment naming its file)."""
+    from videolang.engine.config import packaged_config
+
+    path = packaged_config(args.name)
+    _write(f"# {path}\n{path.read_text(encoding='utf-8')}")
+    return 0
+
+
+def _write(text: str) -> None:
+    """Print ``text``; a reader that stops early (``videolang config list | head``) is no error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+
+
+def _predict(args: argparse.Namespace) -> int | None:
+    """``videolang predict`` with a model folder or inputs (a pipeline), or None for the engine's
+    predict loop (recipes that define one). Positional arguments that name existing paths, or
+    have no ``=``, are inputs; the others are config overrides."""
+    from videolang.cli import predict
+    from videolang.errors import ConfigError
+
+    positional, args.overrides, args.inputs = list(args.overrides), [], []
+    for item in positional:
+        (args.inputs if Path(item).exists() or "=" not in item else args.overrides).append(item)
+    if predict.wants_inference(args):
+        predict.check_inputs(args)
+        return predict.run_predict(args)
+    if args.config is None and args.resume is None:
+        raise ConfigError("predict needs --model DIR (a model folder) with videos or texts, or --config")
+    if not args.print_config:
+        from videolang.engine import load_run_config
+        from videolang.engine.export import has_predict_loop
+
+        cfg, _ = load_run_config(args.config, _overrides(args), args.seed, None)
+        if not has_predict_loop(cfg.recipe):
+            raise ConfigError(f"recipe {cfg.recipe} has no predict loop: give inputs (videos, --texts) to "
+                              "predict with its exported model, e.g. videolang predict --config CFG "
+                              "--ckpt best VIDEO_FOLDER --texts 'a red circle moves left'")
+    return None

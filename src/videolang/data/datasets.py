@@ -8,20 +8,24 @@ random other index, ``clipbert.md`` §8.1 item 12).
 
 Each item's random draws come from a generator seeded with (seed, epoch, index), so a sample is
 the same whatever the number of workers, and ``set_epoch`` changes the draws between epochs.
+:class:`DeferredDataLoader` (every recipe's training loader) starts its worker processes with the
+first batch rather than at ``iter(loader)``, so the workers' copy of the dataset carries the
+epoch that ``set_epoch`` gave it at the start of the epoch.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from videolang.data.video import VideoMetadata, VideoReader
 from videolang.errors import VideoDecodeError
@@ -29,6 +33,7 @@ from videolang.errors import VideoDecodeError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DeferredDataLoader",
     "FrameSampler",
     "SkipCounter",
     "SkippedSample",
@@ -57,6 +62,51 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(mixed) & ((1 << 63) - 1))
 
 
+def _takes_generator(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` accepts a ``generator`` keyword argument."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return any(p.name == "generator" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+class _DeferredIterator(Iterator):
+    """What :meth:`DeferredDataLoader.__iter__` returns: the loader's real iterator is made by
+    the first ``next``."""
+
+    def __init__(self, loader: DeferredDataLoader):
+        self._loader = loader
+        self._iterator: Iterator | None = None
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = DataLoader.__iter__(self._loader)
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+
+class DeferredDataLoader(DataLoader):
+    """A ``DataLoader`` whose iterator starts with the first batch request, not at ``iter()``.
+
+    A plain ``DataLoader`` with workers forks them, hands them a copy of the dataset and sends
+    them the first indices (drawing from the sampler) as soon as its iterator is made. Lightning
+    makes the training iterator before ``on_train_epoch_start`` in the first epoch (already
+    while counting the steps for the LR schedule) and when it resumes a run, so the workers
+    would draw with the dataset's stale epoch (and a retrieval batch sampler would build its
+    batches without the epoch's embeddings), while without workers the same items see the
+    state set by the hook: the data would depend on the number of workers. Deferring the
+    iterator makes every per-epoch state set in ``on_train_epoch_start`` reach the sampler and
+    the workers in both cases. Not for ``persistent_workers=True`` with per-epoch dataset state
+    (persistent workers keep the copy of the dataset they were started with).
+    """
+
+    def __iter__(self) -> Iterator:  # type: ignore[override]
+        return _DeferredIterator(self)
+
+
 class VideoFramesDataset(Dataset):
     """Frames sampled from videos named by annotation records.
 
@@ -67,7 +117,10 @@ class VideoFramesDataset(Dataset):
 
     Items are dicts: ``frames`` uint8 ``(*sampler shape, H, W, 3)``, ``frame_indices``,
     ``index``, ``video`` (the reference), plus the record's other scalar fields; ``transform``
-    (if given) is applied to ``frames``.
+    (if given) is applied to ``frames``. A transform that takes a ``generator`` keyword (e.g.
+    ``functools.partial(random_crop, size=224)``) gets the item's generator after the frame
+    sampler's draws, so random augmentation is seeded by (seed, epoch, index) as well; never
+    give a random transform that draws from the global RNG (workers seed theirs differently).
     """
 
     def __init__(
@@ -79,7 +132,7 @@ class VideoFramesDataset(Dataset):
         store: Mapping[str, bytes] | None = None,
         video_key: str = "video",
         extension: str = ".mp4",
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[..., torch.Tensor] | None = None,
         seed: int = 0,
     ):
         if store is None and video_root is None:
@@ -91,6 +144,7 @@ class VideoFramesDataset(Dataset):
         self.video_key = video_key
         self.extension = extension
         self.transform = transform
+        self._transform_takes_generator = transform is not None and _takes_generator(transform)
         self.seed = seed
         self.epoch = 0
 
@@ -124,7 +178,9 @@ class VideoFramesDataset(Dataset):
             log.warning("skipping video %s (item %d): %s", ref, index, exc.reason)
             return SkippedSample(index, ref, exc.reason)
         frames = frames.reshape(*indices.shape, *frames.shape[1:])
-        if self.transform is not None:
+        if self._transform_takes_generator:
+            frames = self.transform(frames, generator=generator)
+        elif self.transform is not None:
             frames = self.transform(frames)
         item = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}
         item.update(

@@ -300,7 +300,7 @@ def _torch_candidates(emb: torch.Tensor, queries: torch.Tensor, n_candidates: in
     members = [torch.nonzero(assign == c).flatten() for c in range(len(centroids))]
     out = []
     for q in queries.tolist():
-        order = torch.cdist(emb[q : q + 1], centroids)[0].argsort()
+        order = torch.cdist(emb[q : q + 1], centroids)[0].argsort(stable=True)
         pool: list[torch.Tensor] = []
         size = 0
         for rank, c in enumerate(order.tolist()):
@@ -310,7 +310,7 @@ def _torch_candidates(emb: torch.Tensor, queries: torch.Tensor, n_candidates: in
                 break
         cand = torch.cat(pool)
         dist = ((emb[cand] - emb[q]) ** 2).sum(1)
-        out.append(cand[dist.argsort()[: n_candidates + 1]].numpy())
+        out.append(cand[dist.argsort(stable=True)[: n_candidates + 1]].numpy())
     return np.stack(out)
 
 
@@ -407,8 +407,10 @@ class RetrievalBatchSampler(BatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         # A generator: the batches are drawn when the first one is requested, not when the
-        # iterator is made. Lightning makes the iterator before ``on_train_epoch_start`` when
-        # it resumes a run, and that hook is where the recipe sets the epoch and embeddings.
+        # iterator is made. Lightning makes the iterator before ``on_train_epoch_start`` in the
+        # first epoch and when it resumes a run, and that hook is where the recipe sets the
+        # epoch and embeddings. With workers a DataLoader requests batches as soon as its
+        # iterator exists: the recipes' DeferredDataLoader makes that the first batch request.
         batches = self._all_batches()
         usable = len(batches) - len(batches) % self.world_size
         yield from batches[self.rank : usable : self.world_size]

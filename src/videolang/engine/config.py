@@ -8,6 +8,11 @@ sections. Every error names the key and the file (or the command-line override) 
     configs/videoclip/pretrain.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)
     command line 'trainer.max_epochs=three': key 'trainer.max_epochs' expects int or null, got 'three' (str)
 
+A config is a YAML path or the name of a config shipped inside the package
+(``videoclip/synthetic_pretrain``, see :func:`list_configs` and ``videolang config list``): a
+path that exists is read; otherwise a relative one (``.yaml`` optional, a leading ``configs/``
+allowed) names a packaged config (:func:`resolve_config_path`).
+
 Loading order: parents named in ``includes`` (paths relative to the including file, merged in
 order), then the file itself (child wins), then the overrides. Mappings merge key by key; any
 other value (lists included) is replaced. The resolved configuration (:func:`dump_config`) is
@@ -26,7 +31,8 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Union
 
 import yaml
@@ -41,9 +47,13 @@ __all__ = [
     "TrainerConfig",
     "config_to_dict",
     "dump_config",
+    "list_configs",
     "load_config",
     "load_config_dict",
+    "packaged_config",
+    "packaged_config_root",
     "parse_override",
+    "resolve_config_path",
     "validate_config",
 ]
 
@@ -304,6 +314,106 @@ def _apply_override(data: dict, origins: Origins, text: str) -> None:
     _merge(node, {last: value}, origins, where, f"{'.'.join(parents)}." if parents else "")
 
 
+# --------------------------------------------------------------------------------------------
+# packaged configs: videolang/configs/<method>/<task>.yaml (the repo-root configs/ links there)
+
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def packaged_config_root() -> Path:
+    """The folder of the configs shipped in the package (``videolang/configs``)."""
+    root = resources.files("videolang") / "configs"
+    if not isinstance(root, Path):  # a zip import: not supported (pip installs unpack wheels)
+        raise ConfigError(f"packaged configs are not on the file system ({root}); install videolang "
+                          "from a wheel or a source folder")
+    return root
+
+
+def list_configs(method: str | None = None) -> list[str]:
+    """Names (``<method>/<task>``, sorted) of the packaged configs, of one ``method`` if given."""
+    root = packaged_config_root()
+    names = [
+        p.relative_to(root).with_suffix("").as_posix()
+        for p in root.rglob("*") if p.suffix in _CONFIG_SUFFIXES and p.is_file()
+    ]
+    if method is not None:
+        names = [n for n in names if n.split("/", 1)[0] == method.strip("/")]
+    return sorted(names)
+
+
+def _packaged_name(source: str | os.PathLike) -> str | None:
+    """``configs/videoclip/x.yaml`` / ``videoclip/x.yaml`` / ``videoclip/x`` -> ``videoclip/x``;
+    ``None`` for a path that cannot name a packaged config (absolute, or with ``..``)."""
+    text = os.fspath(source).replace("\\", "/")
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        return None
+    parts = list(path.parts)
+    if parts[0] == "configs" and len(parts) > 1:
+        parts = parts[1:]
+    if parts[-1].endswith(_CONFIG_SUFFIXES):
+        parts[-1] = parts[-1].rsplit(".", 1)[0]
+    return "/".join(parts)
+
+
+def _close_configs(name: str, names: Sequence[str]) -> list[str]:
+    """Packaged configs close to ``name``: the same task under another method, then close
+    spellings (of the task within its method, then of the whole name)."""
+    method, _, task = name.rpartition("/")
+    same_task = [n for n in names if n.rpartition("/")[2] == task]
+    pool = [n for n in names if n.rpartition("/")[0] == method] or names  # no such method: all
+    tasks = difflib.get_close_matches(task, sorted({n.rpartition("/")[2] for n in pool}), n=5, cutoff=0.6)
+    by_task = [n for t in tasks for n in pool if n.rpartition("/")[2] == t]
+    by_name = difflib.get_close_matches(name, names, n=5, cutoff=0.75)
+    return list(dict.fromkeys([*same_task, *by_task, *by_name]))[:6]
+
+
+def packaged_config(name: str | os.PathLike) -> Path:
+    """The file of the packaged config ``name``: ``videoclip/synthetic_pretrain`` (``.yaml`` and a
+    leading ``configs/`` optional). Raises :class:`~videolang.errors.ConfigError` naming the
+    config and the closest packaged ones when there is none of that name."""
+    where = os.fspath(name)
+    key = _packaged_name(name)
+    if key is not None:
+        root = packaged_config_root()
+        for suffix in _CONFIG_SUFFIXES:
+            candidate = root / f"{key}{suffix}"
+            if candidate.is_file():
+                return candidate
+    names = list_configs()
+    close = _close_configs(key, names) if key else []
+    methods = sorted({n.split("/", 1)[0] for n in names})
+    method = (key or "").rpartition("/")[0]
+    if close:
+        hint = f"close matches: {', '.join(close)}"
+    elif method in methods:
+        hint = f"{method} has {', '.join(n.rpartition('/')[2] for n in names if n.startswith(method + '/'))}"
+    else:
+        hint = f"packaged configs are <method>/<task> with method one of {', '.join(methods)}"
+    raise ConfigError(f"no packaged config named '{key or where}'; {hint} "
+                      f"(`videolang config list` lists all {len(names)})")
+
+
+def resolve_config_path(source: str | os.PathLike) -> Path:
+    """The YAML file a config argument names.
+
+    A path that exists is returned as is. Otherwise a relative path names a packaged config
+    (:func:`packaged_config`): ``videoclip/synthetic_pretrain``,
+    ``videoclip/synthetic_pretrain.yaml`` and ``configs/videoclip/synthetic_pretrain.yaml`` all
+    give ``<site-packages>/videolang/configs/videoclip/synthetic_pretrain.yaml``. Raises
+    :class:`~videolang.errors.ConfigError` naming the config and the closest packaged ones.
+    """
+    path = Path(source)
+    if path.exists():
+        return path
+    if _packaged_name(source) is None:
+        raise ConfigError(f"{os.fspath(source)}: config file not found")
+    try:
+        return packaged_config(source)
+    except ConfigError as exc:
+        raise ConfigError(f"{os.fspath(source)}: config file not found, and {exc}") from None
+
+
 def load_config_dict(
     source: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = ()
 ) -> tuple[dict, Origins, str]:
@@ -311,6 +421,7 @@ def load_config_dict(
 
     Returns ``(mapping, origins, source_name)``; ``origins`` maps each dotted key to where
     it was set. A mapping ``source`` is taken as is (its keys are reported as ``<dict>``).
+    A path that does not exist may name a packaged config (:func:`resolve_config_path`).
     """
     origins: Origins = {}
     if isinstance(source, Mapping):
@@ -319,8 +430,9 @@ def load_config_dict(
         _merge(data, source, origins, where)
         data.pop("includes", None)
     else:
-        where = os.fspath(source)
-        data = _read_file(Path(source), origins)
+        path = resolve_config_path(source)
+        where = os.fspath(source) if path == Path(source) else os.fspath(path)
+        data = _read_file(path, origins)
     for text in overrides:
         _apply_override(data, origins, text)
     return data, origins, where
@@ -519,7 +631,8 @@ def load_config(
 ) -> RunConfig:
     """Load, merge and validate a run configuration.
 
-    ``source`` is a YAML path or a mapping; ``overrides`` are ``key.sub=value`` strings
+    ``source`` is a YAML path, a packaged config's name (``videoclip/synthetic_pretrain``,
+    see :func:`list_configs`) or a mapping; ``overrides`` are ``key.sub=value`` strings
     (values parsed as YAML); ``seed`` replaces the ``seed`` key. The recipe named by the
     ``recipe`` key supplies the ``model`` / ``data`` dataclasses (imported on demand).
     Raises :class:`~videolang.errors.ConfigError` naming the key and the file.

@@ -223,7 +223,11 @@ def _run(stage: str, cfg: RunConfig, ckpt: Path | None, callbacks: Sequence[Call
     recipe = get_recipe(cfg.recipe)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = prepare_run_dir(cfg)
-    extra = {"resumed_from" if stage == "fit" else "checkpoint": str(ckpt) if ckpt else None}
+    # Same seed and same thread count give bit-identical runs on one machine; the intra-op
+    # thread count (the cores, or OMP_NUM_THREADS) sets the float reduction order, so it is
+    # recorded beside the metrics.
+    extra = {"resumed_from" if stage == "fit" else "checkpoint": str(ckpt) if ckpt else None,
+             "torch_threads": torch.get_num_threads()}
     module = recipe.module_cls(cfg)
     datamodule = recipe.datamodule_cls(cfg)
     trainer = build_trainer(cfg, run_dir, stage=stage, callbacks=callbacks, extra_metrics=extra)

@@ -398,15 +398,9 @@ def convert_clipbert_state_dict(state: dict[str, torch.Tensor], model: ClipBert,
     load_strict(model, out, source=source)
 
 
-def _clipbert_pipeline(model: ClipBert) -> dict[str, Any]:
-    cfg = model.config
-    return {"tokenizer": cfg.tokenizer, "frame_size": cfg.frame_size, "input": "RGB 0-255, resized (longer side) "
-            "and zero-padded bottom/right to frame_size; the model converts to BGR minus the MSRA mean",
-            "consensus": cfg.consensus}
-
-
 # Registry entry (videolang.models.registry), shrink overrides for the generic registry test and
-# the checkpoint converter (videolang.models.convert).
+# the checkpoint converter (videolang.pipelines.convert; the folder's pipeline spec comes from
+# videolang.pipelines.clipbert.spec_for_converted).
 ARCHITECTURES = {"clipbert": (ClipBertConfig.from_dict, ClipBert)}
 TEST_OVERRIDES: dict[str, Any] = {
     "backbone.blocks": [1, 1, 1], "backbone.stem_channels": 8, "backbone.width": 4,
@@ -416,5 +410,4 @@ TEST_OVERRIDES: dict[str, Any] = {
     "max_grid": 16,
 }
 CONVERTER = {"default_model": "clipbert-base", "load_state": convert_clipbert_state_dict,
-             "pipeline": _clipbert_pipeline,
              "description": "ClipBERT clipbert_image_text_pretrained.pt (image-text pretrained, e2e)"}

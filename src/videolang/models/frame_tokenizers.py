@@ -12,7 +12,8 @@ float in [0, 1] (or uint8 ``(N, H, W, 3)``, converted) give int64 codes ``(N, H/
 * :class:`DalleEncoder`: the DALL-E dVAE encoder architecture (8192 codes, 8x downsampling,
   53.8M parameters; the tokenizer of the original VIMPAC). Its weights are read from a local
   file (:meth:`DalleEncoder.from_file`): a state_dict with DALL-E's key names (``.pt`` or
-  ``.safetensors``) or OpenAI's pickled ``encoder.pkl`` (read without the ``dall_e`` package).
+  ``.safetensors``) or OpenAI's pickled ``encoder.pkl`` (read without the ``dall_e`` package and
+  without running code from the file: its classes become inert stand-ins).
   Nothing is downloaded. Pixels are mapped to [0.1, 0.9] (``map_pixels``) before the encoder;
   codes are the argmax of its logits.
 
@@ -24,11 +25,9 @@ builds the dVAE from a weight file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videolang.errors import ConfigError
-from videolang.models.weights import load_strict
+from videolang.models.weights import load_strict, read_checkpoint
 from videolang.utils.io import atomic_output
 
 __all__ = [
@@ -286,6 +285,7 @@ class DalleEncoder(FrameTokenizer):
     def __init__(self, vocab_size: int = 8192, n_hid: int = 256, n_blk_per_group: int = 2, group_count: int = 4):
         super().__init__()
         self.vocab_size = vocab_size
+        self.n_hid, self.n_blk_per_group, self.group_count = n_hid, n_blk_per_group, group_count
         self.downsample = 2 ** (group_count - 1)
         n_layers = group_count * n_blk_per_group
         groups: list[tuple[str, nn.Module]] = [("input", _DalleConv(3, n_hid, 7))]
@@ -318,7 +318,8 @@ class DalleEncoder(FrameTokenizer):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> DalleEncoder:
         """Weights from a local file: OpenAI's pickled ``encoder.pkl``, or a state_dict with
-        DALL-E's key names (``torch.save`` or ``.safetensors``)."""
+        DALL-E's key names (``torch.save`` or ``.safetensors``). Read without running code from
+        the file (:func:`~videolang.models.weights.read_checkpoint`)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"DALL-E encoder weights not found: {path} (nothing is downloaded; "
@@ -328,37 +329,49 @@ class DalleEncoder(FrameTokenizer):
 
             state = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_DalleUnpickling)
-            state = obj.state_dict() if isinstance(obj, nn.Module) else obj
+            state = _pickled_state(read_checkpoint(path), source=str(path))
         # The released encoder is the default geometry; smaller ones (tests) are read off the weights.
-        vocab, first = state.get("blocks.output.conv.w"), state.get("blocks.input.w")
-        model = cls(vocab_size=int(vocab.shape[0]) if vocab is not None else 8192,
-                    n_hid=int(first.shape[0]) if first is not None else 256)
+        model = cls(**_dalle_geometry(state))
         load_strict(model, state, source=str(path))
         return model.eval()
 
-
-class _DallEStub(nn.Module):
-    """Stands in for any ``dall_e`` class while unpickling ``encoder.pkl``: the pickled objects
-    are nn.Modules whose ``__dict__`` (parameters, submodules) is restored as is."""
-
-    def forward(self, *args: Any) -> Any:  # pragma: no cover - never called
-        raise RuntimeError("a stub of the dall_e package; use DalleEncoder")
+    def geometry(self) -> dict[str, int]:
+        """The constructor arguments of this encoder (what :func:`save_frame_tokenizer` records)."""
+        return {"vocab_size": self.vocab_size, "n_hid": self.n_hid, "n_blk_per_group": self.n_blk_per_group,
+                "group_count": self.group_count}
 
 
-class _DalleUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "dall_e" or module.startswith("dall_e."):
-            return _DallEStub
-        return super().find_class(module, name)
+def _dalle_geometry(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Vocabulary and width of a DALL-E encoder state dict (the block and group counts are the
+    release's: other values give keys the strict load reports)."""
+    vocab, first = state.get("blocks.output.conv.w"), state.get("blocks.input.w")
+    return {"vocab_size": int(vocab.shape[0]) if vocab is not None else 8192,
+            "n_hid": int(first.shape[0]) if first is not None else 256}
 
 
-class _DalleUnpickling:
-    """A ``pickle_module`` for :func:`torch.load` that needs no ``dall_e`` package."""
+def _pickled_state(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
+    """A state dict from what :func:`read_checkpoint` gave: a state dict as is, or a pickled
+    ``nn.Module`` (OpenAI's ``encoder.pkl``), whose classes came back as inert stand-ins holding
+    their ``__dict__``: parameters and persistent buffers are collected from it by name."""
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    out: dict[str, torch.Tensor] = {}
 
-    Unpickler = _DalleUnpickler
-    load = staticmethod(lambda f, **kw: _DalleUnpickler(f, **kw).load())
-    loads = staticmethod(lambda b, **kw: _DalleUnpickler(io.BytesIO(b), **kw).load())
+    def walk(node: Any, prefix: str) -> None:
+        state = getattr(node, "state", None)
+        if not isinstance(state, dict) or not isinstance(state.get("_modules"), dict):
+            raise ConfigError(f"{source}: neither a state dict nor a pickled torch module")
+        skip = state.get("_non_persistent_buffers_set") or set()
+        for group in ("_parameters", "_buffers"):
+            for name, value in (state.get(group) or {}).items():
+                if isinstance(value, torch.Tensor) and name not in skip:
+                    out[prefix + name] = value.detach()
+        for name, child in state["_modules"].items():
+            if child is not None:
+                walk(child, f"{prefix}{name}.")
+
+    walk(obj, "")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +386,7 @@ def save_frame_tokenizer(tokenizer: FrameTokenizer, out_dir: str | os.PathLike, 
     if isinstance(tokenizer, VQVAE):
         meta: dict[str, Any] = {"kind": "vqvae", "config": asdict(tokenizer.config)}
     elif isinstance(tokenizer, DalleEncoder):
-        meta = {"kind": "dalle-dvae", "config": {"vocab_size": tokenizer.vocab_size}}
+        meta = {"kind": "dalle-dvae", "config": tokenizer.geometry()}
     else:
         raise ConfigError(f"cannot save tokenizer of type {type(tokenizer).__name__}")
     meta.update(fingerprint=tokenizer.fingerprint(), report=report or {})
@@ -401,7 +414,7 @@ def load_frame_tokenizer(spec: str | os.PathLike) -> FrameTokenizer:
     if kind == "vqvae":
         model: FrameTokenizer = VQVAE(VQVAEConfig(**meta["config"]))
     elif kind == "dalle-dvae":
-        model = DalleEncoder(vocab_size=int(meta["config"]["vocab_size"]))
+        model = DalleEncoder(**{k: int(v) for k, v in meta["config"].items()})
     else:
         raise ConfigError(f"{meta_file}: unknown tokenizer kind {kind!r}")
     load_strict(model, load_file(str(path / "model.safetensors")), source=str(path / "model.safetensors"))

@@ -30,6 +30,7 @@ __all__ = [
     "load_pretrained",
     "register_architecture",
     "save_pretrained",
+    "write_model_files",
 ]
 
 
@@ -136,19 +137,25 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return _build(get_model_config(name, **overrides), f"model {name!r}")
 
 
+def write_model_files(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Write ``config.json`` + ``model.safetensors`` of ``model`` into an existing ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    cfg = model.config.to_dict()
+    # Weights are in the file: loading must not re-initialise from a pretrained directory.
+    cfg.pop("text_pretrained", None)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
 def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, overwrite: bool = True,
                     extra_files: dict[str, str] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (and ``extra_files``: name -> text) into
     ``out_dir``, atomically as a folder."""
-    from safetensors.torch import save_file
-
-    cfg = model.config.to_dict()
-    # Weights are in the file: loading must not re-initialise from a pretrained directory.
-    cfg.pop("text_pretrained", None)
     with atomic_output(out_dir, overwrite=overwrite, is_dir=True) as tmp:
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_model_files(model, tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
     return Path(out_dir)

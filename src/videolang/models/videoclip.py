@@ -18,9 +18,10 @@ Parameter names equal the original's after its ``mmmodel.`` prefix (``video_enco
 :func:`convert_mmpt_state_dict` only strips that prefix and drops the unused pooler and
 position-id buffers.
 
-Deliberate differences from the original: video sequences are not forced to 32 slots (any
-``T`` up to ``max_video_len``; zero-padded slots are masked, so results are equal); batches of
-any size (the original's inference wrapper asserted batch size 1).
+Video features are padded to ``max_video_len`` slots inside the model, as MMPT's aligner does,
+so the video [SEP] always takes position ``max_video_len + 1`` whatever the batch holds.
+Deliberate difference from the original: batches of any size (the original's inference wrapper
+asserted batch size 1).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder, load_strict
 from videolang.models.layers import ProjectionHead
 
-__all__ = ["VideoCLIP", "VideoCLIPConfig", "convert_mmpt_state_dict", "masked_mean_excluding_cls"]
+__all__ = ["VideoCLIP", "VideoCLIPConfig", "convert_mmpt_state_dict", "masked_mean_excluding_cls", "pad_video_rows"]
 
 
 @dataclass
@@ -89,6 +90,22 @@ def masked_mean_excluding_cls(hidden: torch.Tensor, mask: torch.Tensor) -> torch
     excluded). ``hidden`` (B, L, H), ``mask`` (B, L) bool."""
     m = mask[:, 1:].to(hidden.dtype).unsqueeze(-1)
     return (hidden[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def pad_video_rows(feats: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T, D)`` features and ``(B, T)`` mask zero-padded / masked to ``length`` rows.
+
+    Rows beyond ``length`` are an error: the model was built for at most ``length`` per window.
+    """
+    b, t, d = feats.shape
+    if t > length:
+        raise ValueError(f"{t} video tokens exceed max_video_len={length}")
+    if t == length:
+        return feats, mask
+    pad = length - t
+    feats = torch.cat([feats, feats.new_zeros(b, pad, d)], dim=1)
+    mask = torch.cat([mask, mask.new_zeros(b, pad)], dim=1)
+    return feats, mask
 
 
 class VideoTokenMLP(nn.Module):
@@ -160,12 +177,16 @@ class VideoCLIP(nn.Module):
     # -- towers ---------------------------------------------------------------------------------
 
     def video_hidden(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last hidden states of ``[CLS] v1..vT [SEP]`` and the matching token mask."""
-        b, t, d = feats.shape
+        """Last hidden states of ``[CLS] v1..v_Tv [SEP]`` and the matching token mask.
+
+        Features are zero-padded (and masked) to ``max_video_len`` rows first, so the [SEP]
+        always sits at position ``max_video_len + 1`` as in MMPT: a video's embedding does not
+        depend on how long the other videos of its batch are.
+        """
+        b, d = feats.shape[0], feats.shape[2]
         if d != self.config.feature_dim:
             raise ValueError(f"video features have {d} dims, the model expects {self.config.feature_dim}")
-        if t > self.config.max_video_len:
-            raise ValueError(f"{t} video tokens exceed max_video_len={self.config.max_video_len}")
+        feats, mask = pad_video_rows(feats, mask.bool(), self.config.max_video_len)
         bert = self.video_encoder.bert
         special = [0, 1] if self.config.slim_video_vocab else [self.config.cls_token_id, self.config.sep_token_id]
         words = bert.embeddings.word_embeddings(torch.tensor(special, device=feats.device))
@@ -250,13 +271,6 @@ def convert_mmpt_state_dict(state: dict[str, torch.Tensor], model: VideoCLIP, *,
     load_strict(model, state, source=source, ignore=ignore)
 
 
-def _mmpt_pipeline(model: VideoCLIP) -> dict:
-    # The release was trained on S3D-G features of the MIL-NCE weights (one 512-d row per
-    # second); the backbone's weights are a separate local file the user points to later.
-    return {"tokenizer": model.config.tokenizer, "feature_rate": 1.0,
-            "max_video_len": model.config.max_video_len}
-
-
 def test_overrides(cfg: dict) -> dict:
     """Registry overrides that shrink any VideoCLIP config to a sub-second CPU model."""
     slim = cfg.get("slim_video_vocab", False)
@@ -271,7 +285,7 @@ def test_overrides(cfg: dict) -> dict:
 
 TEST_OVERRIDES = test_overrides
 
-# Registry entry (see videolang.models.registry) and checkpoint converter (videolang.models.convert).
+# Registry entry (see videolang.models.registry) and checkpoint converter (videolang.pipelines.convert).
 ARCHITECTURES = {"videoclip": (VideoCLIPConfig.from_dict, VideoCLIP)}
 CONVERTER = {"default_model": "videoclip-base", "load_state": convert_mmpt_state_dict,
-             "pipeline": _mmpt_pipeline, "description": "MMPT VideoCLIP checkpoint_best.pt"}
+             "description": "MMPT VideoCLIP checkpoint_best.pt"}

@@ -24,7 +24,8 @@ Deliberate differences from the original, each with a switch where parity needs 
 
 * The original adds the position and token-type embeddings to the video tokens twice (once by
   hand, once inside HF ``BertModel``), with two LayerNorms; ``double_video_embeddings=True``
-  reproduces that for converted checkpoints, the default adds them once.
+  reproduces that, and :func:`convert_teacher_state_dict` switches it on for every converted
+  teacher; models trained here add them once by default.
 * The original never trains the video tower (it runs under ``no_grad`` and its parameters are
   missing from the optimiser): ours trains by default, as the paper describes; the recipe's
   ``model.freeze_video`` restores the original behaviour.
@@ -44,6 +45,7 @@ student ``pytorch_model.bin``); the keys they deliberately drop are listed in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -56,6 +58,8 @@ from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
 from videolang.models.layers import ProjectionHead
 from videolang.models.weights import load_strict
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "STUDENT_DROPPED",
@@ -520,12 +524,19 @@ def convert_teacher_state_dict(text_state: Mapping[str, Any], visn_state: Mappin
     """Load the original teacher strictly: ``text_state`` is ``CoLwithBert``'s
     ``pytorch_model.bin``, ``visn_state`` the ``VisnModel`` ``visn_model.chkpt``.
 
-    A converted teacher reproduces the original only with ``double_video_embeddings=True``.
+    The original's video tower always adds the position and token-type embeddings twice, so the
+    converted model computes that way too: ``double_video_embeddings`` is switched on (it has no
+    weights of its own; ``config.json`` records it). Off, the video embeddings would differ from
+    the original's by up to a few hundredths, with nothing to say so.
     """
     text = _mlm_keys(_unwrap(text_state), model, source)
     visn = {_rename(k, _VISN_RENAMES, "video."): v for k, v in _unwrap(visn_state).items()}
     state = _drop({**text, **visn}, TEACHER_DROPPED)
     load_strict(model, state, source=source)
+    if not model.config.double_video_embeddings:
+        log.info("%s: double_video_embeddings switched on, as the original teacher computes", source)
+    model.config.double_video_embeddings = True
+    model.video.double_embeddings = True
 
 
 def convert_student_state_dict(state: Mapping[str, Any], model: VidLanKDStudent, *,
@@ -558,19 +569,17 @@ def _load_original(obj: Mapping[str, Any], model: nn.Module, *, source: str = "c
         raise ConfigError(f"{source}: no original VidLanKD layout for {type(model).__name__}")
 
 
-def _pipeline(model: nn.Module) -> dict:
-    return {"tokenizer": model.config.tokenizer, "block_size": 126}
-
-
-# Registry entry (videolang.models.registry), converter (videolang.models.convert) and the
-# overrides that shrink any of our configs to a CPU-test size (registry contract).
+# Registry entry (videolang.models.registry), converter (videolang.pipelines.convert; the folder's
+# pipeline.json comes from videolang.pipelines.vidlankd) and the overrides that shrink any of our
+# configs to a CPU-test size (registry contract).
 ARCHITECTURES = {
     "vidlankd-teacher": (VidLanKDTeacherConfig.from_dict, VidLanKDTeacher),
     "vidlankd-student": (VidLanKDStudentConfig.from_dict, VidLanKDStudent),
     "vidlankd-classifier": (VidLanKDClassifierConfig.from_dict, VidLanKDClassifier),
 }
-CONVERTER = {"default_model": "vidlankd-student-base", "load_state": _load_original, "pipeline": _pipeline,
-             "description": "VidLanKD student pytorch_model.bin (vlm/), or {'teacher', 'visn'} state dicts"}
+CONVERTER = {"default_model": "vidlankd-student-base", "load_state": _load_original,
+             "description": "VidLanKD student pytorch_model.bin (vlm/), or {'teacher', 'visn'} state dicts "
+                            "(-m vidlankd-teacher-base / -small)"}
 TEST_OVERRIDES: dict[str, Any] = {
     "bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 2,
     "bert.intermediate_size": 64, "bert.vocab_size": 100,

@@ -622,13 +622,6 @@ def convert_vimpac_state_dict(obj: Any, model: nn.Module, *, source: str = "chec
     load_strict(model, state, source=source, optional_suffixes=("num_batches_tracked",))
 
 
-def _pipeline(model: nn.Module) -> dict:
-    cfg = model.config
-    return {"tokenizer": "dalle-dvae" if cfg.codebook_size == 8192 else None,
-            "clip_shape": [cfg.length, cfg.height, cfg.width],
-            "pad_token_id": cfg.pad_token_id, "mask_token_id": cfg.mask_token_id}
-
-
 ARCHITECTURES = {
     "vimpac": (_config_for("vimpac"), _build),
     "vimpac-classifier": (_config_for("vimpac-classifier"), _build),
@@ -638,5 +631,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     "mlp_size": 64, "length": 3, "height": 4, "width": 4, "proj_hidden_size": 32, "proj_size": 16,
     "proj_layers": 2,
 }
-CONVERTER = {"default_model": "vimpac-small", "load_state": convert_vimpac_state_dict, "pipeline": _pipeline,
+# `videolang convert vimpac`: how the converted folder is used is videolang.pipelines.vimpac's
+# spec_for_converted (the original's evaluation protocol).
+CONVERTER = {"default_model": "vimpac-small", "load_state": convert_vimpac_state_dict,
              "description": "VIMPAC snap/pretrain/<name>/last/classifier.pt (or a fine-tuned classifier.pt)"}

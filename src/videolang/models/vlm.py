@@ -27,9 +27,11 @@ Downstream uses (§3.5):
 * action segmentation: :meth:`VLM.segment_logits`, a per-token classifier (``num_classes``)
   on the video pass.
 
-Text positions follow the joint layout: the text after a video of ``T`` tokens starts at
-position ``T + 2``. Batches pad the video to ``max_video_len``, so the text half alone
-(:meth:`VLM.encode_text`) uses ``T = max_video_len``.
+Every pass pads the video to ``max_video_len`` slots first (masked), as MMPT's aligner does:
+positions 0..Tv for [CLS] + video (padded slots included), ``Tv + 1`` for the video's [SEP],
+``Tv + 2 ..`` for the text, with ``Tv = max_video_len``. So an output does not depend on how
+long the other videos of a batch are, and the joint pass and the text half alone
+(:meth:`VLM.encode_text`) put the text at the same positions.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from torch import nn
 from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
 from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
-from videolang.models.videoclip import VideoTokenMLP
+from videolang.models.videoclip import VideoTokenMLP, pad_video_rows
 from videolang.models.weights import load_strict
 
 __all__ = ["VLM", "VLMConfig", "convert_mmpt_vlm_state_dict", "isolated_mask", "textgen_mask"]
@@ -179,11 +181,15 @@ class VLM(nn.Module):
                 "vfeats": torch.randn(batch_size, frames, cfg.feature_dim),
                 "vmasks": torch.arange(frames)[None] < lengths[:, None]}
 
+    def pad_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and mask zero-padded / masked to ``max_video_len`` slots (module docstring)."""
+        return pad_video_rows(vfeats, vmasks.bool(), self.config.max_video_len)
+
     def embed(self, caps, cmasks, vfeats, vmasks, *, standardized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint embeddings (after position/type embeddings and LayerNorm) and the key mask."""
+        """Joint embeddings (after position/type embeddings and LayerNorm) and the key mask,
+        the video padded to ``max_video_len`` slots."""
+        vfeats, vmasks = self.pad_video(vfeats, vmasks)
         b, tv, _ = vfeats.shape
-        if tv > self.config.max_video_len:
-            raise ValueError(f"{tv} video tokens exceed max_video_len={self.config.max_video_len}")
         words = self.bert.embeddings.word_embeddings
         tokens = self.videomlp(vfeats if standardized else self.standardize(vfeats))
         embeds = torch.cat([words(caps[:, :1]), tokens, words(caps[:, 1:])], 1)
@@ -201,7 +207,10 @@ class VLM(nn.Module):
     def mtm_logits(self, caps, cmasks, vfeats, vmasks, video_label, text_label):
         """MTM logits of the masked frames ``(Nv, 1 + N_nm + V)``, of the masked words
         ``(Nt, V + N_nm)``, and the word targets ``(Nt,)``."""
-        video_label = video_label.bool() & vmasks.bool()
+        vfeats, vmasks = self.pad_video(vfeats, vmasks)
+        video_label, _ = pad_video_rows(video_label.bool().unsqueeze(-1), vmasks[:, : video_label.shape[1]],
+                                        self.config.max_video_len)
+        video_label = video_label.squeeze(-1) & vmasks
         vfeats = self.standardize(vfeats)
         masked_in = vfeats.masked_fill(video_label.unsqueeze(-1), 0.0)
         x, keys = self.embed(caps, cmasks, masked_in, vmasks, standardized=True)
@@ -220,15 +229,14 @@ class VLM(nn.Module):
         text_logits = torch.cat([head.decoder(gt), gt @ negatives.t()], 1)
         return video_logits, text_logits, joint_label[chosen]
 
-
     # -- isolated halves: retrieval, multiple-choice QA, segmentation ---------------------------
 
     def video_hidden(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The video half alone: hidden states of ``v1..vT [SEP]`` (B, T+1, H) and their mask,
-        at the joint layout's positions 1..T+1, token type 0."""
+        at the joint layout's positions 1..T+1, token type 0, with ``T = max_video_len`` (the
+        video padded first)."""
+        vfeats, vmasks = self.pad_video(vfeats, vmasks)
         b, tv, _ = vfeats.shape
-        if tv > self.config.max_video_len:
-            raise ValueError(f"{tv} video tokens exceed max_video_len={self.config.max_video_len}")
         words = self.bert.embeddings.word_embeddings
         sep = words(torch.full((b, 1), self.config.sep_token_id, device=vfeats.device))
         embeds = torch.cat([self.videomlp(self.standardize(vfeats)), sep], 1)
@@ -312,16 +320,17 @@ class VLM(nn.Module):
         if pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            tv = vfeats.shape[1]
+            tv = self.config.max_video_len
             pooled = self._mean(hidden[:, tv + 2 :], cmasks[:, 2:].bool())
         return self.classifier(pooled).squeeze(-1)
 
     def segment_logits(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
-        """Per-video-token class logits (B, T, num_classes) from the video half."""
+        """Per-video-token class logits (B, T, num_classes) from the video half (T: the given
+        slots; the video is padded to ``max_video_len`` inside)."""
         if self.config.num_classes <= 0:
             raise ConfigError("this VLM has no classifier: build it with num_classes > 0")
         hidden, _ = self.video_hidden(vfeats, vmasks)
-        return self.classifier(hidden[:, :-1])
+        return self.classifier(hidden[:, : vfeats.shape[1]])
 
     # -- captioning ---------------------------------------------------------------------------
 
@@ -330,6 +339,7 @@ class VLM(nn.Module):
         """Vocabulary logits (B, Lt, V) at the text positions ``caps[:, 2:]`` under
         :func:`textgen_mask`: position j predicts ``caps[:, 3 + j]`` (teacher forcing, with
         ``caps = [CLS] [SEP] [BOS] w1 .. wn [SEP]`` where [BOS] is [CLS], as MMPT)."""
+        vfeats, vmasks = self.pad_video(vfeats, vmasks)
         x, _ = self.embed(caps, cmasks, vfeats, vmasks)
         hidden = self.bert.encode(x, textgen_mask(cmasks, vmasks))
         tv = vfeats.shape[1]
@@ -365,8 +375,11 @@ class VLM(nn.Module):
     def generate(self, vfeats: torch.Tensor, vmasks: torch.Tensor, *, max_length: int = 24,
                  num_beams: int = 1, length_penalty: float = 1.0) -> list[list[int]]:
         """Token ids of one caption per video (without [BOS]/[SEP]): greedy when
-        ``num_beams == 1`` (stops at the first [SEP]), else beam search (hypotheses ranked by summed log-probability over
-        ``length ** length_penalty``). Each step re-runs the joint sequence (no cache)."""
+        ``num_beams == 1`` (stops at the first [SEP]), else beam search (hypotheses ranked by
+        summed log-probability over ``length ** length_penalty``). Each step re-runs the joint
+        sequence (no cache). Each video's search stops on its own, so a caption does not
+        depend on the other videos of the batch."""
+        vfeats, vmasks = self.pad_video(vfeats, vmasks)
         if num_beams <= 1:
             return self._greedy(vfeats, vmasks, max_length)
         cfg = self.config
@@ -378,47 +391,55 @@ class VLM(nn.Module):
         seqs = prefix.expand(b * k, -1).clone()
         scores = torch.zeros(b, k, device=device)
         scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
-        done = torch.zeros(b * k, dtype=torch.bool, device=device)
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+        stopped = [False] * b
         for step in range(max_length):
             logp = self._next_token_logp(seqs, feats, masks)
             if step == max_length - 1:  # the last step must end the caption
                 sep = logp[:, cfg.sep_token_id].clone()
                 logp.fill_(float("-inf"))
                 logp[:, cfg.sep_token_id] = sep
-            logp[done] = float("-inf")
-            vocab = logp.shape[-1]
-            total = (scores.reshape(-1, 1) + logp).reshape(b, k * vocab)
-            top, idx = total.topk(2 * k, dim=1)
-            beam, token = idx // vocab, idx % vocab
-            new_seqs, new_scores = [], torch.full((b, k), float("-inf"), device=device)
-            base = torch.arange(b, device=device)[:, None] * k
+            logp[~torch.isfinite(scores.reshape(-1))] = float("-inf")  # dead or stopped beams
+            seqs, scores = self._beam_step(seqs, scores, logp, finished, length_penalty)
+            # A video stops when it has k finished hypotheses and its best one beats every open
+            # one at the current length (the usual heuristic); its beams are then dead.
+            best_open = scores.max(1).values / (seqs.shape[1] - 2) ** length_penalty
             for i in range(b):
-                kept = 0
-                rows = []
-                for j in range(2 * k):
-                    if not torch.isfinite(top[i, j]) or kept == k:
-                        break
-                    src = int(base[i, 0] + beam[i, j])
-                    if int(token[i, j]) == cfg.sep_token_id:
-                        words = seqs[src, 3:].tolist()
-                        finished[i].append((float(top[i, j]) / max(1, len(words) + 1) ** length_penalty, words))
-                        continue
-                    rows.append(torch.cat([seqs[src], token[i, j : j + 1]]))
-                    new_scores[i, kept] = top[i, j]
-                    kept += 1
-                while len(rows) < k:  # pad with a dead hypothesis
-                    rows.append(torch.cat([seqs[int(base[i, 0])], seqs.new_tensor([cfg.sep_token_id])]))
-                new_seqs.extend(rows)
-            seqs, scores = torch.stack(new_seqs), new_scores
-            done = ~torch.isfinite(scores.reshape(-1))
-            # Stop when every video has k finished hypotheses and its best one beats every open
-            # one at the current length (the usual beam-search heuristic).
-            if all(len(f) >= k for f in finished):
-                best_open = scores.max(1).values / (seqs.shape[1] - 2) ** length_penalty
-                if all(max(s for s, _ in finished[i]) >= float(best_open[i]) for i in range(b)):
-                    break
+                if not stopped[i] and len(finished[i]) >= k and max(s for s, _ in finished[i]) >= float(best_open[i]):
+                    stopped[i] = True
+                    scores[i] = float("-inf")
+            if not bool(torch.isfinite(scores).any()):
+                break
         return [max(f, key=lambda t: t[0])[1] if f else [] for f in finished]
+
+    def _beam_step(self, seqs: torch.Tensor, scores: torch.Tensor, logp: torch.Tensor,
+                   finished: list[list[tuple[float, list[int]]]], length_penalty: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One beam-search step: the k best continuations of each video's beams; those ending
+        in [SEP] go to ``finished`` (with their length-normalised score)."""
+        sep_id = self.config.sep_token_id
+        b, k = scores.shape
+        vocab = logp.shape[-1]
+        total = (scores.reshape(-1, 1) + logp).reshape(b, k * vocab)
+        top, idx = total.topk(2 * k, dim=1)
+        beam, token = idx // vocab, idx % vocab
+        new_seqs, new_scores = [], torch.full((b, k), float("-inf"), device=scores.device)
+        for i in range(b):
+            rows: list[torch.Tensor] = []
+            for j in range(2 * k):
+                if not torch.isfinite(top[i, j]) or len(rows) == k:
+                    break
+                src = i * k + int(beam[i, j])
+                if int(token[i, j]) == sep_id:
+                    words = seqs[src, 3:].tolist()
+                    finished[i].append((float(top[i, j]) / max(1, len(words) + 1) ** length_penalty, words))
+                    continue
+                new_scores[i, len(rows)] = top[i, j]
+                rows.append(torch.cat([seqs[src], token[i, j : j + 1]]))
+            while len(rows) < k:  # pad with a dead hypothesis
+                rows.append(torch.cat([seqs[i * k], seqs.new_tensor([sep_id])]))
+            new_seqs.extend(rows)
+        return torch.stack(new_seqs), new_scores
 
 
 # MMPT keys we drop: BERT's unused pooler, the never-used seg_embeddings table, position ids.
@@ -435,11 +456,6 @@ def convert_mmpt_vlm_state_dict(state: dict[str, torch.Tensor], model: VLM, *, s
     load_strict(model, state, source=source, ignore=MMPT_VLM_IGNORED)
 
 
-def _mmpt_vlm_pipeline(model: VLM) -> dict:
-    return {"tokenizer": model.config.tokenizer, "feature_rate": 1.0,
-            "max_video_len": model.config.max_video_len}
-
-
 def _load_vlm_checkpoint(state: dict, model: VLM, *, source: str = "checkpoint") -> None:
     convert_mmpt_vlm_state_dict(state, model, source=source)
 
@@ -450,5 +466,6 @@ TEST_OVERRIDES = {
     "text_pretrained": None, "feature_dim": 24, "max_video_len": 8,
 }
 ARCHITECTURES = {"vlm": (VLMConfig.from_dict, VLM)}
+# videolang convert vlm: how the original was used is in videolang.pipelines.vlm.
 CONVERTER = {"default_model": "vlm-base", "load_state": _load_vlm_checkpoint,
-             "pipeline": _mmpt_vlm_pipeline, "description": "MMPT VLM (MMFusionMTM) checkpoint_best.pt"}
+             "description": "MMPT VLM (MMFusionMTM) checkpoint_best.pt"}

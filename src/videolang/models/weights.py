@@ -7,14 +7,17 @@ unnoticed; here any missing key, unexpected key or shape mismatch is one
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from videolang.errors import ConfigError
 
-__all__ = ["format_keys", "load_strict"]
+__all__ = ["format_keys", "load_strict", "read_checkpoint"]
 
 
 def format_keys(keys: Iterable[str], limit: int = 20) -> str:
@@ -56,3 +59,38 @@ def load_strict(
         raise ConfigError(f"cannot load {source}: " + "; ".join(problems))
     full = {k: state.get(k, own[k]) for k in own}
     module.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in full.items()})
+
+
+def _inert_class(qualified_name: str) -> type:
+    """A stand-in for a class named in a checkpoint: it keeps the pickled state, runs nothing."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+    module, _, name = qualified_name.rpartition(".")
+    return type(name, (), {"__module__": module, "__setstate__": __setstate__,
+                           "__repr__": lambda self: f"<inert {qualified_name}>"})
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """Read an original checkpoint (``torch.save`` file) without running any code from it.
+
+    Tensors, containers and plain values load as usual; other objects the originals pickled
+    beside their weights (fairseq's ``argparse.Namespace`` or omegaconf args) become inert
+    stand-ins that keep their state. A file that needs more (code to run) is refused.
+    """
+    import pickle
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"checkpoint not found: {p}")
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(p))
+    except Exception as exc:
+        raise ConfigError(f"{p}: not a readable torch checkpoint ({exc})") from None
+    try:
+        with torch.serialization.safe_globals([(_inert_class(name), name) for name in unsafe]):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{p}: refused to load it: it needs more than tensors and plain objects "
+                          f"({str(exc).splitlines()[0]})") from None

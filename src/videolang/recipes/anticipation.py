@@ -49,11 +49,12 @@ from videolang.data.anticipation import (
     read_segments,
     save_teacher_predictions,
 )
+from videolang.data.datasets import DeferredDataLoader
 from videolang.engine import RecipeModule, RunConfig, register_recipe
 from videolang.errors import ConfigError
 from videolang.losses.distill import hidden_regression_loss, kd_kl_loss
 from videolang.metrics.anticipation import anticipation_metrics, many_shot_actions
-from videolang.models import create_model, load_pretrained, save_pretrained
+from videolang.models import create_model, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ class AnticipationData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset(self.d.train_split)
-        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, collate_fn=self.collate,
+        return DeferredDataLoader(ds, batch_size=self.d.batch_size, shuffle=True, collate_fn=self.collate,
                           drop_last=len(ds) > self.d.batch_size, num_workers=self.d.num_workers)
 
     def _eval(self, split: str | None) -> DataLoader | list:
@@ -428,7 +429,20 @@ class AnticipationMLMModule(RecipeModule):
         return loss
 
     def export_pretrained(self, out_dir: str | os.PathLike) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """The encoder and its tokenizer; ``pipeline.json`` says it is an intermediate (a teacher's
+        ``model.init``), so ``videolang.load`` explains what to load instead."""
+        from videolang.data.text import load_tokenizer
+        from videolang.pipelines.anticipation import AnticipationSpec
+        from videolang.pipelines.folder import write_model_folder
+
+        spec = AnticipationSpec(task="mlm", provenance=_provenance(self.cfg))
+        return write_model_folder(out_dir, self.model, spec, tokenizer=load_tokenizer(self.cfg.data.tokenizer))
+
+
+def _provenance(cfg: RunConfig) -> dict[str, Any]:
+    from videolang.engine.export import export_provenance
+
+    return export_provenance(cfg)
 
 
 class AnticipationTeacherModule(_AnticipationModule):
@@ -485,15 +499,31 @@ class AnticipationTeacherModule(_AnticipationModule):
         return [q.uid for q in ds.queries], torch.cat(logits), torch.cat(feats)
 
     def export_pretrained(self, out_dir: str | os.PathLike) -> Path:
-        out = save_pretrained(self.model, out_dir)
+        """A model folder (weights, tokenizer, history text layout, action names) plus the
+        teacher's predictions, ``predictions/<split>.safetensors`` per ``model.export_splits``."""
+        from videolang.data.text import load_tokenizer
+        from videolang.pipelines.anticipation import (
+            AnticipationSpec,
+            HistoryTextSpec,
+            action_labels,
+        )
+        from videolang.pipelines.folder import write_model_folder
+
         d: AnticipationDataConfig = self.cfg.data
-        for split in self.cfg.model.export_splits:
-            uids, logits, feats = self.predict_split(split)
-            info = {"recipe": self.cfg.recipe, "split": split, "format": d.format, "hist_len": d.hist_len,
-                    "model": self.model.config.to_dict(), "in_sample": split == d.train_split}
-            save_teacher_predictions(out / "predictions" / f"{split}.safetensors", uids, logits, feats,
-                                     info=info, overwrite=True)
-        return out
+        predictions = {split: self.predict_split(split) for split in self.cfg.model.export_splits}
+
+        def write_predictions(folder: Path) -> None:
+            for split, (uids, logits, feats) in predictions.items():
+                info = {"recipe": self.cfg.recipe, "split": split, "format": d.format, "hist_len": d.hist_len,
+                        "model": self.model.config.to_dict(), "in_sample": split == d.train_split}
+                save_teacher_predictions(folder / "predictions" / f"{split}.safetensors", uids, logits, feats,
+                                         info=info, overwrite=True)
+
+        spec = AnticipationSpec(task="teacher", text=HistoryTextSpec(max_len=d.max_text_len, hist_len=d.hist_len),
+                                labels=action_labels(self.vocab), anticipation_gap=d.anticipation_gap,
+                                verb_noun_mode=d.verb_noun_mode, provenance=_provenance(self.cfg))
+        return write_model_folder(out_dir, self.model, spec, tokenizer=load_tokenizer(d.tokenizer),
+                                  extra=write_predictions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,7 +582,22 @@ class AnticipationStudentModule(_AnticipationModule):
         return loss
 
     def export_pretrained(self, out_dir: str | os.PathLike) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """A self-contained model folder: weights, the feature store's backbone (and precision),
+        the observation its evaluation used (feature rate, newest ``data.max_rows`` rows,
+        anticipation gap) and the class names, so ``videolang.load`` anticipates alike."""
+        from videolang.pipelines.anticipation import AnticipationSpec, action_labels
+        from videolang.pipelines.features import backbone_from_store
+        from videolang.pipelines.folder import VideoFeaturesSpec, write_model_folder
+
+        d: AnticipationDataConfig = self.cfg.data
+        backbone, backbone_spec = backbone_from_store(d.features)
+        spec = AnticipationSpec(
+            task="anticipation",
+            video=VideoFeaturesSpec(backbone=backbone_spec, feature_rate=feature_rate(d), max_len=d.max_rows),
+            labels=action_labels(self.vocab), anticipation_gap=d.anticipation_gap, verb_noun_mode=d.verb_noun_mode,
+            provenance=_provenance(self.cfg),
+        )
+        return write_model_folder(out_dir, self.model, spec, backbone=backbone)
 
 
 register_recipe("anticipation.teacher", AnticipationTeacherModule, AnticipationData, TeacherModelConfig,

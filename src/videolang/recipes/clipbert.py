@@ -38,7 +38,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import torch
@@ -53,13 +53,16 @@ from videolang.data.clipbert import (
     collate_clipbert,
     load_annotations,
 )
+from videolang.data.datasets import DeferredDataLoader
 from videolang.data.sampling import clipbert_task_sampling
 from videolang.engine import RunConfig, StagedEvalModule, create_recipe_model, register_recipe
 from videolang.errors import ConfigError
 from videolang.metrics import rank_metrics, retrieval_ranks_multi
-from videolang.models import save_pretrained
 from videolang.models.clipbert import ClipBert
 from videolang.models.weights import load_strict
+
+if TYPE_CHECKING:
+    from videolang.pipelines.clipbert import ClipBERTSpec
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +226,7 @@ class ClipBertDataModule(L.LightningDataModule):
         ds = self.dataset(stage)
         train = stage == "train"
         pad = self.text.pad
-        return DataLoader(ds, batch_size=self.d.batch_size if train else self.d.eval_batch_size, shuffle=train,
+        return DeferredDataLoader(ds, batch_size=self.d.batch_size if train else self.d.eval_batch_size, shuffle=train,
                           drop_last=train and len(ds) > self.d.batch_size, num_workers=self.d.num_workers,
                           collate_fn=partial(collate_clipbert, pad_id=pad))
 
@@ -385,16 +388,38 @@ class ClipBertModule(StagedEvalModule):
         self.log(f"{stage}/chance_R1", 100.0 / visual.shape[0], rank_zero_only=True)
 
     def export_pretrained(self, out_dir) -> Path:
-        dm_sampling = clipbert_task_sampling(self.cfg.data.sampling, target_fps=self.cfg.data.target_fps,
-                                             frames_per_clip=self.cfg.data.frames_per_clip,
-                                             train_clips=self.cfg.data.train_clips,
-                                             test_clips=self.cfg.data.test_clips)
-        info: dict[str, Any] = {"tokenizer": self.cfg.data.tokenizer, "frame_size": self.cfg.data.frame_size,
-                                "max_text_len": self.cfg.data.max_text_len, "sampling": dm_sampling.__dict__}
-        extra = {"pipeline.json": json.dumps(info, indent=2, sort_keys=True)}
-        if self.vocab is not None:
-            extra["ans2label.json"] = json.dumps(self.vocab.ans2label, indent=2, sort_keys=True)
-        return save_pretrained(self.model, out_dir, extra_files=extra)
+        """A self-contained model folder: weights, tokenizer, and how the test loop fed the model
+        (sampling, frame size, text length, consensus, answer vocabulary), so that
+        ``videolang.load`` answers as the evaluation did."""
+        from videolang.data.text import load_tokenizer
+        from videolang.pipelines.folder import write_model_folder
+
+        spec = export_spec(self.cfg, self.model, self.vocab)
+        return write_model_folder(out_dir, self.model, spec, tokenizer=load_tokenizer(self.cfg.data.tokenizer))
+
+
+def export_spec(cfg: RunConfig, model: ClipBert, vocab: AnswerVocab | None) -> ClipBERTSpec:
+    """The :class:`~videolang.pipelines.clipbert.ClipBERTSpec` of a run: what its test loop
+    used (the data module's test sampling and frame preprocessing, the model's consensus)."""
+    from videolang.engine.export import export_provenance
+    from videolang.pipelines.clipbert import ClipBERTSpec, ClipSamplingSpec, FramesSpec
+    from videolang.pipelines.folder import TextSpec
+
+    d, task = cfg.data, recipe_task(cfg)
+    sampling = None
+    if task not in ("vqa", "pretrain"):  # images: one frame, no sampling
+        s = clipbert_task_sampling(d.sampling, target_fps=d.target_fps, frames_per_clip=d.frames_per_clip,
+                                   train_clips=d.train_clips, test_clips=d.test_clips)
+        sampling = ClipSamplingSpec(target_fps=s.target_fps, frames_per_clip=s.frames_per_clip,
+                                    num_clips=s.test_clips, compat=d.compat_sampling,
+                                    compat_test_window=s.compat_test_window)
+    answers = sorted(vocab.ans2label, key=vocab.ans2label.__getitem__) if vocab is not None else []
+    return ClipBERTSpec(
+        task=task, input="video" if sampling else "image", text=TextSpec(max_len=d.max_text_len - 2),
+        frames=FramesSpec(size=d.frame_size, antialias=d.antialias), sampling=sampling,
+        consensus=model.config.consensus, answers=answers,
+        provenance={**export_provenance(cfg), "sampling": d.sampling},
+    )
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor,

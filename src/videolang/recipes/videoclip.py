@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from videolang.data.datasets import DeferredDataLoader
 from videolang.data.stores import FeatureStore
 from videolang.data.videoclip import (
     PretrainPairs,
@@ -45,7 +46,7 @@ from videolang.engine import RunConfig, StagedEvalModule, register_recipe
 from videolang.errors import ConfigError
 from videolang.losses import t2v_loss, v2t_loss, videoclip_loss
 from videolang.metrics import retrieval_metrics
-from videolang.models import create_model, load_pretrained, save_pretrained
+from videolang.models import create_model, load_pretrained
 from videolang.models.videoclip import VideoCLIP, convert_mmpt_state_dict
 
 log = logging.getLogger(__name__)
@@ -287,9 +288,9 @@ class VideoCLIPDataModule(L.LightningDataModule):
                 SequentialSampler(ds), self.d.videos_per_batch, seed=self.cfg.seed,
                 candidates_factor=self.d.retrieval_candidates, nprobe=self.d.retrieval_nprobe,
             )
-            return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs,
+            return DeferredDataLoader(ds, batch_sampler=sampler, collate_fn=collate_pairs,
                               num_workers=self.d.num_workers)
-        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
+        return DeferredDataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
                           num_workers=self.d.num_workers)
 
     def _eval_loader(self, stage: str) -> DataLoader:
@@ -306,8 +307,9 @@ class VideoCLIPDataModule(L.LightningDataModule):
 
 def extraction_info(features: str) -> dict:
     """The feature store's ``extraction.json`` (backbone, weights, rows per second), or {}."""
-    path = Path(features) / "extraction.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    from videolang.pipelines.features import read_extraction_info
+
+    return read_extraction_info(features)
 
 
 def resolve_feature_rate(d: VideoCLIPDataConfig) -> float:
@@ -330,15 +332,20 @@ def _read_list(path: str) -> list[str]:
 # lightning module
 
 
-def build_videoclip(m: VideoCLIPModelConfig, feature_dim: int) -> VideoCLIP:
-    """The model of a run: from a saved folder / original checkpoint, or a registered config."""
+def build_videoclip(m: VideoCLIPModelConfig, feature_dim: int, max_video_len: int) -> VideoCLIP:
+    """The model of a run: from a saved folder / original checkpoint, or a registered config.
+
+    Its ``max_video_len`` is the data's: the model pads every window to it (the video [SEP]'s
+    position), so training, evaluation and the exported model agree.
+    """
     if m.init and m.init_format == "videolang":
         model = load_pretrained(m.init)
         if model.config.feature_dim != feature_dim:
             raise ConfigError(f"model.init {m.init}: expects {model.config.feature_dim}-d features, "
                               f"the feature store has {feature_dim}")
+        model.config.max_video_len = max_video_len
         return model.train()
-    model = create_model(m.name, feature_dim=feature_dim)
+    model = create_model(m.name, feature_dim=feature_dim, max_video_len=max_video_len)
     if m.init:  # original MMPT checkpoint
         state = torch.load(m.init, map_location="cpu", weights_only=False)
         convert_mmpt_state_dict(state, model, source=m.init)
@@ -365,7 +372,7 @@ class VideoCLIPModule(StagedEvalModule):
 
     def build_model(self, m: Any, feature_dim: int) -> nn.Module:
         """The model of the run (VLM's recipes build theirs here)."""
-        return build_videoclip(m, feature_dim)
+        return build_videoclip(m, feature_dim, self.cfg.data.max_video_len)
 
     def encode_pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video and text embeddings of a batch; the text side from the cache when frozen."""
@@ -454,13 +461,36 @@ class VideoCLIPModule(StagedEvalModule):
         self.log(f"{stage}/chance_R1", 100.0 / len(text), rank_zero_only=True)
 
     def export_pretrained(self, out_dir) -> Path:
-        info = {"tokenizer": self.cfg.data.tokenizer, "feature_rate": resolve_feature_rate(self.cfg.data),
-                "max_video_len": self.cfg.data.max_video_len}
-        features = extraction_info(self.cfg.data.features)
-        if features:
-            info["features"] = features
-        return save_pretrained(self.model, out_dir,
-                               extra_files={"pipeline.json": json.dumps(info, indent=2, sort_keys=True)})
+        """A self-contained model folder: weights, tokenizer, feature backbone, and how the run
+        evaluated (text layout, window, similarity), so that ``videolang.load`` answers alike."""
+        from videolang.data.text import load_tokenizer
+        from videolang.engine.export import export_provenance
+        from videolang.pipelines.features import backbone_from_store
+        from videolang.pipelines.folder import (
+            SimilaritySpec,
+            TextSpec,
+            VideoFeaturesSpec,
+            write_model_folder,
+        )
+        from videolang.pipelines.videoclip import VideoCLIPSpec
+
+        d: VideoCLIPDataConfig = self.cfg.data
+        m = self.cfg.model
+        backbone, backbone_spec = backbone_from_store(d.features)
+        spec = VideoCLIPSpec(
+            text=TextSpec(max_len=d.max_text_len, layout="mmpt" if d.mmpt_text_layout else "cls_words_sep"),
+            video=VideoFeaturesSpec(backbone=backbone_spec, feature_rate=resolve_feature_rate(d),
+                                    max_len=d.max_video_len),
+            similarity=SimilaritySpec(metric="cosine" if m.normalize else "dot", temperature=self.temperature()),
+            provenance=export_provenance(self.cfg),
+        )
+        return write_model_folder(out_dir, self.model, spec, tokenizer=load_tokenizer(d.tokenizer), backbone=backbone)
+
+    def temperature(self) -> float:
+        """The softmax temperature the loss used (learned: ``1 / exp(logit_scale)``, clamped)."""
+        if self.logit_scale is not None:
+            return float(1.0 / self.logit_scale.detach().clamp(max=math.log(100.0)).exp())
+        return float(self.cfg.model.temperature)
 
 
 class VideoCLIPPretrain(VideoCLIPModule):

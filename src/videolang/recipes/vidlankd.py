@@ -36,12 +36,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
+from videolang.data.datasets import DeferredDataLoader
 from videolang.data.glue import get_task, read_glue
 from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
 from videolang.errors import ConfigError
 from videolang.metrics import retrieval_metrics
 from videolang.metrics.glue import glue_metrics
-from videolang.models import load_pretrained, save_pretrained
+from videolang.models import load_pretrained
 from videolang.models.bert import BertEncoder
 from videolang.models.vidlankd import VidLanKDClassifier, VidLanKDStudent, VidLanKDTeacher
 
@@ -89,6 +90,28 @@ def _check_vocab(model_vocab: int, tok, what: str) -> None:
     if len(tok) > model_vocab:
         raise ConfigError(f"{what}: the tokenizer has {len(tok)} tokens, the model's vocabulary {model_vocab}; "
                           "set the model's bert.vocab_size (or use the matching tokenizer)")
+
+
+def _provenance(cfg: RunConfig) -> dict[str, Any]:
+    from videolang.engine.export import export_provenance
+
+    return export_provenance(cfg)
+
+
+def _folder_tokenizer(folder: Path) -> str | None:
+    """The tokenizer saved inside a model folder (``write_model_folder``), if any."""
+    from videolang.pipelines.folder import PIPELINE_FILE, TOKENIZER_DIR
+
+    saved = folder / TOKENIZER_DIR
+    return str(saved) if (folder / PIPELINE_FILE).is_file() and saved.is_dir() else None
+
+
+def _teacher_feature_rate(d: TeacherDataConfig) -> float:
+    from videolang.recipes.videoclip import extraction_info
+
+    if d.feature_rate is not None:
+        return float(d.feature_rate)
+    return float(extraction_info(d.features).get("rows_per_second", 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +289,7 @@ class TeacherDataModule(L.LightningDataModule):
     def _loader(self, stage: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self.dataset(stage)
         pad = ds.tok.pad_token_id
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
+        return DeferredDataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
                           collate_fn=lambda items: _collate_teacher(items, pad), num_workers=self.d.num_workers)
 
     def train_dataloader(self) -> DataLoader:
@@ -312,7 +335,19 @@ class TeacherModule(RecipeModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def export_pretrained(self, out_dir) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """A model folder: weights, tokenizer, the feature store's backbone, and how the run
+        read text (``block_size`` tokens with the specials) and video (rows per second, at most
+        ``max_video_len``): ``videolang.load`` gives its text and video embeddings."""
+        from videolang.pipelines.features import backbone_from_store
+        from videolang.pipelines.folder import TextSpec, VideoFeaturesSpec, write_model_folder
+        from videolang.pipelines.vidlankd import VidLanKDSpec
+
+        d: TeacherDataConfig = self.cfg.data
+        backbone, backbone_spec = backbone_from_store(d.features)
+        video = VideoFeaturesSpec(backbone=backbone_spec, feature_rate=_teacher_feature_rate(d), max_len=d.max_video_len)
+        spec = VidLanKDSpec(task="teacher", text=TextSpec(max_len=d.block_size - 2), video=video,
+                            provenance=_provenance(self.cfg))
+        return write_model_folder(out_dir, self.model, spec, tokenizer=self.tok, backbone=backbone)
 
     def on_train_epoch_start(self) -> None:
         self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)
@@ -411,7 +446,7 @@ class StudentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=self.d.shuffle,
+        return DeferredDataLoader(ds, batch_size=self.d.batch_size, shuffle=self.d.shuffle,
                           drop_last=len(ds) > self.d.batch_size, num_workers=self.d.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -489,7 +524,14 @@ class StudentModule(RecipeModule):
                                   f"{teacher.config.bert.hidden_size}: set teacher_hidden_size in model.overrides")
 
     def export_pretrained(self, out_dir) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """A model folder: weights, tokenizer and the corpus blocks' layout (``[CLS]``
+        ``block_size`` pieces ``[SEP]``) for ``encode_text``; GLUE fine-tunes from it."""
+        from videolang.pipelines.folder import TextSpec, write_model_folder
+        from videolang.pipelines.vidlankd import VidLanKDSpec
+
+        spec = VidLanKDSpec(task="text-encoder", text=TextSpec(max_len=self.cfg.data.block_size),
+                            provenance=_provenance(self.cfg))
+        return write_model_folder(out_dir, self.model, spec, tokenizer=self.tok)
 
     def on_fit_start(self) -> None:
         if self.teacher is not None:
@@ -567,7 +609,7 @@ def load_glue_encoder(init: str) -> tuple[BertEncoder, str]:
         if "architecture" in json.loads((p / "config.json").read_text()):
             model = load_pretrained(p)
             if isinstance(model, VidLanKDClassifier | VidLanKDStudent | VidLanKDTeacher):
-                return model.bert, model.config.tokenizer
+                return model.bert, _folder_tokenizer(p) or model.config.tokenizer
             raise ConfigError(f"model.init {init}: a {type(model).__name__} has no BERT to fine-tune")
     from videolang.models.videoclip import resolve_pretrained_dir
 
@@ -631,7 +673,7 @@ class GlueDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, bs: int, shuffle: bool) -> DataLoader:
         pad = self.tokenizer().pad_token_id
-        return DataLoader(self.dataset(split), batch_size=bs, shuffle=shuffle, num_workers=self.d.num_workers,
+        return DeferredDataLoader(self.dataset(split), batch_size=bs, shuffle=shuffle, num_workers=self.d.num_workers,
                           collate_fn=lambda items: _collate_glue(items, pad))
 
     def train_dataloader(self) -> DataLoader:
@@ -643,6 +685,8 @@ class GlueDataModule(L.LightningDataModule):
 
 def load_glue_encoder_tokenizer(init: str) -> str:
     p = Path(init)
+    if saved := _folder_tokenizer(p):  # a complete model folder carries its tokenizer
+        return saved
     if (p / "config.json").is_file():
         import json
 
@@ -668,7 +712,19 @@ class GlueModule(RecipeModule):
         self._labels: list[torch.Tensor] = []
 
     def export_pretrained(self, out_dir) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """A model folder: weights, the tokenizer the run used, how it tokenised (``max_length``
+        tokens, pair layout) and the task's label names, so ``classify`` answers as evaluated."""
+        from videolang.pipelines.folder import TextSpec, write_model_folder
+        from videolang.pipelines.vidlankd import GlueSpec, VidLanKDSpec
+
+        d: GlueDataConfig = self.cfg.data
+        task = self.task
+        glue = GlueSpec(task=task.name, labels=None if task.labels is None else list(task.labels),
+                        pair=task.text_b is not None, max_length=d.max_seq_length, metrics=list(task.metrics))
+        spec = VidLanKDSpec(task="classification", text=TextSpec(max_len=max(1, d.max_seq_length - 2)), glue=glue,
+                            provenance=_provenance(self.cfg))
+        tokenizer = _tokenizer(d.tokenizer or load_glue_encoder_tokenizer(self.cfg.model.init))
+        return write_model_folder(out_dir, self.model, spec, tokenizer=tokenizer)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.task.is_regression:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from videolang.data.datasets import DeferredDataLoader
 from videolang.data.sampling import vimpac_clip_indices, vimpac_clip_starts
 from videolang.data.tokens import TokenStore
 from videolang.engine import (
@@ -55,7 +56,7 @@ from videolang.errors import ConfigError
 from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
 from videolang.masking import apply_mask, block_mask, iid_mask
 from videolang.metrics import topk_accuracy
-from videolang.models import load_pretrained, save_pretrained
+from videolang.models import load_pretrained
 from videolang.models.vimpac import (
     VimpacBackbone,
     VimpacConfig,
@@ -63,6 +64,7 @@ from videolang.models.vimpac import (
     VimpacForPretraining,
     convert_vimpac_state_dict,
 )
+from videolang.models.weights import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,9 @@ class VimpacDataConfig:
     batch_size: int = 8
     eval_batch_size: int = 16
     num_workers: int = 0
+    # The frame tokenizer that made the stores (a tokenizer folder or dalle:PATH): the export
+    # puts it into the model folder, so that videolang.load classifies raw videos.
+    frame_tokenizer: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +254,7 @@ class VimpacDataModule(L.LightningDataModule):
         if self.trainer is not None:
             ds.set_epoch(self.trainer.current_epoch)
         d = self.cfg.data
-        return DataLoader(ds, batch_size=d.batch_size, shuffle=True, drop_last=len(ds) >= d.batch_size,
+        return DeferredDataLoader(ds, batch_size=d.batch_size, shuffle=True, drop_last=len(ds) >= d.batch_size,
                           num_workers=d.num_workers, persistent_workers=False)
 
     def _eval_loaders(self, stage: str) -> list[DataLoader]:
@@ -282,7 +287,7 @@ def _shape_overrides(dm: VimpacDataModule) -> dict[str, Any]:
 def _load_init(m: VimpacModelConfig, overrides: dict[str, Any]) -> VimpacForPretraining | VimpacForClassification:
     if m.init_format == "vimpac":
         model = create_recipe_model(m, overrides)
-        convert_vimpac_state_dict(torch.load(m.init, map_location="cpu", weights_only=False), model, source=m.init)
+        convert_vimpac_state_dict(read_checkpoint(m.init), model, source=m.init)
         return model
     return load_pretrained(m.init).train()
 
@@ -381,6 +386,8 @@ class VimpacPretrain(RecipeModule):
     def setup(self, stage: str) -> None:
         if self.model is None:
             self.model = build_pretrain_model(self.cfg, self.trainer.datamodule)
+        if stage == "fit":
+            export_frame_tokenizer(self.cfg)  # a wrong data.frame_tokenizer fails now, not at the export
 
     def pretraining_mask(self, pad: torch.Tensor) -> torch.Tensor:
         """Positions to predict for clips ``(N, L, H, W)`` whose PAD positions are ``pad``."""
@@ -464,8 +471,18 @@ class VimpacPretrain(RecipeModule):
         scores = knn_predict(q, f, fl, num_classes, self.cfg.model.knn_k, self.cfg.model.knn_temperature)
         self.log("val/knn_top1", topk_accuracy(scores, ql, 1), batch_size=len(ql))
 
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        # `videolang export` loads a checkpoint into a fresh module, which setup() never built
+        if self.model is None:
+            self.model = build_pretrain_model(self.cfg, VimpacDataModule(self.cfg))
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
     def export_pretrained(self, out_dir) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """A model folder of clip features (the kNN monitor's: CLS of the centre clip of the
+        first training view), loadable as ``model.init`` and by ``videolang.load``."""
+        d = self.cfg.data
+        return export_model_folder(self.model, self.cfg, out_dir, task="features", stores=d.train_stores[:1],
+                                   num_clips=1)
 
 
 class VimpacFinetune(StagedEvalModule):
@@ -477,6 +494,8 @@ class VimpacFinetune(StagedEvalModule):
     def setup(self, stage: str) -> None:
         if self.model is None:
             self.model = build_classifier(self.cfg, self.trainer.datamodule)
+        if stage == "fit":
+            export_frame_tokenizer(self.cfg)  # a wrong data.frame_tokenizer fails now, not at the export
 
     def training_step(self, batch, batch_idx):
         clips, labels = batch
@@ -521,8 +540,75 @@ class VimpacFinetune(StagedEvalModule):
         chance = torch.bincount(labels, minlength=probs.shape[1]).max().item() / len(labels) * 100
         self.log(f"{stage}/chance", chance, rank_zero_only=True)  # majority-class accuracy
 
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        # `videolang export` loads a checkpoint into a fresh module, which setup() never built
+        if self.model is None:
+            self.model = build_classifier(self.cfg, VimpacDataModule(self.cfg))
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
     def export_pretrained(self, out_dir) -> Path:
-        return save_pretrained(self.model, out_dir)
+        """A self-contained model folder: weights, frame tokenizer, class names and the test
+        protocol (the test views, ``num_test_clips`` clips), so ``videolang.load`` answers alike."""
+        d = self.cfg.data
+        return export_model_folder(self.model, self.cfg, out_dir, task="classification",
+                                   stores=d.test_stores or d.val_stores or d.train_stores[:1],
+                                   num_clips=d.num_test_clips)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def export_frame_tokenizer(cfg: RunConfig):
+    """``data.frame_tokenizer`` loaded and checked against the fingerprint every store of the run
+    records (``None`` when it is not set)."""
+    from videolang.models.frame_tokenizers import load_frame_tokenizer
+
+    source = cfg.data.frame_tokenizer
+    if source is None:
+        return None
+    tokenizer = load_frame_tokenizer(source)
+    fingerprint = tokenizer.fingerprint()
+    d = cfg.data
+    for path in dict.fromkeys([*d.train_stores, *d.val_stores, *d.test_stores]):
+        recorded = TokenStore(path).header.tokenizer_hash
+        if recorded is None:
+            log.warning("%s records no tokenizer fingerprint (an original LMDB): data.frame_tokenizer %s is "
+                        "assumed to be the one that made it", path, source)
+        elif recorded != fingerprint:
+            raise ConfigError(f"data.frame_tokenizer {source}: not the tokenizer of {path} (its fingerprint is "
+                              f"{fingerprint}, the store records {recorded})")
+    return tokenizer
+
+
+def export_model_folder(model: torch.nn.Module, cfg: RunConfig, out_dir: str | Path, *, task: str,
+                        stores: Sequence[str], num_clips: int) -> Path:
+    """Write ``model`` with the views of ``stores``, the run's clips, class names and frame
+    tokenizer (:class:`~videolang.pipelines.vimpac.VIMPACSpec`)."""
+    from videolang.engine.export import export_provenance
+    from videolang.pipelines.folder import write_model_folder
+    from videolang.pipelines.vimpac import (
+        ClipSpec,
+        VIMPACSpec,
+        frame_tokenizer_files,
+        view_from_header,
+    )
+
+    d = cfg.data
+    tokenizer = export_frame_tokenizer(cfg)
+    section, extra = frame_tokenizer_files(tokenizer) if tokenizer is not None else (None, None)
+    if tokenizer is None:
+        log.warning("no data.frame_tokenizer: the model folder takes token codes only (set it to the tokenizer "
+                    "that made the stores to classify raw videos)")
+    labels = None
+    if task == "classification":
+        classes, n = TokenStore(d.train_stores[0]).header.classes, model.config.num_classes
+        labels = list(classes) if classes and len(classes) == n else [str(i) for i in range(n)]
+    spec = VIMPACSpec(task=task, tokenizer=section, views=[view_from_header(TokenStore(p).header) for p in stores],
+                      clips=ClipSpec(clip_len=d.clip_len, stride=d.stride, num_clips=num_clips,
+                                     legacy_first_clip=d.legacy_first_clip),
+                      labels=labels, provenance=export_provenance(cfg))
+    return write_model_folder(out_dir, model, spec, extra=extra)
 
 
 register_recipe("vimpac.pretrain", VimpacPretrain, VimpacDataModule, VimpacModelConfig, VimpacDataConfig)

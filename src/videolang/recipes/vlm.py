@@ -29,11 +29,13 @@ exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from videolang.data.datasets import DeferredDataLoader
 from videolang.data.stores import FeatureStore
 from videolang.data.text import mask_tokens
 from videolang.data.vlm import (
@@ -54,6 +57,7 @@ from videolang.data.vlm import (
     read_mc_items,
 )
 from videolang.engine import RunConfig, StagedEvalModule, register_recipe
+from videolang.engine.export import export_provenance
 from videolang.errors import ConfigError
 from videolang.losses import masked_frame_nce_loss, mlm_loss, mtm_loss
 from videolang.metrics import caption_metrics
@@ -287,6 +291,65 @@ def _mask_generator(seed: int, step: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------
+# export: a self-contained model folder recording how the run evaluated (videolang.load)
+
+
+def export_vlm_folder(module: L.LightningModule, out_dir, task: str, *, window: int, tokenizer: Any = None,
+                      similarity: Any = None, **sections: Any) -> Path:
+    """Write ``module.model`` as a VLM model folder for ``task``: the tokenizer (when the task
+    has text), the feature store's backbone, the feature rate, the evaluation's ``window`` rows
+    and the task's settings (:class:`videolang.pipelines.vlm.VLMSpec`)."""
+    from videolang.pipelines.features import backbone_from_store
+    from videolang.pipelines.folder import (
+        SimilaritySpec,
+        TextSpec,
+        VideoFeaturesSpec,
+        write_model_folder,
+    )
+    from videolang.pipelines.vlm import VLMSpec
+
+    cfg = module.cfg
+    d = cfg.data
+    backbone, backbone_spec = backbone_from_store(d.features)
+    spec = VLMSpec(
+        task=task,
+        text=TextSpec(max_len=d.max_text_len, layout="mmpt") if tokenizer is not None else None,
+        video=VideoFeaturesSpec(backbone=backbone_spec, feature_rate=resolve_feature_rate(d), max_len=window),
+        similarity=similarity or SimilaritySpec(),
+        provenance=export_provenance(cfg),
+        **sections,
+    )
+    return write_model_folder(out_dir, module.model, spec, tokenizer=tokenizer, backbone=backbone)
+
+
+def _retrieval_export(module: VideoCLIPModule, out_dir, task: str = "retrieval", **sections: Any) -> Path:
+    """The retrieval evaluation's settings: cosine when ``model.normalize``, the loss's
+    temperature (pretraining has neither: dot product, 1)."""
+    from videolang.pipelines.folder import SimilaritySpec
+
+    m = module.cfg.model
+    temperature = module.temperature() if hasattr(m, "temperature") else 1.0
+    similarity = SimilaritySpec(metric="cosine" if getattr(m, "normalize", False) else "dot", temperature=temperature)
+    return export_vlm_folder(module, out_dir, task, window=module.cfg.data.max_video_len,
+                             tokenizer=_data_tokenizer(module.cfg), similarity=similarity, **sections)
+
+
+def coin_label_names(annotations: str, num_classes: int) -> list[str]:
+    """Class names by id for a segmentation export: COIN.json's step ``label`` of each ``id``
+    (any subset), ``background`` for 0, the id itself where the file names none."""
+    names = {0: "background"}
+    try:
+        db = json.loads(Path(annotations).read_text(encoding="utf-8"))["database"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{annotations}: cannot read COIN.json class names ({exc})") from None
+    for entry in db.values():
+        for a in entry.get("annotation", []):
+            if "label" in a:
+                names.setdefault(int(a["id"]), str(a["label"]))
+    return [names.get(i, str(i)) for i in range(num_classes)]
+
+
+# ---------------------------------------------------------------------------------------------
 # pretraining
 
 
@@ -325,6 +388,10 @@ class VLMPretrain(VideoCLIPModule):
     def build_model(self, m: VLMPretrainModelConfig, feature_dim: int) -> nn.Module:
         return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg), features=self.cfg.data.features)
 
+    def export_pretrained(self, out_dir) -> Path:
+        """A model folder for zero-shot retrieval (this recipe's validation)."""
+        return _retrieval_export(self, out_dir)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         m: VLMPretrainModelConfig = self.cfg.model
         cfg = self.model.config
@@ -361,6 +428,10 @@ class VLMRetrieval(VideoCLIPModule):
     def build_model(self, m: VLMRetrievalModelConfig, feature_dim: int) -> nn.Module:
         return build_vlm(m, feature_dim, tokenizer=_data_tokenizer(self.cfg), features=self.cfg.data.features)
 
+    def export_pretrained(self, out_dir) -> Path:
+        """A model folder answering as the retrieval evaluation (window, text layout, similarity)."""
+        return _retrieval_export(self, out_dir)
+
 
 class VLMQADataModule(VideoCLIPDataModule):
     def _mc_items(self, stage: str) -> MultipleChoiceItems:
@@ -378,7 +449,7 @@ class VLMQADataModule(VideoCLIPDataModule):
         if not self.d.train_mc:
             return super().train_dataloader()
         ds = self.train_dataset()
-        return DataLoader(ds, batch_size=max(1, self.d.batch_size // len(ds.items[0].options)), shuffle=True,
+        return DeferredDataLoader(ds, batch_size=max(1, self.d.batch_size // len(ds.items[0].options)), shuffle=True,
                           drop_last=True, num_workers=self.d.num_workers)
 
     def _eval_loader(self, stage: str) -> DataLoader:
@@ -421,6 +492,15 @@ class VLMMultipleChoice(VLMRetrieval):
     def on_train_epoch_start(self) -> None:
         if not self.cfg.data.train_mc:
             super().on_train_epoch_start()
+
+    def export_pretrained(self, out_dir) -> Path:
+        """A model folder answering as the multiple-choice evaluation: its scorer, the order-aware
+        segments, the similarity and temperature of the isolated score."""
+        from videolang.pipelines.vlm import MultipleChoiceSpec
+
+        m: VLMMultipleChoiceModelConfig = self.cfg.model
+        return _retrieval_export(self, out_dir, "mcqa", temporal_segments=m.temporal_segments,
+                                 multiple_choice=MultipleChoiceSpec(scoring=m.scoring))
 
     def encode_pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Training on retrieval pairs: pooled as the options are scored (``temporal_segments``)."""
@@ -547,18 +627,12 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.train_dataset()
-        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
+        return DeferredDataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
                           num_workers=self.d.num_workers)
 
 
 class _VLMTaskModule(StagedEvalModule):
-    """Captioning and segmentation: ``self.model`` is the whole model, exported as a model
-    folder (its head included)."""
-
-    def export_pretrained(self, out_dir):
-        from videolang.models import save_pretrained
-
-        return save_pretrained(self.model, out_dir)
+    """Captioning and segmentation: ``self.model`` is the whole model (its head included)."""
 
 
 class VLMCaptioning(_VLMTaskModule):
@@ -573,6 +647,12 @@ class VLMCaptioning(_VLMTaskModule):
                                features=cfg.data.features)
         self._eval: dict[str, list] = {}
 
+    def on_train_epoch_start(self) -> None:
+        # CaptionItems draws each video's caption from (seed, epoch, index).
+        loader = self.trainer.train_dataloader
+        if isinstance(loader, DataLoader) and hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(self.current_epoch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         caps, cmask = batch["caps"], batch["cmask"]
         logits = self.model.caption_logits(caps, cmask, batch["vfeats"], batch["vmask"])[:, :-1]
@@ -583,6 +663,16 @@ class VLMCaptioning(_VLMTaskModule):
 
     def _decode(self, ids: list[list[int]]) -> list[str]:
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    def export_pretrained(self, out_dir) -> Path:
+        """A model folder captioning as the evaluation decoded (beam size, length, penalty)."""
+        from videolang.pipelines.vlm import CaptioningSpec
+
+        m: VLMCaptionModelConfig = self.cfg.model
+        decoding = CaptioningSpec(num_beams=m.num_beams, max_length=m.max_decode_length,
+                                  length_penalty=m.length_penalty)
+        return export_vlm_folder(self, out_dir, "captioning", window=self.cfg.data.max_video_len,
+                                 tokenizer=self.tokenizer, captioning=decoding)
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         m: VLMCaptionModelConfig = self.cfg.model
@@ -648,7 +738,7 @@ class VLMSegmentationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset(self.d.train_subset, self.d.train_stride)
-        return DataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
+        return DeferredDataLoader(ds, batch_size=self.d.batch_size, shuffle=True, drop_last=len(ds) > self.d.batch_size,
                           num_workers=self.d.num_workers)
 
     def _eval(self, subset: str) -> DataLoader:
@@ -672,6 +762,15 @@ class VLMSegmentation(_VLMTaskModule):
         self.model = build_vlm(cfg.model, _feature_dim(cfg.model, d.features), num_classes=num_classes,
                                features=d.features)
         self._eval: dict[str, list] = {}
+
+    def export_pretrained(self, out_dir) -> Path:
+        """A model folder segmenting as the evaluation: windows, stride, class names."""
+        from videolang.pipelines.vlm import SegmentationSpec
+
+        d: VLMSegmentationDataConfig = self.cfg.data
+        labels = coin_label_names(d.annotations, self.model.config.num_classes)
+        return export_vlm_folder(self, out_dir, "segmentation", window=d.window,
+                                 segmentation=SegmentationSpec(stride=d.eval_stride, labels=labels))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.model.segment_logits(batch["vfeats"], batch["vmask"])

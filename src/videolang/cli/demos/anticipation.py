@@ -19,11 +19,12 @@ import argparse
 import json
 import statistics
 import time
+from importlib import resources
 from pathlib import Path
 
 HELP = "action anticipation: LM teacher on action text, video student with vs without distillation"
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "anticipation"
+CONFIGS = resources.files("videolang") / "configs" / "anticipation"  # shipped in the package
 METRICS = ("top5", "mean_top5_recall", "top1")
 
 
@@ -39,9 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(out: Path, num_videos: int, seed: int) -> tuple[Path, Path, Path]:
-    from videolang.data.features import run_extraction
     from videolang.data.synth import load_manifest, synthesize_world
     from videolang.data.text import build_wordpiece_tokenizer
+    from videolang.pipelines.features import run_extraction
 
     world, features, tokenizer = out / "world", out / "features", out / "tokenizer"
     if not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from videolang.errors import ConfigError
 
     if not CONFIGS.is_dir():
-        raise ConfigError(f"demo configs not found: {CONFIGS} (run the demo from a source checkout)")
+        raise ConfigError(f"demo configs not found: {CONFIGS} (videolang/configs is missing from this install)")
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     start = time.perf_counter()

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from importlib import resources
 from pathlib import Path
 
 HELP = "train the tiny ClipBERT on raw frames of the synthetic world (QA and retrieval)"
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "clipbert"
+CONFIGS = resources.files("videolang") / "configs" / "clipbert"  # shipped in the package
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("synthetic_qa.yaml", "synthetic_retrieval.yaml"):
         if not (CONFIGS / name).is_file():
-            raise ConfigError(f"demo config not found: {CONFIGS / name} (run the demo from a source checkout)")
+            raise ConfigError(f"demo config not found: {CONFIGS / name} (videolang/configs is missing from this install)")
     out = Path(args.out)
     t0 = time.perf_counter()
     world = _world(out, args.num_videos, args.seed)

@@ -24,12 +24,13 @@ import argparse
 import json
 import statistics
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 HELP = "VidLanKD on the synthetic world: teacher, distilled vs MLM-only students, GLUE-style tasks"
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vidlankd"
+CONFIGS = resources.files("videolang") / "configs" / "vidlankd"  # shipped in the package
 EPOCHS = {"teacher": 40, "student": 6, "glue": 4}
 GLUE_TASKS = ("SST-2", "RTE")
 
@@ -48,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(out: Path, num_videos: int, seed: int) -> dict[str, Path]:
-    from videolang.data.features import run_extraction
     from videolang.data.synth import load_manifest, synthesize_world
     from videolang.data.text import build_wordpiece_tokenizer
+    from videolang.pipelines.features import run_extraction
     from videolang.utils.io import atomic_write_text
 
     world = out / "world"

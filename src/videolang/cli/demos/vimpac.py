@@ -27,11 +27,12 @@ import argparse
 import json
 import statistics
 import time
+from importlib import resources
 from pathlib import Path
 
 HELP = "VIMPAC on the synthetic world: VQ tokens, pretraining, fine-tuning with vs without it"
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vimpac"
+CONFIGS = resources.files("videolang") / "configs" / "vimpac"  # shipped in the package
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from videolang.errors import ConfigError
 
     if not CONFIGS.is_dir():
-        raise ConfigError(f"demo configs not found: {CONFIGS} (run the demo from a source checkout)")
+        raise ConfigError(f"demo configs not found: {CONFIGS} (videolang/configs is missing from this install)")
     if len(set(args.finetune_seeds)) != len(args.finetune_seeds):
         raise ConfigError(f"--finetune-seeds {args.finetune_seeds}: each seed once (a repeat would run the same "
                           f"fine-tuning twice and count it twice)")

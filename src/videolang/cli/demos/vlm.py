@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from importlib import resources
 from pathlib import Path
 
 HELP = "VLM on the synthetic world: pretrain, then retrieval, MC-QA, captioning, segmentation"
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs" / "vlm"
+CONFIGS = resources.files("videolang") / "configs" / "vlm"  # shipped in the package
 # 3,000 videos: a third of the epochs of the earlier 1,000-video default, the same steps. Three
 # times as many distinct training videos lifted multiple-choice QA most (26.7 -> 38.4 % on
 # validation, the same MC recipe): with 700 videos the MC model memorises their content.
@@ -51,9 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(out: Path, num_videos: int, seed: int, backbone: str, grid: int) -> tuple[Path, Path, Path]:
-    from videolang.data.features import run_extraction
     from videolang.data.synth import load_manifest, synthesize_world
     from videolang.data.text import build_wordpiece_tokenizer
+    from videolang.pipelines.features import run_extraction
 
     options: dict = {"rows_per_second": 4.0, "temporal_diff": True}
     if backbone == "pooled-pixels":
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from videolang.errors import ConfigError
 
     if not CONFIGS.is_dir():
-        raise ConfigError(f"demo configs not found: {CONFIGS} (run the demo from a source checkout)")
+        raise ConfigError(f"demo configs not found: {CONFIGS} (videolang/configs is missing from this install)")
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

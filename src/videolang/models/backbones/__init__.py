@@ -1,7 +1,7 @@
 """Frozen video backbones that turn decoded frames into one feature row per second of video.
 
 A :class:`VideoBackbone` is an ``nn.Module`` with a small, uniform contract so that the
-extraction pipeline (:mod:`videolang.data.features`) can batch clips of many videos together:
+extraction pipeline (:mod:`videolang.pipelines.features`) can batch clips of many videos together:
 
 1. :meth:`~VideoBackbone.frame_indices` — which source frame feeds each model-input frame
    (S3D-G resamples to 30 fps by index arithmetic, the 2D CNNs keep the source rate);
@@ -287,6 +287,15 @@ class VideoBackbone(nn.Module):
         """``(num_clips, ...)`` -> ``(num_clips, feature_dim)``."""
         raise NotImplementedError
 
+    def build_options(self) -> dict[str, Any]:
+        """Keyword options that rebuild this backbone: ``create_backbone(name, **options)``."""
+        options: dict[str, Any] = {}
+        if self.rows_per_second != 1.0:
+            options["rows_per_second"] = self.rows_per_second
+        if self.temporal_diff:
+            options["temporal_diff"] = True
+        return options
+
     def describe(self) -> dict[str, Any]:
         """What produced the features, for ``extraction.json``."""
         described = {
@@ -416,6 +425,9 @@ class PooledPixelsBackbone(VideoBackbone):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return clips.flatten(1)
+
+    def build_options(self) -> dict[str, Any]:
+        return {**super().build_options(), "grid": self.grid}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "grid": self.grid}

@@ -137,6 +137,11 @@ class CNN2D(VideoBackbone):
                 x = F.relu(F.conv2d(x, weight, bias, stride=2, padding=1), inplace=True)
         return F.adaptive_avg_pool2d(x, self.config.pool_grid).flatten(1)
 
+    def build_options(self) -> dict:
+        cfg = self.config
+        return {**super().build_options(), "frame_size": cfg.frame_size, "channels": list(cfg.channels),
+                "pool_grid": cfg.pool_grid}
+
     def describe(self) -> dict:
         cfg = self.config
         return {**super().describe(), "channels": list(cfg.channels), "pool_grid": cfg.pool_grid}

@@ -233,5 +233,8 @@ class S3DG(VideoBackbone):
         """One clip per row already: identity."""
         return clip_features
 
+    def build_options(self) -> dict:
+        return {**super().build_options(), "embedding_dim": self.fc.out_features, "output": self.output}
+
     def describe(self) -> dict:
         return {**super().describe(), "output": self.output}

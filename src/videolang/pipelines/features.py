@@ -1,11 +1,15 @@
-"""Per-second video features for the feature store: the extraction pipeline.
+"""The one streaming path from a video to feature rows, and the feature-extraction job.
 
-* :func:`run_extraction` — the whole job: a folder of videos, an LMDB store or WebDataset
-  shards in; a :class:`~videolang.data.stores.FeatureStoreWriter` store plus
-  ``extraction.json`` (what made the features) out. Resumes an existing store.
-* :func:`extract_features` — the loop: decode each video in bounded chunks, batch the clips
-  of several videos into one forward pass, pool to one row per second, write. Ids already in
-  the store are skipped and counted; videos that fail to decode are listed, never fatal.
+* :class:`ClipStream` — one video (path, bytes or :class:`~videolang.pipelines.inputs.Frames`)
+  as the backbone's clips, chunk by chunk: frames are decoded at the backbone's rate and scaled
+  to its size while converting to RGB, and no more than ``chunk_bytes`` of them are held, so
+  memory does not grow with the video's length or resolution.
+* :func:`video_features` — one video's feature rows (what ``videolang.load(...).encode_video``
+  and the search index run).
+* :func:`run_extraction` / :func:`extract_features` — a collection of videos into a feature
+  store, clips of several videos batched into one forward pass (what ``videolang
+  extract-features`` runs). Ids already in the store are skipped and counted; videos that fail
+  to decode are listed, never fatal.
 
 One feature row per started second, like the S3D features of VideoCLIP (``videoclip_vlm.md``
 §1.1): ``rows = ceil(seconds)``. Backbones are in :mod:`videolang.models.backbones`.
@@ -31,6 +35,7 @@ import torch
 
 from videolang.data.video import VideoReader, VideoSource
 from videolang.errors import ConfigError, FrameIndexError, StoreError, VideoDecodeError
+from videolang.pipelines.inputs import Frames
 from videolang.utils.io import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
@@ -40,17 +45,21 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EXTRACTION_INFO_NAME",
+    "ClipStream",
     "ExtractionReport",
     "extract_features",
+    "finish_rows",
     "open_video_sources",
     "run_extraction",
+    "scan_video_folder",
+    "video_features",
 ]
 
 EXTRACTION_INFO_NAME = "extraction.json"
 _INFO_FORMAT = "videolang-extraction"
 _INFO_VERSION = 1
-# Decoded + transformed frames held per read: bounds memory for long or large videos.
-_CHUNK_BYTES = 128 << 20
+# Decoded + transformed frames held per chunk: bounds memory for long or large videos.
+CHUNK_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,54 +99,141 @@ class ExtractionReport:
 
 
 # --------------------------------------------------------------------------------------------
-# decoding in chunks, scaled in the decoder
+# one video, streamed
 # --------------------------------------------------------------------------------------------
 
 
-class _ScalingReader(VideoReader):
-    """A :class:`VideoReader` that scales frames during RGB conversion (swscale, bicubic).
-
-    MMPT's extractor scaled in ffmpeg (``-vf scale``, bicubic); doing the same here keeps
-    full-resolution frames out of memory. It hooks ``VideoReader._to_rgb``: if that hook ever
-    goes away, frames simply arrive at full size and the backbone's ``transform`` resizes them.
-    """
-
-    def __init__(self, source: VideoSource, size_for: Callable[[int, int], tuple[int, int] | None]):
-        super().__init__(source)
-        meta = self.metadata
-        size = size_for(meta.width, meta.height) if meta.width and meta.height else None
-        self._scale_to = None if size == (meta.width, meta.height) else size
-
-    def _to_rgb(self, frame) -> np.ndarray:
-        # threads=1: swscale's default (one thread per CPU) spends far more time starting
-        # threads than converting small frames (64x64: 93 us vs 5 us per frame measured), and
-        # is no faster on large ones on a 2-core machine; parallelism belongs to the caller.
-        kwargs: dict[str, Any] = {"format": "rgb24", "threads": 1}
-        if self._scale_to is not None:
-            kwargs.update(width=self._scale_to[0], height=self._scale_to[1], interpolation="BICUBIC")
-        reformatter = getattr(self, "_reformatter", None)
-        if reformatter is None:
-            return frame.reformat(**kwargs).to_ndarray()
-        return reformatter.reformat(frame, **kwargs).to_ndarray()
-
-    @property
-    def frame_bytes(self) -> int:
-        """Bytes of one decoded RGB frame as this reader returns it."""
-        w, h = self._scale_to or (self.metadata.width, self.metadata.height)
-        return max(w * h * 3, 1)
-
-
-def _chunks(bounds: np.ndarray, frame_bytes: int, clip_frames: int) -> Iterator[tuple[int, int]]:
-    """Row ranges ``[a, b)`` whose decoded and transformed frames fit in ``_CHUNK_BYTES``."""
+def _chunks(bounds: np.ndarray, frame_bytes: int, clip_frames: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    """Row ranges ``[a, b)`` whose decoded and transformed frames fit in ``chunk_bytes``."""
     rows = len(bounds) - 1
     if rows <= 0:
         return
     # uint8 decoded frame + float32 transformed frame (about the same area after the crop)
     per_frame = 5 * frame_bytes
     per_row = max(float(bounds[-1]) / rows, float(clip_frames), 1.0) * per_frame
-    step = max(1, int(_CHUNK_BYTES // per_row))
+    step = max(1, int(chunk_bytes // per_row))
     for a in range(0, rows, step):
         yield a, min(a + step, rows)
+
+
+class ClipStream:
+    """One video as a backbone's clips, chunk by chunk (see the module docstring).
+
+    ``bounds`` (``rows + 1`` offsets into the model-input frames) is known on opening; iterating
+    yields ``clips`` tensors of whole rows, in order. Use as a context manager (it holds the
+    open video). Raises :class:`~videolang.errors.VideoDecodeError` for unreadable videos.
+    """
+
+    def __init__(self, video: VideoSource | Frames, backbone: VideoBackbone, *, chunk_bytes: int | None = None):
+        self.backbone = backbone
+        self.chunk_bytes = int(chunk_bytes or CHUNK_BYTES)
+        self._reader: VideoReader | None = None
+        if isinstance(video, Frames):
+            self._frames: torch.Tensor | None = video.data
+            num_frames, self.fps = video.data.shape[0], video.fps
+            self.frame_bytes = int(np.prod(video.data.shape[1:]))
+            self.name = f"<{num_frames} frames>"
+        else:
+            self._frames = None
+            reader = VideoReader(video)
+            meta = reader.metadata
+            try:
+                if not meta.fps > 0:
+                    raise VideoDecodeError(reader.source_name, "unknown frame rate")
+                size = backbone.decode_size(meta.width, meta.height) if meta.width and meta.height else None
+                reader.set_output_size(size)
+            except BaseException:
+                reader.close()
+                raise
+            self._reader = reader
+            num_frames, self.fps = meta.num_frames, meta.fps
+            self.frame_bytes = reader.frame_bytes
+            self.name = reader.source_name
+        self.num_frames = num_frames
+        self.duration = num_frames / self.fps
+        self.indices = backbone.frame_indices(num_frames, self.fps)
+        self.bounds = backbone.row_bounds(num_frames, self.fps)
+        if self._reader is not None:
+            self._reader.expect(self.indices)  # chunks continue decoding, never seek back
+
+    @property
+    def rows(self) -> int:
+        return len(self.bounds) - 1
+
+    def __enter__(self) -> ClipStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def _frames_at(self, idx: np.ndarray) -> torch.Tensor:
+        if self._frames is not None:
+            return self._frames[torch.from_numpy(idx)]
+        assert self._reader is not None
+        return self._reader.read(idx)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        b = self.backbone
+        for lo, hi in _chunks(self.bounds, self.frame_bytes, b.clip_frames, self.chunk_bytes):
+            frames = self._frames_at(self.indices[self.bounds[lo] : self.bounds[hi]])
+            x = b.transform(frames)
+            del frames
+            yield b.to_clips(x, self.bounds[lo : hi + 1] - self.bounds[lo])
+
+
+def finish_rows(rows: np.ndarray, *, l2_normalize: bool = False, dtype: str = "float32") -> np.ndarray:
+    """Rows as a feature store keeps them: unit-normed if asked, rounded through ``dtype``."""
+    from videolang.models.backbones import l2_normalize_rows
+
+    rows = np.asarray(rows, dtype=np.float32)
+    if l2_normalize:
+        rows = l2_normalize_rows(rows)
+    if dtype != "float32":
+        rows = rows.astype(dtype).astype(np.float32)
+    return rows
+
+
+def video_features(
+    video: VideoSource | Frames,
+    backbone: VideoBackbone,
+    *,
+    batch_size: int | None = None,
+    l2_normalize: bool = False,
+    dtype: str = "float32",
+    chunk_bytes: int | None = None,
+    prefetch: bool = True,
+) -> np.ndarray:
+    """Feature rows ``(rows, D)`` float32 of one video, streamed (see :class:`ClipStream`).
+
+    Runs ``backbone`` (on its own device, under ``inference_mode``) ``batch_size`` clips at a
+    time; the result depends on the video only, not on what else is being encoded. With
+    ``prefetch`` a thread decodes the next chunk while the backbone runs on this one (on CPU a
+    decode-bound backbone then leaves one core to it, as extraction does).
+    """
+    device = next(iter(backbone.parameters()), torch.empty(0)).device
+    bs = int(batch_size or backbone.default_batch_size)
+    outs: list[torch.Tensor] = []
+    threads = torch.get_num_threads()
+    with ClipStream(video, backbone, chunk_bytes=chunk_bytes) as stream, torch.inference_mode():
+        events: Iterator[tuple[Any, ...]] = ((_CLIPS, clips) for clips in stream)
+        prefetcher = _Prefetcher(events, depth=1) if prefetch else None
+        if prefetcher is not None and device.type == "cpu" and backbone.decode_bound and threads > 1:
+            torch.set_num_threads(threads - 1)
+        try:
+            for _, clips in prefetcher if prefetcher is not None else events:
+                for s in range(0, clips.shape[0], bs):
+                    outs.append(backbone(clips[s : s + bs].to(device)).float().cpu())
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+            torch.set_num_threads(threads)
+        feats = torch.cat(outs) if outs else torch.zeros((0, backbone.feature_dim))
+        rows = backbone.pool(feats, stream.bounds - stream.bounds[0]).numpy()
+    return finish_rows(rows, l2_normalize=l2_normalize, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,18 +327,11 @@ def _decode_events(
         seen.add(vid)
         started = False
         try:
-            with _ScalingReader(source, backbone.decode_size) as reader:
-                meta = reader.metadata
-                if not meta.fps > 0:
-                    raise VideoDecodeError(reader.source_name, "unknown frame rate")
-                idx = backbone.frame_indices(meta.num_frames, meta.fps)
-                bounds = backbone.row_bounds(meta.num_frames, meta.fps)
-                yield (_START, vid, bounds)
+            with ClipStream(source, backbone) as stream:
+                yield (_START, vid, stream.bounds)
                 started = True
-                for a, b in _chunks(bounds, reader.frame_bytes, backbone.clip_frames):
-                    frames = reader.read(idx[bounds[a] : bounds[b]])
-                    x = backbone.transform(frames)
-                    yield (_CLIPS, backbone.to_clips(x, bounds[a : b + 1] - bounds[a]))
+                for clips in stream:
+                    yield (_CLIPS, clips)
             yield (_END, vid)
         except (VideoDecodeError, FrameIndexError) as exc:
             yield (_BAD, vid, getattr(exc, "reason", str(exc)), started)
@@ -339,8 +428,6 @@ def extract_features(
     """
     from tqdm.auto import tqdm
 
-    from videolang.models.backbones import l2_normalize_rows
-
     dev = torch.device(device)
     backbone.to(dev).eval()
     bs = int(batch_size or backbone.default_batch_size)
@@ -364,9 +451,7 @@ def extract_features(
                 rows = feats.numpy().astype(np.float32, copy=False)
             else:
                 rows = np.zeros((0, backbone.feature_dim), np.float32)
-            if l2_normalize:
-                rows = l2_normalize_rows(rows)
-            writer.add(job.vid, rows)
+            writer.add(job.vid, finish_rows(rows, l2_normalize=l2_normalize))
             report.written += 1
             report.rows += len(rows)
 
@@ -422,8 +507,10 @@ _VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v"
                          ".mpeg", ".ts", ".flv", ".wmv", ".ogv"})  # fmt: skip
 
 
-def _scan_folder(root: Path) -> list[tuple[str, Path]]:
-    """Sorted ``(id, path)``: id = path relative to ``root`` without extension (as LMDB keys)."""
+def scan_video_folder(root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """Sorted ``(id, path)`` of the video files under ``root`` (recursive, hidden entries
+    skipped): id = path relative to ``root`` without extension (as LMDB keys)."""
+    root = Path(root)
     found: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -489,7 +576,7 @@ def open_video_sources(videos: str | os.PathLike) -> tuple[str, int | None, Iter
             total = None
         return "shards", total, ((s["key"], s["video"]) for s in dataset)
     if path.is_dir():
-        files = _scan_folder(path)
+        files = scan_video_folder(path)
         return "folder", len(files), iter(files)
     raise ConfigError(
         f"videos {spec}: not a folder of videos, an LMDB store (data.mdb) or WebDataset shards"
@@ -510,7 +597,7 @@ def _weights_info(weights: str | os.PathLike | None) -> dict[str, str] | str:
 # extraction.json entries that may differ between runs on one store; everything else (the
 # backbone's description, its weights, l2_normalize) must agree before a store is resumed:
 # mixing features of two backbones or normalisations in one store would be a silent error.
-_MAY_DIFFER = frozenset({"format", "version", "videos", "last_run", "dtype", "batch_size", "device"})
+_MAY_DIFFER = frozenset({"format", "version", "videos", "last_run", "dtype", "batch_size", "device", "options"})
 
 
 def _comparable(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -585,6 +672,7 @@ def run_extraction(
         "format": _INFO_FORMAT,
         "version": _INFO_VERSION,
         **model.describe(),  # backbone, feature_dim, frames_per_feature, fps, its own options
+        "options": model.build_options(),  # create_backbone(backbone, **options) rebuilds it
         "weights": _weights_info(weights),
         "l2_normalize": bool(l2_normalize),
         "dtype": writer.dtype_name,
@@ -611,3 +699,55 @@ def run_extraction(
              model.name, out, report.written, report.already_present, len(report.bad),
              report.videos_per_s)  # fmt: skip
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# the backbone of a feature store, for model folders
+# --------------------------------------------------------------------------------------------
+
+# describe() keys that are create_backbone options, for stores written before "options" existed
+_LEGACY_OPTION_KEYS = ("grid", "rows_per_second", "temporal_diff", "output")
+
+
+def read_extraction_info(features: str | os.PathLike) -> dict[str, Any]:
+    """A feature store's ``extraction.json`` (what made its features), or ``{}`` without one."""
+    path = Path(features) / EXTRACTION_INFO_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+
+
+def backbone_from_store(features: str | os.PathLike):
+    """``(backbone, BackboneSpec)`` that made a feature store's features, or ``(None, None)``.
+
+    Rebuilt from ``extraction.json``: the same registry name and options, the same weights file
+    (checked by SHA-256) or the same seeded random init, the same normalisation and precision.
+    A model folder stores the backbone's weights, so inference runs exactly what extraction ran.
+    """
+    from videolang.models.backbones import create_backbone
+    from videolang.pipelines.folder import BackboneSpec
+
+    info = read_extraction_info(features)
+    if not info.get("backbone"):
+        log.warning("%s has no %s: the exported model takes features only", features, EXTRACTION_INFO_NAME)
+        return None, None
+    options = info.get("options")
+    if options is None:
+        options = {k: info[k] for k in _LEGACY_OPTION_KEYS if k in info}
+        options = {k: v for k, v in options.items() if not (k == "rows_per_second" and v == 1.0)}
+    weights = info.get("weights")
+    path = weights.get("path") if isinstance(weights, dict) else None
+    where = Path(features) / EXTRACTION_INFO_NAME
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{where}: the backbone's weights {path} are not on this machine; "
+                              "they are needed to put the backbone into the model folder")
+        if weights.get("sha256") and sha256_file(path) != weights["sha256"]:
+            raise ConfigError(f"{where}: {path} changed since the features were extracted (SHA-256 differs)")
+    backbone = create_backbone(info["backbone"], weights=path, seed=int(info.get("seed", 0)), **options)
+    spec = BackboneSpec(name=info["backbone"], options=backbone.build_options(), feature_dim=backbone.feature_dim,
+                        l2_normalize=bool(info.get("l2_normalize", False)), dtype=info.get("dtype", "float32"))
+    return backbone, spec

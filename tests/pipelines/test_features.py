@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from tests.conftest import decoded_index, write_index_video
 
-from videolang.data import features as fx
-from videolang.data.features import (
-    extract_features,
-    open_video_sources,
-    run_extraction,
-)
 from videolang.data.stores import FeatureStore, pack_videos, write_webdataset
 from videolang.errors import ConfigError
 from videolang.models.backbones import create_backbone, video_to_features
 from videolang.models.backbones.s3dg import S3DG
+from videolang.pipelines import features as fx
+from videolang.pipelines.features import (
+    extract_features,
+    open_video_sources,
+    run_extraction,
+)
 from videolang.utils.io import sha256_file
 
 GOOD = {"a": 4, "c": 3, "sub/b": 2}  # id -> rows = ceil(seconds)
@@ -153,7 +153,7 @@ def test_batching_chunking_and_prefetch_do_not_change_features(videos, monkeypat
             for vid in ref:
                 np.testing.assert_allclose(w[vid], ref[vid], rtol=1e-5, atol=1e-6)
         with monkeypatch.context() as m:
-            m.setattr(fx, "_CHUNK_BYTES", 1)  # one row per read: many chunks per video
+            m.setattr(fx, "CHUNK_BYTES", 1)  # one row per read: many chunks per video
             w = DictWriter()
             extract_features(srcs, make(), w, progress=False, batch_size=16)
         for vid in ref:
