@@ -119,3 +119,15 @@ def test_text_span_respects_limits():
     assert e - s + 1 == 3 and s <= 4 <= e
     s, e = S.videoclip_text_span(starts, ends, [1] * 10, 0, 100, max_seconds=4)
     assert (s, e) == (0, 3)  # ends[3] - starts[0] = 4 s reaches the limit
+
+
+def test_window_spans_cover_the_video_and_end_at_its_end():
+    from videolang.data.sampling import window_spans
+
+    assert window_spans(0, 4, 2) == []
+    assert window_spans(3, 4, 2) == [(0, 3)]  # shorter than one window: one window
+    assert window_spans(8, 4, 4) == [(0, 4), (4, 8)]
+    assert window_spans(10, 4, 4) == [(0, 4), (4, 8), (6, 10)]  # the last window ends at the end
+    assert window_spans(10, 4, 3) == [(0, 4), (3, 7), (6, 10)]
+    with pytest.raises(ValueError, match=">= 1"):
+        window_spans(10, 0, 1)

@@ -15,6 +15,7 @@ from videolang.data.anticipation import (
     ActionVocab,
     TeacherPredictions,
     history_text,
+    history_token_ids,
     read_action_vocab,
 )
 from videolang.data.stores import FeatureStore
@@ -24,7 +25,6 @@ from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.metrics.anticipation import anticipation_metrics
 from videolang.pipelines import Features
-from videolang.pipelines.anticipation import history_token_ids
 from videolang.recipes.anticipation import AnticipationDataConfig, TextCollator, read_queries
 
 TRAINER = {"enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1}
@@ -197,7 +197,7 @@ def test_teacher_tokenization_is_the_recipes(runs):
     texts = [history_text(q.history, vocab, 3) for q in runs["queries"]]
     texts.append(history_text(list(range(20)), vocab, 20))  # longer than max_len: left-truncated
     want = TextCollator(pipe.tokenizer, 12)([{"text": t} for t in texts])
-    got = history_token_ids(pipe.tokenizer, pipe.spec.text, texts)
+    got = history_token_ids(pipe.tokenizer, texts, pipe.spec.text.max_len)
     for row, ids, mask in zip(got, want["input_ids"], want["attention_mask"], strict=True):
         assert row == ids[mask.bool()].tolist()
     assert len(got[-1]) == 12

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import videolang
-from videolang.data.clipbert import VisualSource, load_annotations
+from videolang.data.clipbert import VisualSource, choice_text, load_annotations
 from videolang.data.sampling import clipbert_task_sampling
 from videolang.data.stores import LmdbVideoStore, pack_videos
 from videolang.data.synth import synthesize_world
@@ -31,7 +31,6 @@ from videolang.pipelines.clipbert import (
     ClipBERTSpec,
     ClipSamplingSpec,
     FramesSpec,
-    choice_text,
 )
 from videolang.pipelines.folder import TextSpec
 

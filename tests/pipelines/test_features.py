@@ -285,3 +285,38 @@ def test_duplicates_and_source_errors(videos):
         with pytest.raises(RuntimeError, match="source went away"):
             extract_features(broken(), create_backbone("pooled-pixels"), DictWriter(),
                              progress=False, prefetch=prefetch)  # fmt: skip
+
+
+@pytest.mark.parametrize("options", [{}, {"temporal_diff": True, "rows_per_second": 4.0}])
+def test_row_pooler_equals_pooling_the_whole_video(options):
+    """Rows pooled as outputs arrive (in pieces of any size) equal pooling everything at once,
+    and the pooler keeps only a few frames' outputs, whatever the video's length."""
+    from videolang.pipelines.features import RowPooler
+
+    backbone = create_backbone("cnn2d-tiny", **options)
+    bounds = backbone.row_bounds(1000, 25.0)
+    outputs = torch.randn(int(bounds[-1]), backbone.feature_dim // (2 if options else 1))
+    want = backbone.pool(outputs, bounds)
+    g = torch.Generator().manual_seed(0)
+    pooler, start, kept = RowPooler(backbone, bounds), 0, 0
+    while start < len(outputs):
+        k = int(torch.randint(1, 90, (1,), generator=g))
+        pooler.add(outputs[start : start + k])
+        start += k
+        kept = max(kept, sum(len(b) for b in pooler._buffer))
+    torch.testing.assert_close(pooler.finish(), want, atol=1e-6, rtol=0)
+    assert kept < 90 + 2 * 25  # a piece and about a row of frames, not the whole video
+
+
+def test_row_pooler_for_clip_backbones_and_incomplete_input():
+    from videolang.pipelines.features import RowPooler
+
+    s3d = _small_s3dg()
+    bounds = s3d.row_bounds(100, 30.0)  # 4 rows of 30-frame clips
+    outputs = torch.randn(4, s3d.feature_dim)
+    pooler = RowPooler(s3d, bounds)
+    pooler.add(outputs[:3])
+    with pytest.raises(RuntimeError, match="3 of 4"):
+        pooler.finish()
+    pooler.add(outputs[3:])
+    torch.testing.assert_close(pooler.finish(), outputs)

@@ -37,7 +37,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resize", type=int, default=None, help="shorter side before cropping (default: --size)")
     p.add_argument("--crop", default="center", choices=["top", "center", "bottom", "none"])
     p.add_argument("--hflip", action="store_true")
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--train-vqvae", type=int, default=0, metavar="STEPS",
                    help="train a VQ-VAE for STEPS steps first when --tokenizer does not exist")
     p.add_argument("--vqvae-downsample", type=int, default=8, choices=[2, 4, 8, 16],
@@ -74,9 +73,10 @@ def train_tokenizer_on_videos(videos: list, out_dir: str | Path, *, steps: int, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from videolang.data.tokens import read_video_list, tokenize_videos, world_videos
+    from videolang.data.tokens import read_video_list, world_videos
     from videolang.errors import ConfigError
     from videolang.models.frame_tokenizers import load_frame_tokenizer
+    from videolang.pipelines.vimpac import tokenize_videos
 
     if args.world:
         videos, classes = world_videos(args.world, args.split)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained VQ-VAE -> {args.tokenizer}: {json.dumps(report)}")
     tokenizer = load_frame_tokenizer(args.tokenizer)
     report = tokenize_videos(videos, tokenizer, args.out, fps=args.fps, frame_size=args.size, resize=resize, crop=crop,
-                             hflip=args.hflip, batch_size=args.batch_size, classes=classes, overwrite=args.overwrite,
+                             hflip=args.hflip, classes=classes, overwrite=args.overwrite,
                              progress=True)
     print(f"wrote {report.n_packed} videos ({report.n_bytes / 1e6:.1f} MB) to {args.out}")
     return 0

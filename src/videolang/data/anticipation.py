@@ -52,6 +52,7 @@ __all__ = [
     "egtea_action_text",
     "epic_action_text",
     "history_text",
+    "history_token_ids",
     "read_action_vocab",
     "read_segments",
     "save_teacher_predictions",
@@ -487,3 +488,13 @@ def collate_clips(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]
         out["teacher"] = torch.stack([it["teacher"] for it in items])
         out["has_teacher"] = torch.tensor([it["has_teacher"] for it in items], dtype=torch.bool)
     return out
+
+
+def history_token_ids(tokenizer: Any, texts: Sequence[str], max_len: int) -> list[list[int]]:
+    """``[CLS] pieces [SEP]`` of each history text, the pieces left-truncated so that a row has at
+    most ``max_len`` ids: the newest actions are kept, as the original (which could also drop
+    [CLS]; we never do). What the anticipation teacher trains on and its model folder reads."""
+    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    pieces = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [[cls, *p[-(max_len - 2):], sep] for p in pieces]

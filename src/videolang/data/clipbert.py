@@ -47,6 +47,7 @@ __all__ = [
     "ClipBertItems",
     "TextEncoder",
     "VisualSource",
+    "choice_text",
     "collate_clipbert",
     "load_annotations",
     "read_jsonl",
@@ -124,7 +125,7 @@ def load_annotations(path: str | os.PathLike, kind: AnnotationKind) -> list[dict
                     or not 0 <= answer < len(options):
                 raise ConfigError(f"{where}: expected a list of options and an integer answer index")
             q = row.get("question")
-            rec.update(texts=[f"{q} {o}" if q else str(o) for o in options], answer=answer)
+            rec.update(texts=[choice_text(q, o) for o in options], answer=answer)
         elif kind == "vqa":
             labels = row.get("labels") or {}
             if not isinstance(labels, dict):
@@ -381,3 +382,9 @@ def collate_clipbert(batch: Sequence[Any], pad_id: int = 0) -> dict[str, Any]:
     if "soft_targets" in good[0]:
         out["soft_targets"] = torch.stack([b["soft_targets"] for b in good])
     return out
+
+
+def choice_text(question: str | None, option: str) -> str:
+    """The text row of one multiple-choice option, as the annotation reader builds it
+    (``question + " " + option``, the option alone without a question)."""
+    return f"{question} {option}" if question else str(option)

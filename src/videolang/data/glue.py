@@ -19,12 +19,14 @@ columns (and counts them in :attr:`GlueData.skipped`) instead of failing.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from videolang.errors import ConfigError
 
-__all__ = ["GLUE_TASKS", "GlueData", "GlueExample", "GlueTask", "get_task", "read_glue"]
+__all__ = ["GLUE_TASKS", "GlueData", "GlueExample", "GlueTask", "get_task", "glue_token_ids", "read_glue"]
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,19 @@ def read_glue(folder: str | os.PathLike, task: str | GlueTask, split: str = "tra
     if not data.examples:
         raise ConfigError(f"{path}: no examples")
     return data
+
+
+def glue_token_ids(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None,
+                   max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and token types of GLUE inputs, as ``vidlankd.glue`` and its model folders tokenise them: the
+    tokenizer's own layout with special tokens, truncated to ``max_length`` in all."""
+    texts = list(texts)
+    if not texts:
+        return [], []
+    if pairs is None:
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(texts, list(pairs), truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    types = enc.get("token_type_ids") or [[0] * len(x) for x in ids]
+    return ids, types

@@ -50,6 +50,7 @@ __all__ = [
     "videoclip_video_window",
     "vimpac_clip_indices",
     "vimpac_clip_starts",
+    "window_spans",
 ]
 
 
@@ -449,3 +450,21 @@ def clipbert_task_indices(
         return clipbert_clip_indices(num_frames, fps, mode="uniform", compat_clip_idx=clip_idx,
                                      compat_num_clips=of, **common)
     return clipbert_clip_indices(num_frames, fps, mode="uniform", **common)
+
+
+def window_spans(rows: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Row ranges ``[a, b)`` of windows of ``size`` rows every ``stride`` rows covering ``rows``.
+
+    The last window ends at ``rows`` (it starts later when the stride does not fit), so the end
+    of the video is always covered; a video shorter than one window is one window.
+    """
+    if rows <= 0:
+        return []
+    if size < 1 or stride < 1:
+        raise ValueError(f"window size and stride must be >= 1, got {size} and {stride}")
+    if rows <= size:
+        return [(0, rows)]
+    spans = [(a, a + size) for a in range(0, rows - size + 1, stride)]
+    if spans[-1][1] < rows:
+        spans.append((rows - size, rows))
+    return spans

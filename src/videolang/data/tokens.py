@@ -38,7 +38,6 @@ __all__ = [
     "parse_legacy_name",
     "read_video_list",
     "sample_frame_indices",
-    "tokenize_videos",
     "world_videos",
     "write_token_store",
 ]
@@ -243,30 +242,3 @@ def crop_view(frames: Any, size: int, crop: str | None, resize: int | None, hfli
     elif frames.shape[-2:] != (size, size):
         raise StoreError(f"frames are {tuple(frames.shape[-2:])}, not {size}x{size}: pass a crop")
     return frames.flip(-1) if hflip else frames
-
-
-def tokenize_videos(videos: list[VideoEntry], tokenizer: Any, out_path: str | os.PathLike, *, fps: float,
-                    frame_size: int, resize: int | None = None, crop: str | None = "center", hflip: bool = False,
-                    batch_size: int = 64, classes: list[str] | None = None, overwrite: bool = False,
-                    progress: bool = False) -> PackReport:
-    """Decode each video at ``fps``, take the view, encode every frame and write a token store."""
-    import torch
-
-    from videolang.data.video import probe, read_frames
-
-    header = TokenStoreHeader(tokenizer=tokenizer.tokenizer_id, tokenizer_hash=tokenizer.fingerprint(),
-                              vocab_size=int(tokenizer.vocab_size), downsample=int(tokenizer.downsample), fps=fps,
-                              frame_size=frame_size, resize=resize, crop=crop, hflip=hflip, classes=classes)
-
-    def items() -> Iterator[tuple[str, Any, int]]:
-        for i, v in enumerate(videos):
-            meta = probe(v.path)
-            frames = read_frames(v.path, sample_frame_indices(meta.num_frames, meta.fps, fps))
-            x = crop_view(frames.permute(0, 3, 1, 2).float() / 255.0, frame_size, crop, resize, hflip)
-            with torch.no_grad():
-                codes = torch.cat([tokenizer.encode(chunk) for chunk in x.split(batch_size)])
-            if progress and (i + 1) % 50 == 0:
-                print(f"  tokenized {i + 1}/{len(videos)} videos")
-            yield v.video_id, codes.numpy(), v.label
-
-    return write_token_store(items(), out_path, header, overwrite=overwrite)

@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -300,7 +300,6 @@ class VideoReader:
             raise ValueError(f"output size must be positive, got {size}")
         native = (self.metadata.width, self.metadata.height)
         self._scale_to = None if size is None or tuple(size) == native else (int(size[0]), int(size[1]))
-        self._last = None  # converted at the old size
 
     def _set_metadata(self, meta: VideoMetadata) -> None:
         self.metadata = meta
@@ -315,7 +314,7 @@ class VideoReader:
         # start with the frame the previous chunk ended on).
         self._packets = None
         self._position = -1
-        self._last: tuple[int, np.ndarray] | None = None
+        self._last: tuple[int, Any] | None = None  # (index, decoded frame)
         # Frames whose packets were fed in "skip non-reference frames" mode: lost unless decoded
         # again, so wanting one of them later means seeking (only those past _position matter).
         self._skipped: set[int] = set()
@@ -401,9 +400,28 @@ class VideoReader:
             out[slot_of[idx]] = rgb
         return torch.from_numpy(out)
 
-    def iter_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Iterator[tuple[int, np.ndarray]]:
+    def read_raw(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> list:
+        """The decoded (not yet converted) frames at ``indices``, in request order; convert them
+        with :meth:`convert`. Lets a caller decode in one thread and convert in another."""
+        arr = _as_index_array(indices)
+        if arr.size == 0:
+            return []
+        decoded = dict(self.iter_frames(arr, raw=True))
+        return [decoded[i] for i in arr.tolist()]
+
+    def convert(self, frames: Sequence) -> torch.Tensor:
+        """Frames from :meth:`read_raw` as uint8 ``(N, H, W, 3)`` at :attr:`output_size`."""
+        w, h = self.output_size
+        out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+        for i, frame in enumerate(frames):
+            out[i] = self._to_rgb(frame)
+        return torch.from_numpy(out)
+
+    def iter_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor, *,
+                    raw: bool = False) -> Iterator[tuple[int, Any]]:
         """``(index, uint8 (H, W, 3) frame)`` for the sorted distinct ``indices``, decoded in one
-        forward pass and yielded as they come (nothing is held beyond the current frame)."""
+        forward pass and yielded as they come (nothing is held beyond the current frame); with
+        ``raw`` the decoder's frames, unconverted."""
         import av
 
         arr = _as_index_array(indices)
@@ -411,15 +429,18 @@ class VideoReader:
         wanted = np.unique(arr).tolist()
         if not wanted:
             return
+        convert = (lambda f: f) if raw else self._to_rgb
         try:
             try:
-                yield from self._decode_sorted(wanted)
+                for idx, frame in self._decode_sorted(wanted):
+                    yield idx, convert(frame)
             except _Fallback:
                 # The container's index disagreed with the stream: probe exactly and start over
                 # (frames already given out were mapped with the wrong index).
                 self._set_metadata(_probe_by_demux(self._container, self.source_name))
                 self._reset_cursor()
-                yield from self._decode_sorted(wanted)
+                for idx, frame in self._decode_sorted(wanted):
+                    yield idx, convert(frame)
         except av.error.FFmpegError as exc:
             self._reset_cursor()
             raise VideoDecodeError(self.source_name, f"decoding failed ({exc})") from exc
@@ -429,7 +450,7 @@ class VideoReader:
         finally:
             self._stream.codec_context.skip_frame = "DEFAULT"
 
-    def _decode_sorted(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    def _decode_sorted(self, wanted: list[int]) -> Iterator[tuple[int, Any]]:
         """Decode the sorted distinct frame indices ``wanted`` in one forward pass.
 
         Seeks only when the next needed frame's keyframe lies beyond the last frame decoded (or
@@ -483,7 +504,7 @@ class VideoReader:
                     self._position = max(self._position, idx)
                     if idx in wanted_set and idx not in done:
                         done.add(idx)
-                        self._last = (idx, self._to_rgb(frame))
+                        self._last = (idx, frame)
                         yield self._last
                 if target in done or self._position > target:
                     break

@@ -275,7 +275,7 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, generator: torch.Generat
 
 
 def _faiss_candidates(emb: np.ndarray, queries: np.ndarray, n_candidates: int, n_clusters: int, nprobe: int) -> np.ndarray:
-    import faiss  # optional dependency (extra "faiss")
+    import faiss  # a dependency; the torch fallback below serves installs without it
 
     d = emb.shape[1]
     quantizer = faiss.IndexFlatL2(d)

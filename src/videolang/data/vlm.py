@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videolang.data.sampling import window_spans
 from videolang.data.videoclip import TextLayout, _video_window
 from videolang.errors import ConfigError, VideolangError
 
@@ -262,10 +263,7 @@ class SegmentationWindows(Dataset):
         self.labels = [row_labels(v.segments, len(features[v.video_id]), rate) for v in self.videos]
         self.windows: list[tuple[int, int]] = []
         for i, labels in enumerate(self.labels):
-            n = len(labels)
-            starts = list(range(0, max(n - window, 0) + 1, stride))
-            if starts[-1] + window < n:
-                starts.append(n - window)
+            starts = [a for a, _ in window_spans(len(labels), window, stride)] or [0]
             self.windows.extend((i, s) for s in starts)
 
     def __len__(self) -> int:

@@ -45,7 +45,6 @@ __all__ = [
     "AnticipationTeacherPipeline",
     "HistoryTextSpec",
     "action_labels",
-    "history_token_ids",
 ]
 
 Level = Literal["action", "verb", "noun"]
@@ -234,15 +233,6 @@ class AnticipationPipeline(FeatureVideoPipeline):
 # -- the text teacher ---------------------------------------------------------------------------
 
 
-def history_token_ids(tokenizer: Any, text: HistoryTextSpec, texts: Sequence[str]) -> list[list[int]]:
-    """``[CLS] pieces [SEP]`` of each history text, the pieces left-truncated to fit ``max_len``
-    (the teacher recipe's ``TextCollator``: the newest actions are kept)."""
-    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    pieces = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-    return [[cls, *p[-(text.max_len - 2):], sep] for p in pieces]
-
-
 class AnticipationTeacherPipeline(Pipeline):
     """The text teacher: the next action from the names (or ids) of the past actions."""
 
@@ -291,10 +281,12 @@ class AnticipationTeacherPipeline(Pipeline):
     @torch.inference_mode()
     def action_probabilities(self, histories: Sequence[Sequence[str | int]], *, batch_size: int = 64) -> torch.Tensor:
         """Next-action distribution ``(N, A)`` of each history (a sequence of past actions)."""
+        from videolang.data.anticipation import history_token_ids
+
         texts = [self.history_text(h) for h in histories]
         out = []
         for s in range(0, len(texts), batch_size):
-            rows = history_token_ids(self.tokenizer, self.spec.text, texts[s : s + batch_size])
+            rows = history_token_ids(self.tokenizer, texts[s : s + batch_size], self.spec.text.max_len)
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
             mask = torch.zeros(len(rows), width, dtype=torch.long)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from videolang.data.clipbert import choice_text
 from videolang.errors import ConfigError
 from videolang.pipelines.base import (
     Pipeline,
@@ -47,7 +48,6 @@ __all__ = [
     "ClipBERTSpec",
     "ClipSamplingSpec",
     "FramesSpec",
-    "choice_text",
     "spec_for_converted",
 ]
 
@@ -100,12 +100,6 @@ class ClipBERTSpec(PipelineSpec):
         if self.text.layout != "cls_words_sep":
             raise ValueError("ClipBERT lays text out as [CLS] words [SEP] (layout cls_words_sep)")
         return self
-
-
-def choice_text(question: str | None, option: str) -> str:
-    """The text row of one multiple-choice option, as the annotation reader builds it
-    (``question + " " + option``, the option alone without a question)."""
-    return f"{question} {option}" if question else str(option)
 
 
 class ClipBERTPipeline(Pipeline):

@@ -104,13 +104,11 @@ class ExtractionReport:
 
 
 def _chunks(bounds: np.ndarray, frame_bytes: int, clip_frames: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
-    """Row ranges ``[a, b)`` whose decoded and transformed frames fit in ``chunk_bytes``."""
+    """Row ranges ``[a, b)`` whose frames, at ``frame_bytes`` each, fit in ``chunk_bytes``."""
     rows = len(bounds) - 1
     if rows <= 0:
         return
-    # uint8 decoded frame + float32 transformed frame (about the same area after the crop)
-    per_frame = 5 * frame_bytes
-    per_row = max(float(bounds[-1]) / rows, float(clip_frames), 1.0) * per_frame
+    per_row = max(float(bounds[-1]) / rows, float(clip_frames), 1.0) * frame_bytes
     step = max(1, int(chunk_bytes // per_row))
     for a in range(0, rows, step):
         yield a, min(a + step, rows)
@@ -119,9 +117,12 @@ def _chunks(bounds: np.ndarray, frame_bytes: int, clip_frames: int, chunk_bytes:
 class ClipStream:
     """One video as a backbone's clips, chunk by chunk (see the module docstring).
 
-    ``bounds`` (``rows + 1`` offsets into the model-input frames) is known on opening; iterating
-    yields ``clips`` tensors of whole rows, in order. Use as a context manager (it holds the
-    open video). Raises :class:`~videolang.errors.VideoDecodeError` for unreadable videos.
+    ``bounds`` (``rows + 1`` offsets into the model-input frames) is known on opening. Iterating
+    yields ``clips`` tensors of whole rows, in order. The two halves of that work can run in two
+    threads: :meth:`decoded_chunks` decodes (one pass, front to back) and :meth:`clips_of`
+    converts, scales and transforms. A chunk holds at most ``chunk_bytes`` of frames (decoded
+    frames at the source size, converted ones at the model's). Use as a context manager (it holds
+    the open video). Raises :class:`~videolang.errors.VideoDecodeError` for unreadable videos.
     """
 
     def __init__(self, video: VideoSource | Frames, backbone: VideoBackbone, *, chunk_bytes: int | None = None):
@@ -131,7 +132,7 @@ class ClipStream:
         if isinstance(video, Frames):
             self._frames: torch.Tensor | None = video.data
             num_frames, self.fps = video.data.shape[0], video.fps
-            self.frame_bytes = int(np.prod(video.data.shape[1:]))
+            frame_bytes = int(np.prod(video.data.shape[1:]))
             self.name = f"<{num_frames} frames>"
         else:
             self._frames = None
@@ -147,8 +148,10 @@ class ClipStream:
                 raise
             self._reader = reader
             num_frames, self.fps = meta.num_frames, meta.fps
-            self.frame_bytes = reader.frame_bytes
+            # a decoded YUV 4:2:0 frame at the source size + its converted and transformed copies
+            frame_bytes = meta.width * meta.height * 3 // 2 + 5 * reader.frame_bytes
             self.name = reader.source_name
+        self.frame_bytes = max(frame_bytes, 1)
         self.num_frames = num_frames
         self.duration = num_frames / self.fps
         self.indices = backbone.frame_indices(num_frames, self.fps)
@@ -170,19 +173,27 @@ class ClipStream:
         if self._reader is not None:
             self._reader.close()
 
-    def _frames_at(self, idx: np.ndarray) -> torch.Tensor:
-        if self._frames is not None:
-            return self._frames[torch.from_numpy(idx)]
-        assert self._reader is not None
-        return self._reader.read(idx)
+    def decoded_chunks(self) -> Iterator[tuple[int, int, Any]]:
+        """``(lo, hi, decoded)`` for consecutive row ranges: the decoder's frames of rows
+        ``[lo, hi)`` (unconverted), or the slice of the given uint8 frames."""
+        for lo, hi in _chunks(self.bounds, self.frame_bytes, self.backbone.clip_frames, self.chunk_bytes):
+            idx = self.indices[self.bounds[lo] : self.bounds[hi]]
+            if self._frames is not None:
+                yield lo, hi, self._frames[torch.from_numpy(idx)]
+            else:
+                assert self._reader is not None
+                yield lo, hi, self._reader.read_raw(idx)
+
+    def clips_of(self, lo: int, hi: int, decoded: Any) -> torch.Tensor:
+        """The backbone's clips of rows ``[lo, hi)`` from :meth:`decoded_chunks`' frames."""
+        frames = decoded if self._reader is None else self._reader.convert(decoded)
+        x = self.backbone.transform(frames)
+        del frames
+        return self.backbone.to_clips(x, self.bounds[lo : hi + 1] - self.bounds[lo])
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        b = self.backbone
-        for lo, hi in _chunks(self.bounds, self.frame_bytes, b.clip_frames, self.chunk_bytes):
-            frames = self._frames_at(self.indices[self.bounds[lo] : self.bounds[hi]])
-            x = b.transform(frames)
-            del frames
-            yield b.to_clips(x, self.bounds[lo : hi + 1] - self.bounds[lo])
+        for lo, hi, decoded in self.decoded_chunks():
+            yield self.clips_of(lo, hi, decoded)
 
 
 def finish_rows(rows: np.ndarray, *, l2_normalize: bool = False, dtype: str = "float32") -> np.ndarray:
@@ -209,31 +220,29 @@ def video_features(
 ) -> np.ndarray:
     """Feature rows ``(rows, D)`` float32 of one video, streamed (see :class:`ClipStream`).
 
-    Runs ``backbone`` (on its own device, under ``inference_mode``) ``batch_size`` clips at a
-    time; the result depends on the video only, not on what else is being encoded. With
-    ``prefetch`` a thread decodes the next chunk while the backbone runs on this one (on CPU a
-    decode-bound backbone then leaves one core to it, as extraction does).
+    Runs ``backbone`` (on its own device, under ``inference_mode``) on batches of
+    ``batch_size`` clips whatever the chunks; the result depends on the video only, not on what
+    else is being encoded. With ``prefetch`` a thread decodes while this one converts, scales
+    and runs the backbone (on CPU a decode-bound backbone then leaves one core to it).
     """
     device = next(iter(backbone.parameters()), torch.empty(0)).device
-    bs = int(batch_size or backbone.default_batch_size)
-    outs: list[torch.Tensor] = []
+    batcher = _Batcher(backbone, int(batch_size or backbone.default_batch_size), device)
     threads = torch.get_num_threads()
     with ClipStream(video, backbone, chunk_bytes=chunk_bytes) as stream, torch.inference_mode():
-        events: Iterator[tuple[Any, ...]] = ((_CLIPS, clips) for clips in stream)
-        prefetcher = _Prefetcher(events, depth=1) if prefetch else None
+        job = _Job("video", RowPooler(backbone, stream.bounds))
+        chunks: Iterator[tuple[Any, ...]] = ((_CLIPS, *chunk) for chunk in stream.decoded_chunks())
+        prefetcher = _Prefetcher(chunks, depth=1) if prefetch else None
         if prefetcher is not None and device.type == "cpu" and backbone.decode_bound and threads > 1:
             torch.set_num_threads(threads - 1)
         try:
-            for _, clips in prefetcher if prefetcher is not None else events:
-                for s in range(0, clips.shape[0], bs):
-                    outs.append(backbone(clips[s : s + bs].to(device)).float().cpu())
+            for _, lo, hi, decoded in prefetcher if prefetcher is not None else chunks:
+                batcher.put(job, stream.clips_of(lo, hi, decoded))
+            batcher.flush()
         finally:
             if prefetcher is not None:
                 prefetcher.close()
             torch.set_num_threads(threads)
-        feats = torch.cat(outs) if outs else torch.zeros((0, backbone.feature_dim))
-        rows = backbone.pool(feats, stream.bounds - stream.bounds[0]).numpy()
-    return finish_rows(rows, l2_normalize=l2_normalize, dtype=dtype)
+    return finish_rows(job.pooler.finish().numpy(), l2_normalize=l2_normalize, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,11 +250,65 @@ def video_features(
 # --------------------------------------------------------------------------------------------
 
 
+class RowPooler:
+    """A video's clip outputs -> its feature rows, pooled as the outputs arrive.
+
+    Only what later rows still need is kept: for frame-pooling backbones (one clip per frame) the
+    frames of rows not yet complete and the frame before them (``temporal_diff`` looks one frame
+    past each side of a row); for clip backbones (one clip per row) nothing. Memory therefore
+    does not grow with the video's length; the rows equal ``backbone.pool`` over the whole video.
+    """
+
+    def __init__(self, backbone: VideoBackbone, bounds: np.ndarray):
+        self.backbone = backbone
+        self.bounds = np.asarray(bounds, dtype=np.int64) - int(bounds[0])
+        self.per_frame = backbone.frames_per_feature is None
+        self.total = int(self.bounds[-1]) if self.per_frame else len(self.bounds) - 1
+        self._buffer: list[torch.Tensor] = []
+        self._start = 0  # clip index of the buffer's first entry
+        self.received = 0
+        self.next_row = 0
+        self._rows: list[torch.Tensor] = []
+
+    def add(self, outputs: torch.Tensor) -> None:
+        """The next clip outputs ``(k, D)`` of the video, in order."""
+        self._buffer.append(outputs)
+        self.received += outputs.shape[0]
+        self._pool_ready()
+
+    def _ready_rows(self) -> int:
+        if not self.per_frame:
+            return self.received
+        # row r is complete once the frame after it (or the video's end) has arrived
+        needed = np.minimum(self.bounds[1:] + 1, self.total)
+        return int(np.searchsorted(needed, self.received, side="right"))
+
+    def _pool_ready(self) -> None:
+        a, b = self.next_row, self._ready_rows()
+        if b <= a:
+            return
+        feats = torch.cat(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        bounds = self.bounds if self.per_frame else np.arange(len(self.bounds))
+        lo = max(int(bounds[a]) - 1, 0) if self.per_frame else int(bounds[a])
+        hi = min(int(bounds[b]) + 1, self.total) if self.per_frame else int(bounds[b])
+        self._rows.append(self.backbone.pool(feats[lo - self._start : hi - self._start],
+                                             self.bounds[a : b + 1] - (self.bounds[a] if not self.per_frame else lo)))
+        keep = max(int(bounds[b]) - 1, 0) if self.per_frame else int(bounds[b])
+        self._buffer = [feats[keep - self._start :]]
+        self._start, self.next_row = keep, b
+
+    def finish(self) -> torch.Tensor:
+        """All rows ``(rows, D)`` (every output must have arrived)."""
+        if self.received != self.total:
+            raise RuntimeError(f"RowPooler: {self.received} of {self.total} clip outputs arrived")
+        self._pool_ready()
+        return torch.cat(self._rows) if self._rows else torch.zeros((0, self.backbone.feature_dim))
+
+
 @dataclass(eq=False)
 class _Job:
     vid: str
-    bounds: np.ndarray
-    outputs: list[torch.Tensor] = field(default_factory=list)
+    pooler: RowPooler
     queued: int = 0  # clips waiting in the batcher
     read_done: bool = False
 
@@ -298,7 +361,7 @@ class _Batcher:
         s = 0
         for job, clips in parts:
             k = clips.shape[0]
-            job.outputs.append(out[s : s + k])
+            job.pooler.add(out[s : s + k])
             job.queued -= k
             s += k
         self.pending -= n
@@ -446,11 +509,7 @@ def extract_features(
     def finish_ready() -> None:
         while open_jobs and open_jobs[0].read_done and open_jobs[0].queued == 0:
             job = open_jobs.popleft()
-            if job.outputs:
-                feats = backbone.pool(torch.cat(job.outputs), job.bounds - job.bounds[0])
-                rows = feats.numpy().astype(np.float32, copy=False)
-            else:
-                rows = np.zeros((0, backbone.feature_dim), np.float32)
+            rows = job.pooler.finish().numpy().astype(np.float32, copy=False)
             writer.add(job.vid, finish_rows(rows, l2_normalize=l2_normalize))
             report.written += 1
             report.rows += len(rows)
@@ -465,7 +524,7 @@ def extract_features(
             for ev in prefetcher if prefetcher is not None else events:
                 kind = ev[0]
                 if kind == _START:
-                    job = _Job(ev[1], ev[2])
+                    job = _Job(ev[1], RowPooler(backbone, ev[2]))
                     open_jobs.append(job)
                 elif kind == _CLIPS:
                     assert job is not None

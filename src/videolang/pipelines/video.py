@@ -16,12 +16,13 @@ from typing import Any, Literal
 
 import torch
 
+from videolang.data.sampling import window_spans
 from videolang.errors import ConfigError, VideoDecodeError
 from videolang.pipelines.base import Pipeline, as_video_list
 from videolang.pipelines.folder import VideoFeaturesSpec, load_folder_backbone
 from videolang.pipelines.inputs import Features, VideoInput, as_video, describe_video
 
-__all__ = ["FeatureVideoPipeline", "VideoWindows", "window_spans"]
+__all__ = ["FeatureVideoPipeline", "VideoWindows"]
 
 
 @dataclass
@@ -33,24 +34,6 @@ class VideoWindows:
     starts: list[float]
     ends: list[float]
     duration: float
-
-
-def window_spans(rows: int, size: int, stride: int) -> list[tuple[int, int]]:
-    """Row ranges ``[a, b)`` of windows of ``size`` rows every ``stride`` rows covering ``rows``.
-
-    The last window ends at ``rows`` (it starts later when the stride does not fit), so the end
-    of the video is always covered; a video shorter than one window is one window.
-    """
-    if rows <= 0:
-        return []
-    if size < 1 or stride < 1:
-        raise ValueError(f"window size and stride must be >= 1, got {size} and {stride}")
-    if rows <= size:
-        return [(0, rows)]
-    spans = [(a, a + size) for a in range(0, rows - size + 1, stride)]
-    if spans[-1][1] < rows:
-        spans.append((rows - size, rows))
-    return spans
 
 
 class FeatureVideoPipeline(Pipeline):

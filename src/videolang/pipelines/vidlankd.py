@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from videolang.data.glue import glue_token_ids
 from videolang.errors import ConfigError
 from videolang.pipelines.base import (
     Pipeline,
@@ -58,7 +59,6 @@ __all__ = [
     "VidLanKDPipeline",
     "VidLanKDSpec",
     "VidLanKDTeacherPipeline",
-    "glue_token_ids",
     "spec_for_converted",
 ]
 
@@ -87,22 +87,6 @@ class VidLanKDSpec(PipelineSpec):
         if self.task == "teacher" and self.video is None:
             raise ValueError("task 'teacher' needs the section video")
         return self
-
-
-def glue_token_ids(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None,
-                   max_length: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids and token types of GLUE inputs, as ``vidlankd.glue`` tokenised them: the
-    tokenizer's own layout with special tokens, truncated to ``max_length`` in all."""
-    texts = list(texts)
-    if not texts:
-        return [], []
-    if pairs is None:
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-    else:
-        enc = tokenizer(texts, list(pairs), truncation=True, max_length=max_length)
-    ids = enc["input_ids"]
-    types = enc.get("token_type_ids") or [[0] * len(x) for x in ids]
-    return ids, types
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

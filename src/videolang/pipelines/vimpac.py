@@ -46,6 +46,7 @@ __all__ = [
     "converted_frame_tokenizer",
     "frame_tokenizer_files",
     "spec_for_converted",
+    "tokenize_videos",
     "view_from_header",
     "view_tokens",
 ]
@@ -276,6 +277,32 @@ def view_tokens(video: str | os.PathLike | bytes | Frames, tokenizer: torch.nn.M
         counts = [len(opened.view_frames(view)) for view in views]
         codes = _encode_view_frames(opened, tokenizer, views, [np.arange(n) for n in counts], device=device)
     return [torch.stack([c[i] for i in range(n)]) for c, n in zip(codes, counts, strict=True)]
+
+
+def tokenize_videos(videos: list, tokenizer: Any, out_path: str | os.PathLike, *, fps: float, frame_size: int,
+                    resize: int | None = None, crop: str | None = "center", hflip: bool = False,
+                    classes: list[str] | None = None, overwrite: bool = False, progress: bool = False):
+    """Tokenize one view of every video into a token store (``videolang tokenize``).
+
+    Frames are decoded at ``fps``, scaled while decoding, cropped and tokenized chunk by chunk
+    by :func:`view_tokens`, the path a loaded VIMPAC model takes: inference gives back the
+    stored codes. ``videos`` are :class:`~videolang.data.tokens.VideoEntry` records.
+    """
+    from videolang.data.tokens import TokenStoreHeader, write_token_store
+
+    header = TokenStoreHeader(tokenizer=tokenizer.tokenizer_id, tokenizer_hash=tokenizer.fingerprint(),
+                              vocab_size=int(tokenizer.vocab_size), downsample=int(tokenizer.downsample), fps=fps,
+                              frame_size=frame_size, resize=resize, crop=crop, hflip=hflip, classes=classes)
+    view = TokenViewSpec(fps=fps, frame_size=frame_size, resize=resize, crop=crop, hflip=hflip)
+
+    def items():
+        for i, v in enumerate(videos):
+            codes = view_tokens(v.path, tokenizer, [view])[0]
+            if progress and (i + 1) % 50 == 0:
+                print(f"  tokenized {i + 1}/{len(videos)} videos")
+            yield v.video_id, codes.numpy(), v.label
+
+    return write_token_store(items(), out_path, header, overwrite=overwrite)
 
 
 @torch.inference_mode()

@@ -29,6 +29,7 @@ from typing import Literal, NamedTuple
 import torch
 from pydantic import Field, model_validator
 
+from videolang.data.sampling import window_spans
 from videolang.errors import ConfigError
 from videolang.pipelines.base import as_text_list, as_video_list, tokenize_sentences
 from videolang.pipelines.folder import (
@@ -41,7 +42,7 @@ from videolang.pipelines.folder import (
     load_folder_tokenizer,
 )
 from videolang.pipelines.inputs import VideoInput
-from videolang.pipelines.video import FeatureVideoPipeline, VideoWindows, window_spans
+from videolang.pipelines.video import FeatureVideoPipeline, VideoWindows
 from videolang.pipelines.videoclip import similarity
 
 __all__ = ["MultipleChoiceAnswer", "SegmentLabels", "VLMPipeline", "VLMSpec", "spec_for_converted"]

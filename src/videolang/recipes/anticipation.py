@@ -45,6 +45,7 @@ from videolang.data.anticipation import (
     build_queries,
     collate_clips,
     history_text,
+    history_token_ids,
     read_action_vocab,
     read_segments,
     save_teacher_predictions,
@@ -188,20 +189,16 @@ class HistoryTexts(Dataset):
 
 
 class TextCollator:
-    """Tokenises a batch: ``[CLS] ... [SEP]``, left-truncated to ``max_len`` (the newest actions
-    are kept, as the original; it could also drop [CLS], we never do)."""
+    """Tokenises a batch with :func:`~videolang.data.anticipation.history_token_ids` and pads it."""
 
     def __init__(self, tokenizer: Any, max_len: int):
         if max_len < 3:
             raise ConfigError(f"data.max_text_len must be >= 3, got {max_len}")
         self.tok, self.max_len = tokenizer, max_len
-        self.cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-        self.sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id or 0
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pieces = self.tok([it["text"] for it in items], add_special_tokens=False)["input_ids"]
-        rows = [[self.cls, *p[-(self.max_len - 2):], self.sep] for p in pieces]
+        rows = history_token_ids(self.tok, [it["text"] for it in items], self.max_len)
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), self.pad, dtype=torch.long)
         mask = torch.zeros(len(rows), length, dtype=torch.long)

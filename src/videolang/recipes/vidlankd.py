@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
 from videolang.data.datasets import DeferredDataLoader
-from videolang.data.glue import get_task, read_glue
+from videolang.data.glue import get_task, glue_token_ids, read_glue
 from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
 from videolang.errors import ConfigError
 from videolang.metrics import retrieval_metrics
@@ -627,9 +627,7 @@ class GlueFeatures(Dataset):
     def __init__(self, data, tok, max_len: int):
         a = [e.text_a for e in data.examples]
         b = [e.text_b for e in data.examples] if data.task.text_b else None
-        enc = tok(a, b, truncation=True, max_length=max_len) if b else tok(a, truncation=True, max_length=max_len)
-        self.ids = enc["input_ids"]
-        self.types = enc.get("token_type_ids") or [[0] * len(x) for x in self.ids]
+        self.ids, self.types = glue_token_ids(tok, a, b, max_len)
         dtype = torch.float32 if data.task.is_regression else torch.long
         self.labels = torch.tensor([e.label if e.label is not None else -1 for e in data.examples], dtype=dtype)
 

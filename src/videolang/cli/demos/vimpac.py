@@ -56,8 +56,9 @@ def _prepare(out: Path, num_videos: int, seed: int, vqvae_steps: int, downsample
 
     from videolang.cli.tokenize import train_tokenizer_on_videos
     from videolang.data.synth import load_manifest, synthesize_world
-    from videolang.data.tokens import TokenStore, tokenize_videos, world_videos
+    from videolang.data.tokens import TokenStore, world_videos
     from videolang.models.frame_tokenizers import load_frame_tokenizer
+    from videolang.pipelines.vimpac import tokenize_videos
 
     world, tok = out / "world", out / "vqvae"
     fresh = not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
           f"{vq_report['codes_used']} codes in use, perplexity {vq_report['perplexity']:.1f}")
     runs = out / "runs"
     data = [f"data.train_stores=[{stores['train']}]", f"data.val_stores=[{stores['val']}]",
+            f"data.frame_tokenizer={out / 'vqvae'}",  # into the exports: they classify raw videos
             f"run.root={runs}", "trainer.enable_progress_bar=false"]
     # 4 blocks mask about 20 % of a 5 x 8 x 8 clip; a 16 x 16 map needs 6 for about 17 %
     blocks = 4 if args.vqvae_downsample == 8 else 6

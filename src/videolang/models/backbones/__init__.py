@@ -153,7 +153,11 @@ def l2_normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def segment_mean(values: torch.Tensor, bounds: np.ndarray) -> torch.Tensor:
-    """Mean of ``values[bounds[j]:bounds[j+1]]`` for every ``j`` (an empty segment gives 0)."""
+    """Mean of ``values[bounds[j]:bounds[j+1]]`` for every ``j`` (an empty segment gives 0).
+
+    ``bounds`` need not start at 0: values outside ``[bounds[0], bounds[-1])`` are context only.
+    """
+    values = values[int(bounds[0]) : int(bounds[-1])]
     n_seg = len(bounds) - 1
     lengths = torch.as_tensor(np.diff(bounds), dtype=torch.long, device=values.device)
     seg = torch.repeat_interleave(torch.arange(n_seg, device=values.device), lengths)
