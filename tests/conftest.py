@@ -111,3 +111,12 @@ def make_videoclip_folder(path: Path, *, seed: int = 0) -> Path:
         similarity=SimilaritySpec(metric="cosine", temperature=0.05),
     )
     return write_model_folder(path, model, spec, tokenizer=load_tokenizer("minilm"), backbone=backbone)
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    """A synthetic world and one trained (one step) model folder per family and task: where the
+    docs' examples run (tests/docs_workspace.py lists the paths)."""
+    from tests.docs_workspace import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("workspace"))

@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 
 import pytest
-from tests.docs_workspace import build_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -24,11 +23,6 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
     """``(line, code)`` of every fenced ``python`` block of a Markdown file."""
     text = path.read_text(encoding="utf-8")
     return [(text.count("\n", 0, m.start()) + 2, m.group(1)) for m in BLOCK.finditer(text)]
-
-
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("docs"))
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if python_blocks(d)], ids=lambda d: d.name)

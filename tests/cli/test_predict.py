@@ -113,3 +113,32 @@ def test_config_and_checkpoint_export_then_predict(tmp_path, capsys):
     assert main(["export", "--config", str(config), "--ckpt", "last", "--out", str(tmp_path / "m")]) == 0
     assert videolang.load(tmp_path / "m").score(str(videos[0]), ["a red circle"]).shape == (1, 1)
     assert main(["export", "--config", str(config), "--ckpt", "last", "--out", str(tmp_path / "m")]) == 2
+
+
+@pytest.mark.parametrize(("model", "args", "check"), [
+    ("vlm-mcqa", ["--texts", "a red circle moves left", "a star grows"],
+     lambda r: r["answer"] in ("a red circle moves left", "a star grows") and len(r["options"]) == 2),
+    ("clipbert-retrieval", ["--texts", "a red circle", "a star grows", "--top-k", "1"],
+     lambda r: len(r["matches"]) == 1),
+    ("clipbert-qa", ["--questions", "what color is the circle?", "--top-k", "2"],
+     lambda r: r["question"] == "what color is the circle?" and len(r["answers"]) == 2),
+    ("clipbert-mcqa", ["--questions", "what does it do?", "--texts", "moves left", "grows"],
+     lambda r: r["question"] == "what does it do?" and r["answer"] in ("moves left", "grows")),
+    ("vimpac", ["--top-k", "3"], lambda r: len(r["predictions"]) == 3),
+    ("anticipation", ["--top-k", "2"], lambda r: len(r["predictions"]) == 2),
+    ("vidlankd-teacher", ["--texts", "a red circle", "--mode", "t2v", "--top-k", "1"],
+     lambda r: r["text"] == "a red circle" and len(r["matches"]) == 1),
+])
+def test_every_family_predicts_from_the_command_line(workspace, capsys, model, args, check):
+    videos = [str(workspace / "world" / "videos" / f"vid0000{i}.mp4") for i in range(2)]
+    status, records, _ = run(capsys, "--model", str(workspace / "models" / model), *videos, *args)
+    assert status == 0 and records and all(check(r) for r in records)
+
+
+def test_text_models_predict_from_the_command_line(workspace, capsys):
+    status, records, _ = run(capsys, "--model", str(workspace / "models" / "vidlankd-sst2"),
+                             "--texts", "a fine film", "a dull film", "--top-k", "2")
+    assert status == 0 and [r["text"] for r in records] == ["a fine film", "a dull film"]
+    assert all(len(r["predictions"]) == 2 for r in records)
+    status, records, _ = run(capsys, "--model", str(workspace / "models" / "vidlankd-student"), "--texts", "a film")
+    assert status == 0 and len(records[0]["embedding"]) > 1

@@ -13,13 +13,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from tests.determinism import assert_worker_independent
+from tests.recipes.test_videoclip_recipe import config, make_world
 
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
 from videolang.data.videoclip import TextLayout
 from videolang.engine import fit, test
-from videolang.pipelines.features import run_extraction
 from videolang.recipes.videoclip import _FineTunePairs
 from videolang.recipes.vidlankd import TeacherDataConfig, VideoCaptionWindows
 from videolang.recipes.vimpac import TokenClips
@@ -27,33 +26,14 @@ from videolang.recipes.vimpac import TokenClips
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("determinism")
-    synthesize_world(root / "world", 40, seed=3, size=32, duration=3.0, progress=False)
-    run_extraction(str(root / "world" / "videos"), "pooled-pixels", str(root / "features"), dtype="float32",
-                   progress=False, backbone_options={"grid": 2, "rows_per_second": 2})
-    return root
+    return make_world(tmp_path_factory.mktemp("determinism"))
 
 
 def videoclip_config(root, **data) -> dict:
-    w = root / "world"
-    return {
-        "recipe": "videoclip.pretrain", "name": "vc", "seed": 0,
-        "model": {"name": "videoclip-tiny", "normalize": True, "temperature": 0.1},
-        "data": {
-            "features": str(root / "features"), "captions": str(w / "formats/howto100m/raw_caption.json"),
-            "train_list": str(w / "formats/howto100m/train.lst"),
-            "pairs_per_video": 2, "videos_per_batch": 8, "min_video_len": 1, "max_video_len": 8,
-            "min_text_tokens": 4, "max_text_tokens": 16, "max_text_len": 24,
-            "retrieval_start_epoch": 1, "retrieval_pairs_per_video": 2,
-            "val_pairs": str(w / "annotations/captions.jsonl"), "val_format": "jsonl", "val_split": "val",
-            "test_pairs": str(w / "formats/msrvtt/MSRVTT_JSFUSION_test.csv"), "test_format": "msrvtt",
-            **data,
-        },
-        "optim": {"lr": 1e-3, "warmup_ratio": 0.1},
-        "trainer": {"max_epochs": 3, "enable_progress_bar": False, "num_sanity_val_steps": 0,
-                    "log_every_n_steps": 1, "monitor": "val/R1", "monitor_mode": "max"},
-        "run": {"root": str(root / "runs")},
-    }
+    """The VideoCLIP recipe test's tiny config, for 3 epochs."""
+    cfg = config(root, **data)
+    cfg["trainer"]["max_epochs"] = 3
+    return cfg
 
 
 class BatchLog(Callback):

@@ -15,13 +15,17 @@ from videolang.errors import ConfigError
 from videolang.pipelines.features import run_extraction
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vc")
+def make_world(root):
+    """40 small synthetic videos and their pooled-pixels features (2 rows per second)."""
     synthesize_world(root / "world", 40, seed=3, size=32, duration=3.0, progress=False)
     run_extraction(str(root / "world" / "videos"), "pooled-pixels", str(root / "features"), dtype="float32",
                    progress=False, backbone_options={"grid": 2, "rows_per_second": 2})
     return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("vc"))
 
 
 def config(root, **data) -> dict:

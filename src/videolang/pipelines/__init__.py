@@ -6,11 +6,11 @@ run's export or ``videolang convert``) and returns the family's pipeline:
 | family | methods |
 |---|---|
 | ``videoclip`` | ``encode_video``, ``encode_text``, ``score``, ``encode_windows`` |
-| ``vlm`` | the same; multiple-choice ``answer``, ``caption`` |
-| ``clipbert`` | ``score`` (text-video pairs), ``answer`` (open-ended QA) |
-| ``vimpac`` | ``classify`` (multi-view, as evaluated) |
+| ``vlm`` | the same; multiple-choice ``answer``, ``caption``, ``segment`` |
+| ``clipbert`` | ``score`` (text-video pairs), ``answer`` (open-ended QA), ``answer_choices`` |
+| ``vimpac`` | ``classify`` (multi-view, as evaluated), ``encode_video`` |
 | ``anticipation`` | ``anticipate`` (next-action distribution from a video prefix) |
-| ``vidlankd`` | ``encode_text``, ``classify`` (GLUE heads) |
+| ``vidlankd`` | ``encode_text``, ``classify`` (GLUE heads); the teacher ``score`` |
 
 Videos are paths, bytes, :class:`Frames` or :class:`Features`
 (:mod:`videolang.pipelines.inputs`); decoding streams at the model's rate and size

@@ -241,8 +241,7 @@ class AnticipationTeacherPipeline(Pipeline):
 
     def __init__(self, model: torch.nn.Module, spec: AnticipationSpec, tokenizer: Any, *, folder: Path | None = None,
                  device: str | torch.device = "cpu"):
-        super().__init__(model, spec, folder=folder, device=device)
-        self.tokenizer = tokenizer
+        super().__init__(model, spec, tokenizer, folder=folder, device=device)
         self._ids = {name: i for i, name in enumerate(spec.labels.actions)}
 
     @classmethod

@@ -10,7 +10,7 @@ in the batch.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -39,15 +39,17 @@ def top_k_predictions(probs: torch.Tensor, labels: Sequence[str], k: int) -> lis
 
 
 class Pipeline:
-    """Base class: ``model`` in eval mode on ``device``, its ``spec`` and model ``folder``."""
+    """Base class: ``model`` in eval mode on ``device``, its ``spec``, its ``tokenizer`` (text
+    models) and the model ``folder`` it came from."""
 
     family: ClassVar[str] = ""
     spec_class: ClassVar[type[PipelineSpec]] = PipelineSpec
 
-    def __init__(self, model: torch.nn.Module, spec: PipelineSpec, *, folder: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, spec: PipelineSpec, tokenizer: Any = None, *,
+                 folder: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
         self.model = model.eval()
         self.spec = spec
+        self.tokenizer = tokenizer
         self.folder = Path(folder) if folder is not None else None
         self.device = torch.device("cpu")
         self.to(device)
@@ -67,6 +69,18 @@ class Pipeline:
         for module in self.modules().values():
             module.to(self.device)
         return self
+
+    @torch.inference_mode()
+    def embed_sentences(self, texts: str | Sequence[str], embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        dim: int, batch_size: int) -> torch.Tensor:
+        """``embed(ids, mask)`` over batches of ``texts`` laid out as in training (on the device),
+        as one ``(N, dim)`` CPU tensor."""
+        texts = as_text_list(texts)
+        out = []
+        for s in range(0, len(texts), batch_size):
+            ids, mask = tokenize_sentences(self.tokenizer, self.spec.text, texts[s : s + batch_size])
+            out.append(embed(ids.to(self.device), mask.to(self.device)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, dim)
 
     def __repr__(self) -> str:
         where = f" from {self.folder}" if self.folder else ""

@@ -114,8 +114,7 @@ class ClipBERTPipeline(Pipeline):
             raise ConfigError(f"pipeline.json says task {spec.task!r}, the model is a {model.config.task!r} model")
         if len(spec.answers) > model.config.num_labels:
             raise ConfigError(f"{len(spec.answers)} answers for {model.config.num_labels} model outputs")
-        super().__init__(model, spec, folder=folder, device=device)
-        self.tokenizer = tokenizer
+        super().__init__(model, spec, tokenizer, folder=folder, device=device)
 
     @classmethod
     def from_folder(cls, folder: Path, spec: ClipBERTSpec, *, device: str | torch.device = "cpu") -> ClipBERTPipeline:

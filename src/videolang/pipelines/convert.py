@@ -62,13 +62,9 @@ def _backbone(family_module: Any, weights: str | os.PathLike | None, l2_normaliz
     from videolang.pipelines.folder import BackboneSpec
 
     described = getattr(family_module, "CONVERTED_BACKBONE", None)
-    if described is None:
-        if weights is not None:
-            raise ConfigError("--backbone-weights: this family's original pipeline has no feature backbone")
-        return None, None
-    if weights is None:
-        log.warning("no --backbone-weights: the model folder takes feature rows only (give the original "
-                    "feature extractor's weights, e.g. s3d_howto100m.pth, to encode raw videos)")
+    if not _wanted(described is not None, weights, "--backbone-weights", "feature backbone",
+                   "feature rows only (give the original feature extractor's weights, e.g. s3d_howto100m.pth, "
+                   "to encode raw videos)"):
         return None, None
     options = dict(described.get("options", {}))
     backbone = create_backbone(described["name"], weights=weights, **options)
@@ -81,15 +77,24 @@ def _backbone(family_module: Any, weights: str | os.PathLike | None, l2_normaliz
 def _frame_tokenizer(family_module: Any, model: Any, spec: Any, source: str | os.PathLike | None):
     """The spec with the original's frame tokenizer (VIMPAC's DALL-E dVAE) and its ``extra=`` writer."""
     attach = getattr(family_module, "converted_frame_tokenizer", None)
-    if attach is None:
-        if source is not None:
-            raise ConfigError("--frame-tokenizer: this family's original pipeline has no frame tokenizer")
-        return spec, None
-    if source is None:
-        log.warning("no --frame-tokenizer: the model folder takes token codes only (give the original frame "
-                    "tokenizer's weights, e.g. DALL-E's encoder.pkl, to classify raw videos)")
+    if not _wanted(attach is not None, source, "--frame-tokenizer", "frame tokenizer",
+                   "token codes only (give the original frame tokenizer's weights, e.g. DALL-E's encoder.pkl, "
+                   "to classify raw videos)"):
         return spec, None
     return attach(model, spec, source)
+
+
+def _wanted(exists: bool, given: object, flag: str, what: str, without: str) -> bool:
+    """Whether a part of the original pipeline goes into the folder: ``flag`` given for a family
+    without that part is an error; a family with it but no ``flag`` gets a warning."""
+    if not exists:
+        if given is not None:
+            raise ConfigError(f"{flag}: this family's original pipeline has no {what}")
+        return False
+    if given is None:
+        log.warning("no %s: the model folder takes %s", flag, without)
+        return False
+    return True
 
 
 def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,

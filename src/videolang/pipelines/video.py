@@ -19,7 +19,11 @@ import torch
 from videolang.data.sampling import window_spans
 from videolang.errors import ConfigError, VideoDecodeError
 from videolang.pipelines.base import Pipeline, as_video_list
-from videolang.pipelines.folder import VideoFeaturesSpec, load_folder_backbone
+from videolang.pipelines.folder import (
+    VideoFeaturesSpec,
+    load_folder_backbone,
+    load_folder_tokenizer,
+)
 from videolang.pipelines.inputs import Features, VideoInput, as_video, describe_video
 
 __all__ = ["FeatureVideoPipeline", "VideoWindows"]
@@ -39,10 +43,21 @@ class VideoWindows:
 class FeatureVideoPipeline(Pipeline):
     """Shared video side; subclasses implement :meth:`_embed_windows` for their model."""
 
-    def __init__(self, model: torch.nn.Module, spec: Any, *, backbone: torch.nn.Module | None = None,
-                 folder: str | Path | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, spec: Any, tokenizer: Any = None, *,
+                 backbone: torch.nn.Module | None = None, folder: str | Path | None = None,
+                 device: str | torch.device = "cpu"):
         self.backbone = backbone.eval() if backbone is not None else None
-        super().__init__(model, spec, folder=folder, device=device)
+        super().__init__(model, spec, tokenizer, folder=folder, device=device)
+
+    @classmethod
+    def from_folder(cls, folder: Path, spec: Any, *, device: str | torch.device = "cpu") -> FeatureVideoPipeline:
+        """The model, its tokenizer (when the spec has a text section) and its feature backbone."""
+        from videolang.models import load_pretrained
+
+        text = getattr(spec, "text", None)
+        tokenizer = load_folder_tokenizer(folder, text) if text is not None else None
+        return cls(load_pretrained(folder), spec, tokenizer, backbone=cls.load_backbone(folder, spec.video),
+                   folder=folder, device=device)
 
     @staticmethod
     def load_backbone(folder: Path, video: VideoFeaturesSpec):

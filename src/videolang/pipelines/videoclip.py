@@ -12,20 +12,17 @@ from ``pipeline.json``); ``logits`` divides it by the temperature.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from videolang.pipelines.base import as_text_list, tokenize_sentences
 from videolang.pipelines.folder import (
     BackboneSpec,
     PipelineSpec,
     SimilaritySpec,
     TextSpec,
     VideoFeaturesSpec,
-    load_folder_tokenizer,
 )
 from videolang.pipelines.inputs import VideoInput
 from videolang.pipelines.video import FeatureVideoPipeline
@@ -54,31 +51,12 @@ class VideoCLIPPipeline(FeatureVideoPipeline):
     family = "videoclip"
     spec_class = VideoCLIPSpec
 
-    def __init__(self, model, spec: VideoCLIPSpec, tokenizer, *, backbone=None, folder=None,
-                 device: str | torch.device = "cpu"):
-        super().__init__(model, spec, backbone=backbone, folder=folder, device=device)
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def from_folder(cls, folder: Path, spec: VideoCLIPSpec, *, device: str | torch.device = "cpu") -> VideoCLIPPipeline:
-        from videolang.models import load_pretrained
-
-        model = load_pretrained(folder)
-        return cls(model, spec, load_folder_tokenizer(folder, spec.text), backbone=cls.load_backbone(folder, spec.video),
-                   folder=folder, device=device)
-
     def _embed_windows(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode_video(feats, mask)
 
-    @torch.inference_mode()
     def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
         """Embeddings ``(N, H)`` of sentences."""
-        texts = as_text_list(texts)
-        out = []
-        for s in range(0, len(texts), batch_size):
-            ids, mask = tokenize_sentences(self.tokenizer, self.spec.text, texts[s : s + batch_size])
-            out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+        return self.embed_sentences(texts, self.model.encode_text, self.embedding_dim, batch_size)
 
     @property
     def embedding_dim(self) -> int:

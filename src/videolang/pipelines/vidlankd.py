@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ from videolang.pipelines.base import (
     Prediction,
     as_text_list,
     as_video_list,
-    tokenize_sentences,
     top_k_predictions,
 )
 from videolang.pipelines.folder import (
@@ -107,11 +106,6 @@ class VidLanKDPipeline(Pipeline):
     family = "vidlankd"
     spec_class = VidLanKDSpec
 
-    def __init__(self, model: torch.nn.Module, spec: VidLanKDSpec, tokenizer: Any, *, folder: Path | None = None,
-                 device: str | torch.device = "cpu"):
-        super().__init__(model, spec, folder=folder, device=device)
-        self.tokenizer = tokenizer
-
     @classmethod
     def from_folder(cls, folder: Path, spec: VidLanKDSpec, *, device: str | torch.device = "cpu") -> Pipeline:
         from videolang.models import load_pretrained
@@ -134,19 +128,15 @@ class VidLanKDPipeline(Pipeline):
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.bert(ids.to(self.device), attention_mask=mask.to(self.device))
 
-    @torch.inference_mode()
     def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 128) -> torch.Tensor:
         """Sentence embeddings ``(N, H)`` (see the module docstring for the pooling)."""
-        texts = as_text_list(texts)
-        out = []
-        for s in range(0, len(texts), batch_size):
-            ids, mask = tokenize_sentences(self.tokenizer, self.spec.text, texts[s : s + batch_size])
+        def embed(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             hidden = self._hidden(ids, mask)
             if self.spec.task == "classification":
-                out.append(torch.tanh(self.model.pooler(hidden[:, 0])).float().cpu())
-            else:
-                out.append(_masked_mean(hidden, mask.to(self.device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.model.config.bert.hidden_size)
+                return torch.tanh(self.model.pooler(hidden[:, 0]))
+            return _masked_mean(hidden, mask)
+
+        return self.embed_sentences(texts, embed, self.model.config.bert.hidden_size, batch_size)
 
     # -- classifier ---------------------------------------------------------------------------
 
@@ -196,31 +186,13 @@ class VidLanKDTeacherPipeline(FeatureVideoPipeline):
     family = "vidlankd"
     spec_class = VidLanKDSpec
 
-    def __init__(self, model: torch.nn.Module, spec: VidLanKDSpec, tokenizer: Any, *, backbone=None,
-                 folder: Path | None = None, device: str | torch.device = "cpu"):
-        super().__init__(model, spec, backbone=backbone, folder=folder, device=device)
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def from_folder(cls, folder: Path, spec: VidLanKDSpec, *,
-                    device: str | torch.device = "cpu") -> VidLanKDTeacherPipeline:
-        from videolang.models import load_pretrained
-
-        return cls(load_pretrained(folder), spec, load_folder_tokenizer(folder, spec.text),
-                   backbone=cls.load_backbone(folder, spec.video), folder=folder, device=device)
-
-    @torch.inference_mode()
     def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 128) -> torch.Tensor:
         """``(N, H)``: the mean over each text's real tokens of its unit token embeddings."""
-        texts = as_text_list(texts)
-        out = []
-        for s in range(0, len(texts), batch_size):
-            ids, mask = tokenize_sentences(self.tokenizer, self.spec.text, texts[s : s + batch_size])
-            ids, mask = ids.to(self.device), mask.to(self.device)
+        def embed(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             hidden = self.model.text_hidden(ids, mask)
-            unit = hidden / hidden.norm(dim=-1, keepdim=True)  # the teacher's token_emb
-            out.append(_masked_mean(unit, mask).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.model.config.bert.hidden_size)
+            return _masked_mean(hidden / hidden.norm(dim=-1, keepdim=True), mask)  # the teacher's token_emb
+
+        return self.embed_sentences(texts, embed, self.model.config.bert.hidden_size, batch_size)
 
     def _embed_windows(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.video(feats, mask)
@@ -241,11 +213,14 @@ class VidLanKDTeacherPipeline(FeatureVideoPipeline):
             windows.append(rows)
         return self._embed_all(windows, batch_size)
 
+    def similarity(self, video_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """``(V, T)``: text embedding · video embedding (both unit means), the teacher's retrieval score."""
+        return video_embeddings.float() @ text_embeddings.float().t()
+
     def score(self, videos: VideoInput | Sequence[VideoInput], texts: str | Sequence[str], *,
               fps: float | None = None) -> torch.Tensor:
-        """``(len(videos), len(texts))``: text embedding · video embedding, the teacher's
-        retrieval score."""
-        return self.encode_video(videos, fps=fps) @ self.encode_text(texts).t()
+        """``(len(videos), len(texts))``: :meth:`similarity` of the embeddings."""
+        return self.similarity(self.encode_video(videos, fps=fps), self.encode_text(texts))
 
 
 # -- converted checkpoints (videolang convert vidlankd) -------------------------------------------

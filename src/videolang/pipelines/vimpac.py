@@ -334,8 +334,8 @@ class VIMPACPipeline(Pipeline):
 
     def __init__(self, model: torch.nn.Module, spec: VIMPACSpec, tokenizer: torch.nn.Module | None = None, *,
                  folder: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-        self.tokenizer = tokenizer.eval() if tokenizer is not None else None
-        super().__init__(model, spec, folder=folder, device=device)
+        super().__init__(model, spec, tokenizer.eval() if tokenizer is not None else None, folder=folder,
+                         device=device)
         _check_consistent(model, spec, tokenizer)
 
     @classmethod

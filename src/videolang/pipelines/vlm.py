@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
@@ -39,7 +38,6 @@ from videolang.pipelines.folder import (
     StrictModel,
     TextSpec,
     VideoFeaturesSpec,
-    load_folder_tokenizer,
 )
 from videolang.pipelines.inputs import VideoInput
 from videolang.pipelines.video import FeatureVideoPipeline, VideoWindows
@@ -151,20 +149,6 @@ class VLMPipeline(FeatureVideoPipeline):
     family = "vlm"
     spec_class = VLMSpec
 
-    def __init__(self, model, spec: VLMSpec, tokenizer=None, *, backbone=None, folder=None,
-                 device: str | torch.device = "cpu"):
-        super().__init__(model, spec, backbone=backbone, folder=folder, device=device)
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def from_folder(cls, folder: Path, spec: VLMSpec, *, device: str | torch.device = "cpu") -> VLMPipeline:
-        from videolang.models import load_pretrained
-
-        model = load_pretrained(folder)
-        tokenizer = load_folder_tokenizer(folder, spec.text) if spec.text is not None else None
-        return cls(model, spec, tokenizer, backbone=cls.load_backbone(folder, spec.video), folder=folder,
-                   device=device)
-
     # -- what the task supports --------------------------------------------------------------
 
     def supports(self, method: str) -> bool:
@@ -211,12 +195,10 @@ class VLMPipeline(FeatureVideoPipeline):
         return self._encode_text(as_text_list(texts), batch_size)
 
     def _encode_text(self, texts: list[str], batch_size: int) -> torch.Tensor:
-        out = []
-        for s in range(0, len(texts), batch_size):
-            ids, mask = tokenize_sentences(self.tokenizer, self.spec.text, texts[s : s + batch_size])
-            out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device),
-                                              segments=self.spec.temporal_segments).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+        def embed(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_text(ids, mask, segments=self.spec.temporal_segments)
+
+        return self.embed_sentences(texts, embed, self.embedding_dim, batch_size)
 
     @property
     def embedding_dim(self) -> int:
