@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.videolang-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,18 @@ demo: $(STAMP)
 	$(VENV)/bin/videolang demo --out $(DEMO_DIR) && \
 	echo "make demo: done in $$(( $$(date +%s) - start )) s"
 
+# The browser test (tests/search/test_browser.py) drives Debian's chromium through Playwright:
+# installed here when missing and run as root; otherwise that test fails saying what to install.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing chromium for the browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; } \
+	      || echo "installing chromium failed: tests/search/test_browser.py will fail"; \
+	  else echo "chromium is missing and this is not root: tests/search/test_browser.py will fail"; fi; }
+
 # pytest exits 5 when no test ran; make passes that on, so CI fails then too.
-test: $(STAMP)
+test: $(STAMP) chromium
 	@start=$$(date +%s); \
 	$(VENV)/bin/ruff check src tests benchmarks && \
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \

@@ -38,4 +38,4 @@ def test_every_page_with_an_api_has_an_example():
     """The pages that show loading and using models keep a runnable example."""
     with_examples = {d.name for d in DOCS if python_blocks(d)}
     assert {"README.md", "inference.md", "videoclip.md", "vlm.md", "clipbert.md", "vimpac.md", "anticipation.md",
-            "vidlankd.md", "engine.md", "data.md"} <= with_examples
+            "vidlankd.md", "engine.md", "data.md", "search.md"} <= with_examples

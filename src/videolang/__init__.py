@@ -9,13 +9,14 @@ Top-level shortcuts (imported on first use)::
     videolang.create_model("videoclip-tiny")
     pipe = videolang.load("runs/videoclip_synthetic/version_0/export")
     pipe.score(["a.mp4"], ["a red circle moves left"])
+    videolang.open_index("my_index").search("a red circle moves left", k=5)
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Features", "Frames", "__version__", "create_model", "list_models", "load"]
+__all__ = ["Features", "Frames", "__version__", "create_model", "list_models", "load", "open_index"]
 
 
 def __getattr__(name: str):
@@ -27,4 +28,8 @@ def __getattr__(name: str):
         import videolang.pipelines as pipelines
 
         return getattr(pipelines, name)
+    if name == "open_index":
+        from videolang.search.query import open_index
+
+        return open_index
     raise AttributeError(f"module 'videolang' has no attribute {name!r}")

@@ -34,3 +34,7 @@ class StoreError(VideolangError):
 
 class ConfigError(VideolangError):
     """A configuration key or value is wrong; the message names the key (and file)."""
+
+
+class QueryError(VideolangError, ValueError):
+    """A search query that cannot be run: empty, too long, not text."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import os
 from typing import ClassVar
 
 import numpy as np
@@ -245,3 +247,40 @@ def test_frames_scaled_while_decoding(video_dir):
         assert indices_of(reader.read([4])) == [4]
     with pytest.raises(ValueError, match="positive"):
         VideoReader(video_dir / "gop7.mp4", size=(0, 8))
+
+
+def test_forked_children_inherit_no_dead_decoders(video_dir):
+    """A forked child (a DataLoader worker) must never free a decoder: FFmpeg's codec thread
+    pools belong to the parent's threads, and a child collecting one hung forever. Containers
+    the parent dropped are collected before the fork, so the child holds none."""
+    import av
+
+    def read_and_keep_an_error(path) -> None:
+        """Decode, then keep a caught error: frame -> error -> traceback -> frame, a reference
+        cycle holding the reader (what a stored exception or pytest.raises leaves behind)."""
+        with VideoReader(path) as reader:
+            reader.read([0, 5, 20])
+            try:
+                raise VideoDecodeError(str(path), "kept")
+            except VideoDecodeError as exc:
+                error = exc
+        assert error is not None and reader is not None
+
+    def live_containers() -> int:
+        return sum(isinstance(o, av.container.Container) for o in gc.get_objects())
+
+    enabled = gc.isenabled()
+    gc.disable()  # only the fork hook may collect: the automatic collector would hide its absence
+    try:
+        gc.collect()
+        before = live_containers()
+        read_and_keep_an_error(video_dir / "gop30.mp4")
+        assert live_containers() > before  # the reader's container waits in a cycle for the collector
+        pid = os.fork()
+        if pid == 0:  # the child reports how many it inherited
+            os._exit(min(live_containers() - before, 100))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if enabled:
+            gc.enable()

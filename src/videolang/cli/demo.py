@@ -10,7 +10,9 @@
    text-to-video retrieval on the held-out test split in the MSR-VTT (JSFusion) format;
 5. load the run's model folder with ``videolang.load`` and score the same test split from the
    raw video files: the same metrics;
-6. print a summary: counts, bad files seen, decode throughput, retrieval against chance.
+6. index the held-out test videos with that model (``videolang index``) and search each test
+   caption: the share whose video is in the top 5 hits, next to chance, and three examples;
+7. print a summary: counts, bad files seen, decode throughput, retrieval against chance.
 """
 
 from __future__ import annotations
@@ -104,6 +106,50 @@ def retrieval_from_raw_videos(export: str | Path, world: Path) -> dict[str, floa
     return retrieval_metrics(scores.t())
 
 
+def _test_pairs(world: Path) -> list[tuple[str, str]]:
+    """(video id, sentence) of the held-out test split, MSR-VTT JSFusion format."""
+    import csv
+
+    with open(world / "formats" / "msrvtt" / "MSRVTT_JSFUSION_test.csv", newline="", encoding="utf-8") as f:
+        return [(row["video_id"], row["sentence"]) for row in csv.DictReader(f)]
+
+
+def search_held_out_videos(export: str | Path, world: Path, out: Path) -> dict:
+    """Index the held-out test videos with the trained model; search each test caption.
+
+    Returns the top-5 rate (the caption's video among the first 5 hits), its chance, the rank of
+    the right video for every caption, and three example searches with their hits.
+    """
+    import shutil
+
+    from videolang.search.builder import build_index
+    from videolang.search.query import open_index
+
+    paths = {v["id"]: world / v["path"] for v in _read_jsonl(world / "annotations" / "videos.jsonl")}
+    pairs = _test_pairs(world)
+    folder = out / "search_videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for vid, _ in pairs:
+        if not (folder / paths[vid].name).is_file():
+            shutil.copy(paths[vid], folder / paths[vid].name)
+    # The demo's own output, built afresh: a rerun's model may differ (another thread count gives
+    # other weights), and an index refuses a model other than its own.
+    shutil.rmtree(out / "index", ignore_errors=True)
+    report = build_index(export, folder, out / "index", progress=False)
+    index = open_index(out / "index")
+    n = report.videos
+    found = index.search_many([text for _, text in pairs], k=n)
+    ranks = []
+    for (vid, _), hits in zip(pairs, found, strict=True):
+        videos = [Path(h.video).stem for h in hits]
+        ranks.append(videos.index(vid) + 1 if vid in videos else n + 1)
+    examples = [{"query": pairs[i][1], "video": paths[pairs[i][0]].name, "rank": ranks[i],
+                 "hits": [h.to_dict() for h in found[i][:3]]} for i in range(min(3, len(pairs)))]
+    return {"index": str(out / "index"), "videos": n, "windows": report.windows, "seconds": report.seconds,
+            "top5": 100.0 * sum(r <= 5 for r in ranks) / len(ranks), "chance_top5": 100.0 * min(5, n) / n,
+            "ranks": ranks, "examples": examples}
+
+
 def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrite: bool = True) -> int:
     from videolang.data.datasets import SkipCounter, VideoFramesDataset, collate_skipping
     from videolang.data.sampling import uniform_frame_indices
@@ -191,6 +237,10 @@ def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrit
     raw = retrieval_from_raw_videos(retrieval["export"], world)
     step("videolang.load: the same test from the raw videos", start)
 
+    start = time.perf_counter()
+    search = search_held_out_videos(retrieval["export"], world, out)
+    step("videolang index + search of the held-out videos", start)
+
     total = time.perf_counter() - t0
     counts = manifest.get("counts", {})
     print("\n=== videolang demo: data layer summary ===")
@@ -226,6 +276,16 @@ def run_demo(out: str | Path, *, num_videos: int = 1000, seed: int = 0, overwrit
           f"{'the same metrics as the run' if same else 'DIFFERENT metrics from the run'}")
     print(f"torch threads   : {torch.get_num_threads()} (results depend on it; the same count gives the "
           "same numbers)")
+    print("\n=== Search the held-out videos: videolang index / search ===")
+    print(f"index: {search['videos']} videos, {search['windows']} windows in {search['seconds']:.1f} s -> "
+          f"{search['index']}")
+    for ex in search["examples"]:
+        print(f'search "{ex["query"]}" (the caption of {ex["video"]}: its rank {ex["rank"]})')
+        for rank, hit in enumerate(ex["hits"], 1):
+            print(f"  {rank}. {hit['video']}  {hit['start']:.1f}-{hit['end']:.1f} s  score {hit['score']:.3f}")
+    print(f"held-out captions whose video is in the top 5 hits: {search['top5']:.1f} % "
+          f"(chance {search['chance_top5']:.1f} %, {search['top5'] / search['chance_top5']:.1f}x)")
+    print(f"browse them: videolang serve {search['index']}   (then open http://127.0.0.1:8000)")
     print(f"total           : {total:.1f} s")
     ok = (
         lmdb_samples == num_videos and shard_samples == num_videos

@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -279,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules that add top-level commands: each has ``register(subparsers)`` and imports nothing
 # heavy at module level.
-COMMAND_MODULES = ("videolang.cli.train", "videolang.cli.tokenize", "videolang.cli.glue")
+COMMAND_MODULES = ("videolang.cli.train", "videolang.cli.tokenize", "videolang.cli.glue", "videolang.cli.search")
 # ``videolang demo METHOD``: each module has HELP, add_arguments(parser) and run(args) -> int.
 DEMO_MODULES = {name: f"videolang.cli.demos.{name}"
                 for name in ("vlm", "clipbert", "vimpac", "anticipation", "vidlankd")}
@@ -301,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # faiss logs each CPU-instruction variant it tries to load
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
         # `videolang` or `videolang data` alone: show the relevant help.
@@ -316,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("videolang: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `videolang search ... | head`: the reader left, which is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return 0
 
 
 if __name__ == "__main__":

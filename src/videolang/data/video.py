@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -93,6 +94,33 @@ def _describe(source: VideoSource) -> str:
     return "<stream>"
 
 
+_containers_opened = False  # since the last fork: see _collect_containers_before_fork
+
+
+def mark_container_opened() -> None:
+    """Record that a PyAV container was opened in this process (decoding or encoding)."""
+    global _containers_opened
+    _containers_opened = True
+
+
+def _collect_containers_before_fork() -> None:
+    """Free dead PyAV containers in the parent before it forks (DataLoader workers and others).
+
+    PyAV containers sit in reference cycles, so only the cycle collector frees them; FFmpeg's
+    frame and slice thread pools of their codecs belong to threads that a forked child does not
+    have, and a child that collects them blocks forever destroying their condition variables
+    (seen: a DataLoader worker hung in avpriv_slicethread_free). Collecting here, only when a
+    container was opened since the last fork, keeps that garbage out of every child.
+    """
+    global _containers_opened
+    if _containers_opened:
+        _containers_opened = False
+        gc.collect()
+
+
+os.register_at_fork(before=_collect_containers_before_fork)
+
+
 def _open(source: VideoSource):
     """Open a PyAV container from a path, bytes or a binary file object, with typed errors."""
     import av
@@ -115,6 +143,7 @@ def _open(source: VideoSource):
         target = source
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
+        mark_container_opened()
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise VideoDecodeError(desc, f"not a readable video container ({exc})") from exc
     if not container.streams.video:
