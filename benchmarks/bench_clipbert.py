@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from videolang.data.synth import load_manifest, synthesize_world
+    from videolang.synth import load_manifest, synthesize_world
 
     out = Path(args.out)
     world = out / "world"

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from videolang.data.synth import synthesize_world
 from videolang.engine import fit
 from videolang.pipelines.features import run_extraction
+from videolang.synth import synthesize_world
 
 # Dense peak FLOP/s by device name fragment and precision (vendor data sheets, SXM parts).
 PEAKS = {"H100": {"bf16": 989e12, "32": 67e12}, "H200": {"bf16": 989e12, "32": 67e12},

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videolang.data.synth.render import render_video_frames
-from videolang.data.synth.world import SHAPES, VERB_KEYS
 from videolang.models.backbones import create_backbone, video_to_features
+from videolang.synth.render import render_video_frames
+from videolang.synth.world import SHAPES, VERB_KEYS
 
 ROWS_PER_SECOND = 4.0
 

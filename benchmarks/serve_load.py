@@ -39,7 +39,6 @@ def build_small_index(folder: Path, videos: int, arch: str) -> Path:
     """A synthetic world of ``videos`` clips and its index under ``folder``; the index path."""
     import torch
 
-    from videolang.data.synth import synthesize_world
     from videolang.data.text import load_tokenizer
     from videolang.models import create_model
     from videolang.models.backbones import create_backbone
@@ -52,6 +51,7 @@ def build_small_index(folder: Path, videos: int, arch: str) -> Path:
     )
     from videolang.pipelines.videoclip import VideoCLIPSpec
     from videolang.search.builder import build_index
+    from videolang.synth import synthesize_world
 
     synthesize_world(folder / "world", videos, seed=0, size=64, duration=8.0, progress=False)
     torch.manual_seed(0)

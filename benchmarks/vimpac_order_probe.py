@@ -1,7 +1,7 @@
 """Does a VIMPAC backbone see the order of frames? Time-reversal probe for token-store models.
 
 The synthetic world is built so that single frames never tell a motion apart from its opposite
-(a video and its time reverse are equally likely, ``videolang.data.synth.world``): telling
+(a video and its time reverse are equally likely, ``videolang.synth.world``): telling
 "moves left" from "moves right" needs the order of the frames, which reaches the axial
 transformer only through its temporal position table. For every model folder (a
 ``vimpac.pretrain`` export or a fine-tuned ``vimpac.finetune`` export) this prints
@@ -29,11 +29,11 @@ import time
 
 import torch
 
-from videolang.data.synth.world import VERB_BY_KEY, VERB_KEYS
 from videolang.data.tokens import TokenStore
 from videolang.models.registry import load_pretrained
 from videolang.models.vimpac import masked_mean
 from videolang.recipes.vimpac import TokenClips
+from videolang.synth.world import VERB_BY_KEY, VERB_KEYS
 
 
 def centre_clips(store: TokenStore, clip_len: int, stride: int, pad_id: int,

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.engine import fit
 from videolang.pipelines.features import run_extraction
+from videolang.synth import synthesize_world
 
 ONE_STEP = {"max_epochs": 1, "max_steps": 1, "limit_val_batches": 0, "enable_progress_bar": False,
             "num_sanity_val_steps": 0, "log_every_n_steps": 1, "monitor": None}
@@ -85,7 +85,6 @@ def _clipbert(root: Path, world: Path) -> None:
 
 
 def _vimpac(root: Path, world: Path) -> None:
-    from videolang.data.tokens import world_videos
     from videolang.models.frame_tokenizers import (
         VQVAE,
         VQVAEConfig,
@@ -93,6 +92,7 @@ def _vimpac(root: Path, world: Path) -> None:
         save_frame_tokenizer,
     )
     from videolang.pipelines.vimpac import tokenize_videos
+    from videolang.synth import world_videos
 
     torch.manual_seed(0)
     save_frame_tokenizer(VQVAE(VQVAEConfig(codebook_size=32, code_dim=8, channels=16, num_downsamples=3)).eval(),

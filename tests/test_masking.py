@@ -1,4 +1,5 @@
-"""Block / i.i.d. masking (``vimpac.md`` §4): exact ratios, Table 2, legacy parity, pad, 80/10/10."""
+"""Block / i.i.d. masking (VIMPAC's ``mask_3d``, airsplay/vimpac vimpac/masking.py): exact ratios,
+the paper's Table 2, legacy parity, pad, 80/10/10."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from videolang.masking import (
     iid_mask,
 )
 
-# Exact ratios of the spec's formula (in %), its Table 2 reproduction.
+# Exact expected mask ratios (in %) of the block-masking formula; they reproduce VIMPAC's Table 2.
 SPEC_TABLE = {
     (5, 16): [11.82, 14.45, 16.96, 19.37, 21.67],
     (5, 32): [10.59, 12.96, 15.24, 17.42, 19.51],
@@ -47,7 +48,7 @@ def test_block_shapes_and_marginals():
     assert t_extent.min() >= 1 and t_extent.max() == 3
     assert h_extent.min() >= 1 and h_extent.max() == 8
     assert (mask.sum((1, 2, 3)) == t_extent * h_extent * mask.any(2).any(1).sum(1)).all()
-    # frame marginals are symmetric and peak in the middle (spec: 0.098 .. 0.198 for 5 blocks)
+    # frame marginals are symmetric and peak in the middle (mask_3d: 0.098 .. 0.198 for 5 blocks)
     frame = block_mask((20000, 5, 16, 16), 5, generator=g).float().mean((0, 2, 3))
     assert frame[2] > frame[1] > frame[0]
     assert frame[0] == pytest.approx(frame[4].item(), abs=0.01)
@@ -64,7 +65,8 @@ def test_generator_reproducible_and_pad_never_masked():
 
 
 def test_legacy_replays_original_draws():
-    # vimpac.md §9 P1: random.seed(1234), 2 blocks, last frame of sample 1 padded -> 13 masked
+    # the original mask_3d's recorded output: random.seed(1234), 2 blocks, last frame of sample 1
+    # padded -> 13 masked
     codes = torch.arange(2 * 5 * 4 * 4).view(2, 5, 4, 4)
     pad = torch.zeros_like(codes, dtype=torch.bool)
     pad[1, -1] = True

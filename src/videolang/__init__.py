@@ -1,15 +1,12 @@
 """videolang: video-and-language learning on one data layer, one model library and one engine.
 
-The library (``videolang.data``, ``videolang.models``, ``videolang.metrics``, ...) imports
-without the training stack; the trainer (``videolang.engine``) and the CLI sit on top.
+The library imports without Lightning; the trainer (``videolang.engine``) and the CLI sit on top.
+Shortcuts, imported on first use::
 
-Top-level shortcuts (imported on first use)::
-
-    videolang.list_models()              # registered architectures
-    videolang.create_model("videoclip-tiny")
-    pipe = videolang.load("runs/videoclip_synthetic/version_0/export")
+    pipe = videolang.load("runs/videoclip_synthetic/version_0/export")   # a model folder
     pipe.score(["a.mp4"], ["a red circle moves left"])
     videolang.open_index("my_index").search("a red circle moves left", k=5)
+    videolang.create_model("videoclip-tiny")   # videolang.list_models() names the others
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
-"""Masking of frame-token grids for masked-token pretraining (VIMPAC, ``vimpac.md`` §4).
+"""Masking of frame-token grids for masked-token pretraining (VIMPAC).
 
-Every function works on whole batches at once (no Python loop over samples or blocks) and draws
-from an optional :class:`torch.Generator`, so a mask is reproducible from a seed alone.
-
-* :func:`block_mask`: the union of ``num_blocks`` random 3-D blocks per sample. Per block the
-  temporal length is uniform on ``1..floor(2L/3)``, the height on ``1..floor(H/2)``, the width on
-  ``1..floor(W/2)``, then the start uniform among the positions where the block fits. This is
-  the original ``mask_3d``'s distribution (floor, not the paper's "round up": only floor gives the
-  paper's Table 2), checked against the exact ratio of :func:`expected_block_mask_ratio`.
-* :func:`block_mask_legacy`: the original's exact draw order (six ``randint`` calls per block,
-  sample-major) on a :class:`random.Random`, for bit-for-bit parity with its masks.
-* :func:`iid_mask`: i.i.d. Bernoulli masking (the original's ``--mask-blocks -p``).
-* :func:`apply_mask`: turn a mask into model inputs and labels; 100 % ``[MASK]`` as in the
-  original, or BERT's per-token 80/10/10 (the original only had a per-*block* variant).
-
-Positions where ``pad`` is True are never masked (padded frames are never prediction targets).
+:func:`block_mask` (the union of random 3-D blocks, the original ``mask_3d``'s distribution,
+vectorised), :func:`block_mask_legacy` (the original's exact ``random`` draw order, for parity),
+:func:`iid_mask` and :func:`apply_mask` (all-``[MASK]`` or BERT's 80/10/10). Masks are drawn from
+an optional :class:`torch.Generator`, so a seed reproduces them; ``pad`` positions are never
+masked. Distributions and the exact ratio: docs/vimpac.md ("Masking").
 """
 
 from __future__ import annotations
@@ -167,7 +157,7 @@ def apply_mask(
 
 def _axis_cover_prob(n: int, max_len: int) -> torch.Tensor:
     """q(k): probability that one block (length uniform on 1..max_len, start uniform where it
-    fits) covers position k of an axis of size n (``vimpac.md`` §4)."""
+    fits) covers position k of an axis of size n (docs/vimpac.md, "Masking")."""
     k = torch.arange(n, dtype=torch.float64)
     q = torch.zeros(n, dtype=torch.float64)
     for length in range(1, max_len + 1):

@@ -77,9 +77,9 @@ def test_bad_command_lines_exit_2(setup, capsys):
 def test_config_and_checkpoint_export_then_predict(tmp_path, capsys):
     """`predict --config CFG --ckpt last VIDEOS --texts ...`: the checkpoint is exported into a new
     run folder and predicted with; without inputs a recipe with no predict loop says so."""
-    from videolang.data.synth import synthesize_world
     from videolang.engine import fit
     from videolang.pipelines.features import run_extraction
+    from videolang.synth import synthesize_world
 
     w = tmp_path / "world"
     synthesize_world(w, 24, seed=1, size=32, duration=2.0, progress=False)

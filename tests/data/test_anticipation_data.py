@@ -23,8 +23,8 @@ from videolang.data.anticipation import (
     read_segments,
     save_teacher_predictions,
 )
-from videolang.data.synth import synthesize_world
 from videolang.errors import ConfigError
+from videolang.synth import synthesize_world
 
 
 @pytest.fixture(scope="module")

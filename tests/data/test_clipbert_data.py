@@ -1,5 +1,5 @@
-"""ClipBERT data: per-task sampling against clipbert.md §1.3, JSONL readers, answer
-vocabulary, the dataset's decoded frames and collation."""
+"""ClipBERT data: per-task clip sampling as ClipBERT chooses clips (jayleicn/ClipBERT
+src/datasets/dataset_base.py), JSONL readers, answer vocabulary, decoded frames and collation."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from videolang.data.sampling import (
 )
 from videolang.errors import ConfigError
 
-# clipbert.md §1.3: a 300-frame, 30 fps, 10 s video; fps_target 2, T 2 unless noted.
+# ClipBERT's clip choice (jayleicn/ClipBERT src/datasets/dataset_base.py) on a 300-frame, 30 fps,
+# 10 s video; fps_target 2, T 2 unless noted.
 N, FPS = 300, 30.0
 
 

@@ -91,8 +91,8 @@ def test_errors_name_file_and_line(glue_root):
 
 def test_synthetic_world_glue_files(tmp_path):
     """The synthetic world writes SST-2 / RTE in the GLUE layout, test labels beside."""
-    from videolang.data.synth.annotations import TreeWriter, WorldAnnotations
-    from videolang.data.synth.formats import write_glue
+    from videolang.synth.annotations import TreeWriter, WorldAnnotations
+    from videolang.synth.formats import write_glue
 
     ann = WorldAnnotations(seed=0, videos=[])
     ann.sst = {s: [(f"sentence {s} {i}", i % 2) for i in range(3)] for s in ("train", "dev", "test")}

@@ -10,7 +10,8 @@ import torch
 
 from videolang.data import sampling as S
 
-# clipbert.md §1.3: 300-frame, 30 fps, 10 s video, target fps 2, T = 2 unless noted.
+# ClipBERT's clip choice (jayleicn/ClipBERT src/datasets/dataset_base.py) on a 300-frame, 30 fps,
+# 10 s video, target fps 2, T = 2 unless noted.
 F, FPS = 300, 30.0
 
 
@@ -84,7 +85,8 @@ def test_vimpac_starts():
 
 
 def test_videoclip_video_window_golden():
-    # videoclip_vlm.md §7: VideoClipSampling(T, 10 s, centre 40) after random.seed(1234) -> [36, 46)
+    # MMPT's VideoClipSampling(T, 10 s, centre 40) after random.seed(1234) gives [36, 46) (the value
+    # recorded by running the original, fairseq examples/MMPT)
     assert S.videoclip_video_window(100, 40, 10, generator=random.Random(1234)) == (36, 46)
     assert S.videoclip_video_window(5, 0, 32) == (0, 5)
     assert S.videoclip_video_window(50, 49, 3, generator=random.Random(0)) == (47, 50)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from videolang.cli.main import main
+from videolang.data.sampling import resample_frame_indices
 from videolang.data.stores.lmdb_store import write_token_lmdb
 from videolang.data.tokens import (
     TokenStore,
     TokenStoreHeader,
     crop_view,
     parse_legacy_name,
-    sample_frame_indices,
     write_token_store,
 )
 from videolang.errors import StoreError
@@ -62,8 +62,8 @@ def test_reads_original_lmdb_layout(tmp_path):
 
 
 def test_frame_sampling_and_crops():
-    assert sample_frame_indices(40, 10.0, 5.0).tolist() == list(range(0, 40, 2))
-    assert sample_frame_indices(7, 30.0, 2.0).tolist() == [0]
+    assert resample_frame_indices(40, 10.0, 5.0, rounding="down").tolist() == list(range(0, 40, 2))
+    assert resample_frame_indices(7, 30.0, 2.0, rounding="down").tolist() == [0]
     x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
     assert torch.equal(crop_view(x, 4, "top", None, False), x[..., :4])
     assert torch.equal(crop_view(x, 4, "center", None, False), x[..., 1:5])
@@ -71,7 +71,7 @@ def test_frame_sampling_and_crops():
 
 
 def test_tokenize_command_on_world(tmp_path, capsys):
-    from videolang.data.synth import synthesize_world
+    from videolang.synth import synthesize_world
 
     torch.set_num_threads(1)
     synthesize_world(tmp_path / "world", 4, seed=1, size=32, duration=2.0, workers=1, progress=False)

@@ -17,7 +17,8 @@ def test_to_float_and_resize_shorter_side():
 
 
 def test_resize_longer_and_pad_matches_clipbert_golden_geometry():
-    # clipbert.md §7: 360x640 -> (252, 448) plus 196 rows of zero pad; 500x333 -> (448, 298)
+    # as ClipBERT's image preprocessing (jayleicn/ClipBERT src/datasets/data_utils.py) gives:
+    # 360x640 -> (252, 448) plus 196 rows of zero pad; 500x333 -> (448, 298)
     x = torch.ones(1, 3, 360, 640)
     out, valid = T.resize_longer_and_pad(x, 448)
     assert out.shape == (1, 3, 448, 448)

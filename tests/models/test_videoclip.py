@@ -8,7 +8,8 @@ from tests.golden import load_golden
 
 from videolang.errors import ConfigError
 from videolang.models.bert import BertConfig
-from videolang.models.videoclip import VideoCLIP, VideoCLIPConfig, convert_mmpt_state_dict
+from videolang.models.convert.videoclip import convert_mmpt_state_dict
+from videolang.models.videoclip import VideoCLIP, VideoCLIPConfig
 
 TINY = dict(vocab_size=200, hidden_size=32, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=128)

@@ -12,6 +12,7 @@ from tests.golden import load_golden
 from videolang.errors import ConfigError
 from videolang.models import create_model
 from videolang.models.bert import BertConfig
+from videolang.models.convert.vidlankd import convert_student_state_dict, convert_teacher_state_dict
 from videolang.models.vidlankd import (
     TEST_OVERRIDES,
     VidLanKDClassifier,
@@ -20,8 +21,6 @@ from videolang.models.vidlankd import (
     VidLanKDStudentConfig,
     VidLanKDTeacher,
     VidLanKDTeacherConfig,
-    convert_student_state_dict,
-    convert_teacher_state_dict,
 )
 
 
@@ -142,7 +141,7 @@ def test_teacher_and_student_sizes_may_differ():
 def test_convert_entry_point_reads_both_layouts(golden, tmp_path):
     """``videolang convert vidlankd`` (CONVERTER): the golden dict holds the teacher's two
     state dicts and a student's; each goes to the matching model."""
-    from videolang.models.vidlankd import CONVERTER
+    from videolang.models.convert.vidlankd import CONVERTER
 
     bert = _bert(golden["cfg"])
     teacher = VidLanKDTeacher(VidLanKDTeacherConfig(bert=bert, double_video_embeddings=True))

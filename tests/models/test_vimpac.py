@@ -13,14 +13,13 @@ from tests.golden import load_golden
 import videolang
 from videolang.errors import ConfigError
 from videolang.models import create_model, load_pretrained, save_pretrained
+from videolang.models.convert.vimpac import CONVERTER, convert_vimpac_state_dict
 from videolang.models.vimpac import (
-    CONVERTER,
     TEST_OVERRIDES,
     SyncBatchNorm1d,
     VimpacBackbone,
     VimpacConfig,
     VimpacForClassification,
-    convert_vimpac_state_dict,
     parse_layout,
 )
 from videolang.pipelines.convert import convert_checkpoint

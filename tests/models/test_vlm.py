@@ -11,10 +11,10 @@ from tests.golden import load_golden
 from videolang.errors import ConfigError
 from videolang.losses import mtm_loss
 from videolang.models.bert import BertConfig
+from videolang.models.convert.vlm import convert_mmpt_vlm_state_dict
 from videolang.models.vlm import (
     VLM,
     VLMConfig,
-    convert_mmpt_vlm_state_dict,
     isolated_mask,
     textgen_mask,
 )

@@ -19,13 +19,13 @@ from videolang.data.anticipation import (
     read_action_vocab,
 )
 from videolang.data.stores import FeatureStore
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.metrics.anticipation import anticipation_metrics
 from videolang.pipelines import Features
 from videolang.recipes.anticipation import AnticipationDataConfig, TextCollator, read_queries
+from videolang.synth import synthesize_world
 
 TRAINER = {"enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1}
 RATE = 5  # feature rows per second

@@ -17,8 +17,6 @@ import videolang
 from videolang.data.clipbert import VisualSource, choice_text, load_annotations
 from videolang.data.sampling import clipbert_task_sampling
 from videolang.data.stores import LmdbVideoStore, pack_videos
-from videolang.data.synth import synthesize_world
-from videolang.data.synth.render import encode_video, resolve_codec
 from videolang.data.text import load_tokenizer
 from videolang.data.video import VideoReader
 from videolang.engine import fit, test
@@ -33,6 +31,8 @@ from videolang.pipelines.clipbert import (
     FramesSpec,
 )
 from videolang.pipelines.folder import TextSpec
+from videolang.synth import synthesize_world
+from videolang.synth.render import encode_video, resolve_codec
 
 # A wide initialisation: after a few steps the scores still differ clearly between pairs, so
 # equal metrics below mean equal rankings and predictions, not ties.

@@ -11,13 +11,13 @@ import torch
 from tests.golden import load_golden
 
 import videolang
-from videolang.data.synth import synthesize_world
 from videolang.data.text import load_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.metrics import retrieval_metrics
 from videolang.models.bert import BertConfig
-from videolang.models.videoclip import VideoCLIP, VideoCLIPConfig, convert_mmpt_state_dict
+from videolang.models.convert.videoclip import convert_mmpt_state_dict
+from videolang.models.videoclip import VideoCLIP, VideoCLIPConfig
 from videolang.pipelines import Features, Frames
 from videolang.pipelines.features import run_extraction
 from videolang.pipelines.folder import (
@@ -26,6 +26,7 @@ from videolang.pipelines.folder import (
     write_model_folder,
 )
 from videolang.pipelines.videoclip import VideoCLIPSpec
+from videolang.synth import synthesize_world
 
 TINY = dict(vocab_size=200, hidden_size=32, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=128)

@@ -16,7 +16,6 @@ from tests.golden import load_golden
 
 import videolang
 from videolang.data.glue import glue_token_ids, read_glue
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
 from videolang.engine import fit
 from videolang.errors import ConfigError
@@ -26,6 +25,7 @@ from videolang.metrics.glue import glue_metrics
 from videolang.pipelines import Features
 from videolang.pipelines.base import tokenize_sentences
 from videolang.pipelines.convert import convert_checkpoint
+from videolang.synth import synthesize_world
 
 GOLDEN_SIZES = ["bert.vocab_size=100", "bert.hidden_size=32", "bert.num_hidden_layers=2",
                 "bert.num_attention_heads=2", "bert.intermediate_size=64"]

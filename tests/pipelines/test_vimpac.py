@@ -14,8 +14,6 @@ from safetensors.torch import save_file
 from tests.golden import load_golden
 
 import videolang
-from videolang.data.synth import synthesize_world
-from videolang.data.tokens import world_videos
 from videolang.data.video import VideoReader, read_frames
 from videolang.engine import fit, load_run_config, test
 from videolang.engine.export import export_checkpoint
@@ -34,6 +32,7 @@ from videolang.pipelines.convert import convert_checkpoint
 from videolang.pipelines.folder import write_model_folder
 from videolang.pipelines.vimpac import Tokens, converted_frame_tokenizer, tokenize_videos
 from videolang.recipes.vimpac import VimpacDataModule
+from videolang.synth import synthesize_world, world_videos
 
 # ------------------------------------------------------------------ the original's outputs --
 

@@ -14,14 +14,14 @@ from lightning.pytorch.callbacks import Callback
 from tests.golden import load_golden
 
 import videolang
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
 from videolang.data.vlm import read_coin, read_mc_items, row_labels
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.metrics import caption_metrics, retrieval_metrics
 from videolang.models.bert import BertConfig
-from videolang.models.vlm import VLM, VLMConfig, convert_mmpt_vlm_state_dict, isolated_mask
+from videolang.models.convert.vlm import convert_mmpt_vlm_state_dict
+from videolang.models.vlm import VLM, VLMConfig, isolated_mask
 from videolang.pipelines import Features
 from videolang.pipelines.convert import convert_checkpoint
 from videolang.pipelines.features import run_extraction
@@ -33,6 +33,7 @@ from videolang.pipelines.folder import (
 )
 from videolang.pipelines.vlm import VLMSpec
 from videolang.recipes.videoclip import _read_pairs
+from videolang.synth import synthesize_world
 
 # ------------------------------------------------------------------ MMPT parity, features in --
 
@@ -342,7 +343,8 @@ def test_captioning_export_decodes_as_the_evaluation(runs):
     vids = list(refs)
     videos = [video_path(world, v) for v in vids]
     beam, greedy = pipe.caption(videos), pipe.caption(videos, num_beams=1)
-    evaluated = {i: (b, g) for i, b, g in outputs.store}
+    seen = outputs.store.local()  # the recipe's evaluation buffer: index, beam, greedy
+    evaluated = dict(zip(seen["index"].tolist(), zip(seen["beam"], seen["greedy"], strict=True), strict=True))
     assert beam == [evaluated[i][0] for i in range(len(vids))]
     assert greedy == [evaluated[i][1] for i in range(len(vids))]
     for kind, got in (("beam", beam), ("greedy", greedy)):
@@ -366,7 +368,8 @@ def test_segmentation_export_labels_rows_as_the_evaluation(runs):
     videos, _ = read_coin(world / "formats/coin/COIN.json", "testing")
     rate = pipe.spec.video.feature_rate
     correct, total = 0, 0
-    video_idx, offset, logits, _ = (torch.cat([p[i] for p in outputs.store]) for i in range(4))
+    seen = outputs.store.local()  # the recipe's evaluation buffer of window logits
+    video_idx, offset, logits = seen["video"], seen["offset"], seen["logits"]
     for v_i, video in enumerate(videos):
         result = pipe.segment(video_path(world, video.video_id))
         labels = torch.from_numpy(row_labels(video.segments, len(result.ids), rate))

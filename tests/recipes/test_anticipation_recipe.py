@@ -14,12 +14,12 @@ from videolang.data.anticipation import (
     read_segments,
     save_teacher_predictions,
 )
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.pipelines.features import run_extraction
 from videolang.recipes.anticipation import class_balanced_weights
+from videolang.synth import synthesize_world
 
 TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1}
 

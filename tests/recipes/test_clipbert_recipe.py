@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from videolang.data.synth import synthesize_world
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
+from videolang.synth import synthesize_world
 
 SHRINK = {"bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 4,
           "bert.intermediate_size": 64, "backbone.stem_channels": 8, "backbone.width": 4}

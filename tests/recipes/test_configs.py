@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from videolang.cli.train import register
-from videolang.engine import load_config
+from videolang.engine import config_to_dict, load_config
 from videolang.engine.config import (
     list_configs,
     packaged_config,
@@ -19,15 +20,31 @@ from videolang.engine.config import (
 )
 from videolang.errors import ConfigError
 
-CONFIGS = sorted(packaged_config_root().rglob("*.yaml"))
+YAMLS = sorted(packaged_config_root().rglob("*.yaml"))
+BASES = [p for p in YAMLS if p.name.startswith("_")]  # shared parts that run configs include
+CONFIGS = [p for p in YAMLS if p not in BASES]
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def test_configs_exist():
-    assert len(CONFIGS) >= 6
+def test_every_yaml_is_a_listed_config_or_an_included_base():
     assert packaged_config_root() == Path(__import__("videolang").__file__).parent / "configs"
     assert list_configs() == sorted(p.relative_to(packaged_config_root()).with_suffix("").as_posix()
                                     for p in CONFIGS)
+    assert len(CONFIGS) == len(list_configs()) >= 50
+    included = {(p.parent / name).resolve() for p in CONFIGS
+                for name in (yaml.safe_load(p.read_text()) or {}).get("includes", [])}
+    assert set(BASES) <= included, f"bases no config includes: {set(BASES) - included}"
+
+
+def test_glue_configs_differ_only_in_task_and_name():
+    glue = {p.stem: config_to_dict(load_config(p)) for p in CONFIGS if p.stem.startswith("glue_")}
+    assert len(glue) == 4
+    first = glue.pop("glue_sst2")
+    assert first["data"]["task"] == "SST-2" and first["optim"]["lr"] == 5e-5
+    for name, cfg in glue.items():
+        differ = {k for k in cfg if cfg[k] != first[k]} | {f"data.{k}" for k in cfg["data"]
+                                                           if cfg["data"][k] != first["data"][k]}
+        assert differ == {"name", "data", "data.task"}, (name, differ)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")

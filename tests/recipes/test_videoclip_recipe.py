@@ -9,10 +9,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import videolang
-from videolang.data.synth import synthesize_world
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.pipelines.features import run_extraction
+from videolang.synth import synthesize_world
 
 
 def make_world(root):

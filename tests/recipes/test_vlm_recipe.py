@@ -10,12 +10,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from videolang.data.synth import synthesize_world
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.pipelines.features import run_extraction
 from videolang.recipes.vlm import whole_modality_masks
+from videolang.synth import synthesize_world
 
 
 @pytest.fixture(scope="module")

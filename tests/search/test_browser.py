@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from videolang.data.synth import synthesize_world
 from videolang.engine import fit
 from videolang.pipelines.features import run_extraction
 from videolang.search.builder import build_index
+from videolang.synth import synthesize_world
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

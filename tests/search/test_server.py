@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import make_videoclip_folder
 
-from videolang.data.synth import synthesize_world
 from videolang.search.builder import build_index
 from videolang.search.query import MAX_QUERY_CHARS, SearchIndex
 from videolang.search.server import MAX_K, STATIC, create_app
+from videolang.synth import synthesize_world
 
 TOKEN = "s3cret-token"
 

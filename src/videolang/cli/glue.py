@@ -2,14 +2,10 @@
 
     videolang glue --model runs/student/export --glue-dir data/glue --tasks SST-2 QNLI --seeds 1 2 3
 
-For every task and seed it runs the ``vidlankd.glue`` recipe (``videolang fit`` underneath,
-one run folder each under ``--runs``), reads the final dev-set metrics and prints, per task and
-metric, the median, mean and standard deviation over the seeds and every seed's value (GLUE
-fine-tuning of small models is seed-sensitive: the spec asks for several seeds and the
-spread). ``--out`` writes the same as JSON. ``--model`` is a student / teacher / classifier
-export, a local Hugging Face BERT folder, or ``minilm``. ``--export`` keeps each run's
-fine-tuned classifier as a model folder (``<run>/export``, for ``videolang.load``). The synthetic world's tasks are in
-``<world>/formats/glue`` (SST-2 and RTE layouts).
+Each task and seed is one ``vidlankd.glue`` run (``videolang fit``, a folder under ``--runs``); the
+table gives per task and metric the median, mean and standard deviation of the final dev-set value
+over the seeds, and every seed's value (GLUE fine-tuning of small models is seed-sensitive).
+``--out`` writes it as JSON. A synthetic world's tasks are in ``<world>/formats/glue``.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ log = logging.getLogger("videolang")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from videolang.data.synth import synthesize_world
+    from videolang.synth import synthesize_world
 
     start = time.perf_counter()
     manifest = synthesize_world(
@@ -43,8 +43,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_mc(args: argparse.Namespace) -> int:
-    from videolang.data.synth import write_extra_multiple_choice
     from videolang.errors import ConfigError
+    from videolang.synth import write_extra_multiple_choice
 
     if args.per_video < 1:  # checked here too so that the message names the option the user typed
         raise ConfigError(f"--per-video {args.per_video}: must be >= 1")

@@ -3,25 +3,8 @@
     videolang predict --model DIR VIDEO_OR_FOLDER_OR_LIST ... [--texts T ...] [--mode MODE]
     videolang predict --config CFG [--ckpt PATH|last|best] VIDEOS ... --texts ...
 
-Inputs: video files, folders (searched recursively) and list files (``.txt`` / ``.lst``: one
-path per line, relative to the list file, ``#`` comments). Output: one JSON object per line
-(JSONL) on stdout, or written atomically to ``--out``. A file that cannot be read is reported
-(``{"video": ..., "error": ...}`` and a warning) and skipped; the exit status is 0 when every
-input was processed, 1 when some failed (the summary on stderr says how many), 2 for a bad
-command line or model.
-
-Modes (default: what the model folder's task does):
-
-* ``v2t``: for each video, the best matching ``--texts`` (retrieval models);
-* ``t2v``: for each text, the best matching videos;
-* ``choose``: for each video, the best of the ``--texts`` as answer options (multiple-choice
-  QA: VLM, ClipBERT; with ClipBERT an optional ``--questions`` question);
-* ``classify``: top labels per video (VIMPAC) or per text (VidLanKD GLUE classifiers);
-* ``answer``: answers to ``--questions`` about each video (ClipBERT QA);
-* ``caption``: a caption per video (VLM captioning);
-* ``segment``: labelled time segments per video (VLM action segmentation);
-* ``anticipate``: the next actions after each video (anticipation student);
-* ``embed``: each video's (or, for text encoders, each text's) embedding as a list of floats.
+Writes JSONL to stdout or ``--out``; the mode defaults to what the folder's task does
+(:data:`DEFAULT_MODE`). Modes, inputs, output and exit status: docs/inference.md.
 """
 
 from __future__ import annotations
@@ -113,7 +96,7 @@ DEFAULT_MODE = {
 
 
 def default_mode(pipe: Any) -> str:
-    """The mode a model folder's task implies (see the module docstring)."""
+    """The mode a model folder's task implies (the modes: docs/inference.md, ``videolang predict``)."""
     key = (pipe.spec.family, pipe.spec.task)
     if key not in DEFAULT_MODE:
         raise ConfigError(f"`videolang predict` has no mode for a {key[0]} {key[1]} model folder; "
@@ -279,7 +262,7 @@ def _model_folder(args: Any) -> Path:
 
 
 def run_predict(args: Any) -> int:
-    """``videolang predict`` with inputs (see the module docstring); returns the exit status."""
+    """``videolang predict`` on its inputs (docs/inference.md); returns the exit status."""
     import videolang
     from videolang.utils.io import atomic_write_text
 

@@ -4,11 +4,9 @@
                        [--fps 5] [--size 64] [--resize N] [--crop center|top|bottom|none] [--hflip]
                        [--train-vqvae STEPS] [--overwrite]
 
-``TOK`` is a tokenizer folder (``videolang.models.frame_tokenizers.save_frame_tokenizer``) or
-``dalle:PATH`` for the DALL-E dVAE encoder weights. With ``--train-vqvae STEPS`` and a ``TOK``
-folder that does not exist yet, a VQ-VAE is first trained on frames of the input videos and
-saved there (its reconstruction error is printed). The store is an LMDB in the original's value
-layout plus a ``tokens.json`` header (tokenizer id and hash, fps, frame size, crop, flip).
+``TOK`` is a tokenizer folder (``save_frame_tokenizer``) or ``dalle:PATH``; with ``--train-vqvae``
+a missing folder is first filled with a VQ-VAE trained on the input videos (its reconstruction
+error is printed). The store (LMDB + ``tokens.json`` header) is described in docs/vimpac.md.
 """
 
 from __future__ import annotations
@@ -52,7 +50,8 @@ def train_tokenizer_on_videos(videos: list, out_dir: str | Path, *, steps: int, 
     pixels) on center views of up to ``max_videos`` videos and save it; returns its report."""
     import torch
 
-    from videolang.data.tokens import crop_view, sample_frame_indices
+    from videolang.data.sampling import resample_frame_indices
+    from videolang.data.tokens import crop_view
     from videolang.data.video import probe, read_frames
     from videolang.errors import ConfigError
     from videolang.models.frame_tokenizers import VQVAEConfig, save_frame_tokenizer, train_vqvae
@@ -63,7 +62,7 @@ def train_tokenizer_on_videos(videos: list, out_dir: str | Path, *, steps: int, 
     frames = []
     for v in videos[:max_videos]:
         meta = probe(v.path)
-        x = read_frames(v.path, sample_frame_indices(meta.num_frames, meta.fps, fps))
+        x = read_frames(v.path, resample_frame_indices(meta.num_frames, meta.fps, fps, rounding="down"))
         frames.append(crop_view(x.permute(0, 3, 1, 2).float() / 255.0, size, "center", size, False))
     cfg = VQVAEConfig(channels=channels, num_downsamples=downsample.bit_length() - 1)
     model, report = train_vqvae(torch.cat(frames), cfg, steps=steps,
@@ -73,10 +72,11 @@ def train_tokenizer_on_videos(videos: list, out_dir: str | Path, *, steps: int, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from videolang.data.tokens import read_video_list, world_videos
+    from videolang.data.tokens import read_video_list
     from videolang.errors import ConfigError
     from videolang.models.frame_tokenizers import load_frame_tokenizer
     from videolang.pipelines.vimpac import tokenize_videos
+    from videolang.synth import world_videos
 
     if args.world:
         videos, classes = world_videos(args.world, args.split)

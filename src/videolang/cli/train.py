@@ -1,17 +1,8 @@
-"""``videolang fit | validate | test | predict``: the engine's commands; ``videolang config``.
+"""``videolang fit | validate | test | predict | export | config``: the engine's commands.
 
-    videolang fit --config configs/<method>/<task>.yaml [key.sub=value ...] [--seed N]
-                  [--resume PATH|last] [--name NAME] [--run-root DIR]
-    videolang config list [METHOD] [--paths]     # the configs shipped in the package
-    videolang config show <method>/<task>        # print one (copy it to edit it)
-
-``--config`` takes a YAML path or a packaged config's name (``videoclip/synthetic_pretrain``):
-a path that does not exist names the packaged config of that name.
-
-Overrides are ``key.sub=value`` pairs (the value is YAML: ``optim.lr=1e-4``,
-``trainer.devices=[0,1]``, ``trainer.monitor=null``) and may stand before, between or after the
-options. :func:`register` adds the four commands to the ``videolang`` parser; Lightning is
-imported only when one of them runs.
+:func:`register` adds them to the ``videolang`` parser; Lightning is imported only when one runs.
+``--config`` takes a YAML path or a packaged config's name; ``key.sub=value`` overrides (values
+read as YAML) may stand anywhere on the line. Reference: docs/engine.md, "Commands".
 """
 
 from __future__ import annotations
@@ -81,8 +72,8 @@ def _add_stage_parser(subparsers: Any, stage: str) -> argparse.ArgumentParser:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``fit``, ``validate``, ``test``, ``predict`` and ``config`` to a ``videolang``
-    subparsers object."""
+    """Add ``fit``, ``validate``, ``test``, ``predict``, ``config`` and ``export`` to a
+    ``videolang`` subparsers object."""
     for stage in STAGES:
         _add_stage_parser(subparsers, stage)
     _add_config_parser(subparsers)

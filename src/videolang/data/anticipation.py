@@ -1,22 +1,11 @@
 """Action-anticipation data: segment tables, action text, queries, teacher predictions, clips.
 
-One small dataset abstraction (spec D10) shared by the language-model teacher and the video
-student of "Text-Derived Knowledge Helps Vision" (``distillation.md`` Part B):
-
-* :class:`Segment` rows (uid, video, start / end seconds, verb, noun, action) read by
-  :func:`read_segments` from three layouts: our synthetic world (``annotations/segments.jsonl``),
-  EPIC-Kitchens-55 (``EPIC_<split>_action_labels.csv`` + RULSTM ``actions.csv``) and EGTEA Gaze+
-  (RULSTM ``training1.csv`` / ``validation1.csv`` / ``test1.csv`` + ``actions.csv``);
-* :class:`ActionVocab` (action -> verb, noun, teacher text) from :func:`read_action_vocab`;
-* :func:`build_queries`: one anticipation query per segment: the actions of the earlier
-  segments of the same video (the teacher's oracle history) and the time the observation ends
-  (segment start minus the anticipation gap, the student's input);
-* :func:`history_text`: the teacher's input, the last ``hist_len`` actions joined by ``" <a> "``;
-* :func:`save_teacher_predictions` / :class:`TeacherPredictions`: teacher logits and pooled
-  features per clip uid in one safetensors file; a missing uid is an error unless the caller
-  asks for a fallback (then the row is flagged so the KD term can be masked, spec D1);
-* :class:`ObservedClips`: the student's dataset: per-time-step feature rows from a
-  :class:`~videolang.data.stores.FeatureStore` up to the observation end.
+One small dataset abstraction shared by the language-model teacher and the video student:
+:func:`read_segments` (synthetic, EPIC-Kitchens-55 or EGTEA Gaze+ layouts),
+:class:`ActionVocab`, :func:`build_queries` (history and observation end per segment),
+:func:`history_text` (the teacher's input), :class:`TeacherPredictions` (logits and features per
+clip uid; a missing uid is an error unless a fallback is asked for) and :class:`ObservedClips`
+(the student's feature rows). Details: docs/anticipation.md ("Data").
 """
 
 from __future__ import annotations
@@ -108,7 +97,7 @@ class ActionVocab:
 
 
 def egtea_action_text(name: str) -> str:
-    """EGTEA action name -> teacher text, as the original (spec B2): lower-case, ``_`` ->
+    """EGTEA action name -> teacher text, as the original: lower-case, ``_`` ->
     ``" <v> "``, ``/`` -> ``" or "``, ``:`` -> ``" "``. ``"Inspect/Read_recipe"`` ->
     ``"inspect or read <v> recipe"``."""
     return name.strip().lower().replace("_", " <v> ").replace("/", " or ").replace(":", " ")

@@ -1,24 +1,10 @@
 """ClipBERT data: the original's JSONL annotation files, answer vocabularies, datasets and collation.
 
-Annotation readers (``clipbert.md`` §3.6) accept the original field names, one JSON object per
-line: ``clip_name`` / ``gif_name`` / ``video_id`` for videos, ``image_id`` / ``coco_id`` /
-``vg_id`` for images, ``caption``, ``question``, ``answer``, ``options``, ``labels`` (VQA soft
-scores), ``answer_type``. Each reader returns plain dicts with our names (``video``, ``text``,
-``answer`` ...), so one dataset class serves MSR-VTT, DiDeMo, ActivityNet Captions (retrieval),
-TGIF-QA, MSRVTT-QA (open-ended and multiple choice), MSRVTT-MC and VQA.
-
-Visual input: videos come from a folder (``<root>/<key><ext>``) or an LMDB store keyed by the
-file basename (:class:`~videolang.data.stores.LmdbVideoStore`); clips are sampled by
-:func:`~videolang.data.sampling.clipbert_task_indices` and read in one decoding pass
-(:class:`~videolang.data.datasets.VideoFramesDataset`, which skips unreadable videos instead of
-replacing them); images come from a folder. Frames are resized (longer side) and zero-padded
-bottom/right to ``frame_size`` (:func:`~videolang.data.transforms.resize_longer_and_pad`,
-antialiased unless ``antialias=False`` as in the original), kept as float 0-255 RGB; the
-pixel mask marks the real pixels.
-
-Every item is a dict; :func:`collate_clipbert` stacks visual inputs ``(B, N, T, 3, L, L)`` and
-concatenates each item's text rows (one caption, a positive and its negatives, or a question
-with its options) with ``video_index`` pointing each text row at its visual row.
+Readers accept the original txt_db field names and return plain dicts with our names, so one
+dataset class serves MSR-VTT, DiDeMo, ActivityNet Captions, TGIF-QA, MSRVTT-QA/MC and VQA. Clips
+are read in one decoding pass from a folder or an LMDB store; :func:`collate_clipbert` stacks
+visual inputs ``(B, N, T, 3, L, L)`` and points each text row at its video (``video_index``).
+Field names and preprocessing: docs/clipbert.md ("Data").
 """
 
 from __future__ import annotations

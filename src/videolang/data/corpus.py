@@ -1,24 +1,10 @@
-"""Plain-text corpora -> fixed-size token blocks for MLM (``distillation.md`` §A5).
+"""Plain-text corpora -> fixed-size token blocks for MLM (the VidLanKD student's input).
 
-The VidLanKD student reads a flat stream of word-piece ids and cuts it into consecutive,
-non-overlapping blocks of ``block_size`` (126) tokens, ignoring line and document boundaries;
-each block becomes ``[CLS] block [SEP]`` (128 tokens). Lines are tokenised without special
-tokens; which lines are kept depends on the corpus format:
-
-* ``wikitext``: WikiText-103 raw files (``wiki.train.raw``): empty lines and headings
-  (``" = Title = "``, ``" = = Section = = "``) are skipped.
-* ``wikipedia``: one paragraph per line (a dump as text, e.g. the XLM pipeline's
-  ``en.train.raw``): empty lines, single-word lines (titles) and lines of fewer than 5 words
-  are skipped, as the original's "wiki" tokenisation does.
-* ``plain``: every non-empty line (the synthetic world's ``text/corpus.txt``).
-
-Differences from the original: the last partial block is dropped but not one more (its
-``__len__`` returned ``len(blocks) - 1``); token ranges to exclude (the original removes a
-hard-coded "counties list" range of en.train.raw) are a parameter, ``exclude_ranges``, with
-the original's rule: a block is dropped when its end falls inside a range.
-
-Tokenised streams are cached as ``.npy`` files (int32) keyed by the tokenizer and the source
-files' size and modification time, written atomically, so a corpus is tokenised once.
+A flat stream of word-piece ids is cut into non-overlapping blocks of ``block_size`` (126),
+ignoring line boundaries; each becomes ``[CLS] block [SEP]``. Formats ``wikitext``,
+``wikipedia`` and ``plain`` differ in which lines they keep; ``exclude_ranges`` drops blocks as
+the original did. Tokenised streams are cached as ``.npy``. Details and the differences from the
+original: docs/vidlankd.md ("Text corpora").
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Map-style video datasets that never let a bad file end an epoch.
 
-A video that cannot be decoded becomes a :class:`SkippedSample` instead of an exception.
-:func:`collate_skipping` drops those from the batch and reports them under ``batch["skipped"]``
-so the main process can count and log them (:class:`SkipCounter`), whichever DataLoader worker
-met them. Nothing is silently replaced by another video (the ClipBERT original retried with a
-random other index, ``clipbert.md`` §8.1 item 12).
-
-Each item's random draws come from a generator seeded with (seed, epoch, index), so a sample is
-the same whatever the number of workers, and ``set_epoch`` changes the draws between epochs.
-:class:`DeferredDataLoader` (every recipe's training loader) starts its worker processes with the
-first batch rather than at ``iter(loader)``, so the workers' copy of the dataset carries the
-epoch that ``set_epoch`` gave it at the start of the epoch.
+An undecodable video becomes a :class:`SkippedSample`; :func:`collate_skipping` drops it and
+reports it under ``batch["skipped"]`` for :class:`SkipCounter`; nothing is replaced by another
+video. Draws are seeded by (seed, epoch, index), so a sample does not depend on the worker count;
+:class:`DeferredDataLoader` starts its workers with the first batch so they see ``set_epoch``.
+Details: docs/data.md ("Datasets").
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """GLUE-format TSV readers: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE.
 
-A task folder holds ``<split>.tsv`` files in the layout of the official GLUE download (the one
-Hugging Face's ``run_glue`` and VidLanKD's ``vlm/run_glue.py`` read): tab-separated, no quoting
-(a ``"`` is an ordinary character), one header line except CoLA's train/dev files. Columns are
-found by their header names, so extra or reordered columns do not matter; CoLA's header-less
-files are positional (source, label, original label, sentence).
-
-Splits are file stems: ``train``, ``dev``, ``test`` and MNLI's ``dev_matched`` /
-``dev_mismatched`` (``dev`` means ``dev_matched`` for MNLI). GLUE test files carry no labels;
-when a ``<split>_labels.tsv`` (``index``, ``label``) sits next to one, as the synthetic world
-writes, its labels are attached by index.
-
-Every problem is a :class:`~videolang.errors.ConfigError` naming the file and line. The real
-QQP files contain a few truncated rows; ``skip_malformed=True`` drops rows with missing
-columns (and counts them in :attr:`GlueData.skipped`) instead of failing.
+A task folder holds ``<split>.tsv`` files in the official GLUE layout (what Hugging Face's
+``run_glue`` and VidLanKD's ``vlm/run_glue.py`` read); columns are found by header name. Splits
+are file stems (``dev`` is ``dev_matched`` for MNLI); a ``<split>_labels.tsv`` beside a test
+file supplies its labels. Problems are :class:`~videolang.errors.ConfigError` naming file and
+line; ``skip_malformed=True`` drops QQP's truncated rows. Details: docs/vidlankd.md ("GLUE").
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """Frame and clip samplers as pure functions of (frame count or duration, fps, random generator).
 
-Nothing here opens a file: samplers return indices (or second ranges) that are then handed to
-:func:`videolang.data.video.read_frames`, which decodes all of them in one forward pass.
-
-Random draws accept a :class:`torch.Generator` (the default path), a ``numpy.random.Generator``
-or a :class:`random.Random`. The last one exists for parity tests: the originals used Python's
-global ``random`` module, so feeding ``random.Random(seed)`` replays their draws exactly.
-
-Where the originals differ from their papers, the **paper's behaviour is the default** and a
-flag (``compat=True`` / ``legacy=True``) gives the original's:
-
-* ClipBERT (``clipbert.md`` §1.2, §1.3, §8.1 items 1-2): the original places the T frames of a
-  clip at both ends of a T/fps-second window (``linspace`` including the end) and, at test time,
-  takes the window at the *start* (QA) or at delta/3 ("middle") of the video; its multi-clip
-  test windows start at delta*k/N and never reach the end. Ours: frames at the centres of T
-  equal sub-intervals of the window (1/fps apart), the single test clip is the true centre, and
-  K test clips span the video from the very start to the very end.
-* VIMPAC (``vimpac.md`` §2): with K=1 test clip the original takes the first clip; ours takes
-  the centre clip.
-* VideoCLIP (``videoclip_vlm.md`` §2.1): same procedure as the original (overlapped positives);
-  the generator is injectable so its Python-``random`` draw order can be replayed.
+Samplers return indices (or second ranges) for :func:`videolang.data.video.read_frames`; they
+never open a file. Random draws accept a :class:`torch.Generator`, a ``numpy.random.Generator``
+or a :class:`random.Random` (which replays the originals' Python-``random`` draws). Where an
+original differs from its paper, the paper's behaviour is the default and ``compat=True`` /
+``legacy=True`` gives the original's: docs/data.md ("Samplers").
 """
 
 from __future__ import annotations
@@ -43,6 +28,7 @@ __all__ = [
     "clipbert_task_indices",
     "clipbert_task_sampling",
     "clipbert_window_starts",
+    "resample_frame_indices",
     "uniform_frame_indices",
     "videoclip_exact_window",
     "videoclip_overlapped_pair",
@@ -160,7 +146,7 @@ def clipbert_clip_indices(
     * ``compat=True`` (original code): frames at ``linspace(start, start + clip_size - 1, T)``
       (both window ends; T=1 gives the window's first frame), start rounded up to the first
       frame at or after the window start (the original selected frames by PTS >= start).
-      Reproduces the golden indices of ``clipbert.md`` §1.3.
+      Reproduces the original's golden indices (tests/data/test_sampling.py).
     """
     _check_positive(num_frames=num_frames, fps=fps, target_fps=target_fps)
     _check_positive(num_clips=num_clips, frames_per_clip=frames_per_clip)
@@ -348,7 +334,7 @@ def videoclip_overlapped_pair(
     overlapped: bool = True,
     generator: Generator = None,
 ) -> ClipWindow:
-    """One VideoCLIP positive pair (``videoclip_vlm.md`` §2.1).
+    """One VideoCLIP positive pair (the overlapped sampling of MMPT's VideoCLIP pretraining).
 
     Draw a centre caption and a text length, grow the text span around it; draw the video
     centre inside the text span's seconds and a video length in [min_video_len, max_video_len],
@@ -373,7 +359,7 @@ def videoclip_overlapped_pair(
 
 
 # --------------------------------------------------------------------------------------------
-# ClipBERT per-task defaults (clipbert.md §5.1 and §1.3)
+# ClipBERT per-task defaults (the original's fine-tuning configs; docs/clipbert.md, "Model")
 
 
 @dataclass(frozen=True)
@@ -434,7 +420,7 @@ def clipbert_task_indices(
 
     Training: N_train independent random windows. Test: N_test evenly spaced windows covering
     the whole video (N_test = 1: the centre window). ``compat=True`` reproduces the original
-    (§1.3, §8.1 items 1-2): frames at both window ends; a single test clip at the *start* of
+    ClipBERT: frames at both window ends; a single test clip at the *start* of
     the video for video QA and at delta/3 for retrieval / multiple choice; several test clips
     starting at delta*k/N (the end of the video is never reached). ``num_clips`` overrides
     N_train / N_test.
@@ -468,3 +454,34 @@ def window_spans(rows: int, size: int, stride: int) -> list[tuple[int, int]]:
     if spans[-1][1] < rows:
         spans.append((rows - size, rows))
     return spans
+
+
+# --------------------------------------------------------------------------------------------
+# frame-rate conversion
+
+
+def resample_frame_indices(num_frames: int, source_fps: float, target_fps: float, *,
+                           rounding: str = "near") -> np.ndarray:
+    """Source frame index of every frame of the video resampled to ``target_fps``, as ffmpeg's
+    ``fps`` filter picks them. Slower sources repeat frames, faster ones drop them.
+
+    * ``rounding="near"`` (ffmpeg's default, what MMPT's ``ffmpeg -vf fps=30`` extractor ran):
+      source frame ``i`` lands on output slot ``round(i * target / source)`` and slot ``k``
+      shows the latest frame that landed on a slot ``<= k``; ``round(n * target / source)``
+      frames (at least one);
+    * ``rounding="down"`` (VIMPAC's tokenizer): slot ``k`` shows the frame on screen at time
+      ``k / target``; ``floor(n * target / source)`` frames (at least one).
+    """
+    if num_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if source_fps <= 0 or target_fps <= 0:
+        raise ValueError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
+    if rounding == "near":
+        k = np.arange(max(1, round(num_frames * target_fps / source_fps)), dtype=np.float64)
+        idx = np.ceil((2.0 * k + 1.0) * source_fps / (2.0 * target_fps)).astype(np.int64) - 1
+    elif rounding == "down":
+        k = np.arange(max(1, int(num_frames / source_fps * target_fps + 1e-6)))
+        idx = np.floor(k * source_fps / target_fps + 1e-6).astype(np.int64)
+    else:
+        raise ValueError(f"rounding must be 'near' or 'down', got {rounding!r}")
+    return np.clip(idx, 0, num_frames - 1)

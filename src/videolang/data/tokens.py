@@ -1,16 +1,9 @@
 """Token stores: per-video grids of frame-tokenizer codes with a self-describing header.
 
-A token store is a directory holding an LMDB environment in the original VIMPAC value layout
-(key = video id; value = an uncompressed ``np.savez`` archive with ``tokens`` (T, h, w) int16
-and a 0-d int16 ``label``; see :mod:`videolang.data.stores.lmdb_store`) plus ``tokens.json``,
-the header: tokenizer id and weight fingerprint, vocabulary size, downsampling, fps, frame
-size, resize, crop and flip. The original kept that metadata only in the directory name.
-
-:class:`TokenStore` reads both: our stores (header from ``tokens.json``) and the original's
-LMDBs, whose header is parsed from the directory name
-``dalle_{dataset}_{split}_fps{fps}_hflip{0|1}_{resize}{crop}{size}`` (``vimpac.md`` §1) and
-whose tokenizer is the DALL-E dVAE. ``store[video_id]`` gives the (T, h, w) int16 codes,
-``store.label(video_id)`` the label.
+A token store is an LMDB in the original VIMPAC value layout plus ``tokens.json`` (tokenizer id
+and fingerprint, vocabulary, downsampling, fps, size, crop, flip). :class:`TokenStore` reads ours
+and the original's LMDBs (header parsed from the directory name); ``store[video_id]`` gives the
+``(T, h, w)`` int16 codes, ``store.label(video_id)`` the label. Layouts: docs/data.md ("Stores").
 """
 
 from __future__ import annotations
@@ -37,8 +30,6 @@ __all__ = [
     "crop_view",
     "parse_legacy_name",
     "read_video_list",
-    "sample_frame_indices",
-    "world_videos",
     "write_token_store",
 ]
 
@@ -204,22 +195,6 @@ def read_video_list(list_file: str | os.PathLike, root: str | os.PathLike) -> li
             raise StoreError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
         entries.append(VideoEntry(str(Path(parts[0]).with_suffix("")), Path(root) / parts[0], label))
     return entries
-
-
-def world_videos(world_dir: str | os.PathLike, split: str | None = None) -> tuple[list[VideoEntry], list[str]]:
-    """The videos of a synthetic world (label = motion class) and the class names."""
-    from videolang.data.synth import CLASS_NAMES, load_videos
-
-    root = Path(world_dir)
-    rows = load_videos(root, split)
-    return [VideoEntry(r["id"], root / r["path"], int(r["label"]["id"])) for r in rows], list(CLASS_NAMES)
-
-
-def sample_frame_indices(num_frames: int, src_fps: float, fps: float) -> np.ndarray:
-    """Frame indices resampling a ``src_fps`` video to ``fps`` (ffmpeg's ``fps`` filter: the
-    frame on screen at k / fps)."""
-    n_out = max(1, int(num_frames / src_fps * fps + 1e-6))
-    return np.minimum(np.floor(np.arange(n_out) * src_fps / fps + 1e-6).astype(np.int64), num_frames - 1)
 
 
 def crop_view(frames: Any, size: int, crop: str | None, resize: int | None, hflip: bool) -> Any:

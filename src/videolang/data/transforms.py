@@ -1,12 +1,9 @@
 """Frame transforms in plain torch (no torchvision).
 
-All functions take video tensors ``(T, C, H, W)`` (or a single image ``(C, H, W)``), float or
-uint8, and keep the batch layout. :func:`to_float_tchw` turns the ``(T, H, W, 3)`` uint8
-output of :func:`~videolang.data.video.read_frames` into that layout.
-
-Resizing is antialiased by default (bilinear with ``antialias=True``); ClipBERT's original
-resized without antialiasing (``clipbert.md`` §8.1 item 10): pass ``antialias=False`` and use
-:func:`resize_longer_and_pad` for parity with it.
+Functions take videos ``(T, C, H, W)`` or images ``(C, H, W)``, float or uint8;
+:func:`to_float_tchw` converts the output of :func:`~videolang.data.video.read_frames`. Resizing
+is antialiased by default; ``antialias=False`` with :func:`resize_longer_and_pad` matches
+ClipBERT's original preprocessing.
 """
 
 from __future__ import annotations
@@ -76,7 +73,7 @@ def resize_longer_and_pad(
     on the bottom and right to ``size x size``.
 
     Returns the padded frames and a ``(size, size)`` bool mask that is True on real pixels,
-    so models can ignore padding (the original had no such mask, ``clipbert.md`` §8.1 item 9).
+    so models can ignore padding (the original ClipBERT had no such mask).
     """
     x, single = _as_batch(x)
     h, w = x.shape[-2:]

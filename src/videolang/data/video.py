@@ -1,24 +1,10 @@
 """Video decoding: metadata, and frame reads that seek only forward and decode only what is needed.
 
-``read_frames(source, indices)`` is the one call the rest of videolang uses. It
-
-1. sorts and de-duplicates the request (so multi-clip sampling costs one pass, not one per clip),
-2. for each needed frame, seeks to the last keyframe at or before it *only* when that keyframe
-   lies beyond what has already been decoded (otherwise it keeps decoding forward),
-3. converts to RGB only the frames that were asked for,
-4. stops right after the last needed frame,
-5. returns a uint8 ``(T, H, W, 3)`` tensor in the order requested (duplicates included).
-
-The original ClipBERT decoder re-opened and re-seeked the container for every clip and decoded
-whole windows; the naive alternative decodes the full video. ``benchmarks/bench_decode.py``
-measures all three.
-
-Frame ``i`` is the i-th frame in presentation order. The index <-> timestamp map comes from the
-packet timestamps read while probing (a demux pass, no decoding), so it is exact for variable
-frame rate files too; ``stream.frames`` is not trusted (it is 0 for mkv/webm).
-
-Every failure to open or decode raises :class:`~videolang.errors.VideoDecodeError` naming the
-file; an index outside the video raises :class:`~videolang.errors.FrameIndexError`.
+:func:`read_frames` (``source, indices`` -> uint8 ``(T, H, W, 3)`` in the order requested) is the
+one call the rest of videolang uses; :func:`probe` reads metadata without decoding. Frame ``i``
+is the i-th frame in presentation order, exact for variable frame rates too. Failures raise
+:class:`~videolang.errors.VideoDecodeError` naming the file. How the reads stay cheap:
+docs/data.md ("Decoding").
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """VideoCLIP data: caption tracks, positive pairs over per-second features, retrieval batches.
 
-* :func:`load_timestamped_captions` reads HowTo100M's ``raw_caption.json`` layout
-  (``{video_id: {"start": [...], "end": [...], "text": [...]}}``) and tokenizes every caption
-  once (word pieces, no special tokens, at most ``max_clip_tokens`` each, as MMPT's
-  pre-tokenization did).
-* :class:`PretrainPairs` turns one video into ``pairs_per_video`` (video window, text span)
-  positives (:func:`videolang.data.sampling.videoclip_overlapped_pair`); ids and features are
-  padded to fixed shapes so batches stack.
-* :class:`VideoTextPairs` is the evaluation side: one (video span, sentence) pair per item
-  (MSR-VTT: the first ``max_video_len`` seconds; YouCook2: the annotated segment).
-* :class:`RetrievalBatchSampler` builds VideoCLIP's retrieval-augmented batches: every batch is
-  a query video plus videos sampled from its nearest neighbours in embedding space.
-
-Sequence layouts (``videoclip_vlm.md`` §1.4-1.5): text ``[CLS] w1..wn [SEP] [PAD]..`` of length
-``max_text_len + 2``; video features ``(max_video_len, D)`` with a validity mask.
+:func:`load_timestamped_captions` reads HowTo100M's ``raw_caption.json``; :class:`PretrainPairs`
+gives overlapped (video window, text span) positives; :class:`VideoTextPairs` is the evaluation
+side; :class:`RetrievalBatchSampler` builds retrieval-augmented batches (a video and its nearest
+neighbours). Text is ``[CLS] w1..wn [SEP] [PAD]..`` (``max_text_len + 2``), video features
+``(max_video_len, D)`` with a mask. Details: docs/videoclip.md ("Data").
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""Data for VLM's downstream tasks on per-second feature stores (``videoclip_vlm.md`` §3.5, §4.1).
+"""Data for VLM's downstream tasks on per-second feature stores.
 
-* multiple-choice QA: MSR-VTT ``MSR_MC_test.csv`` (tab-separated ``key vid_key a1..a5
-  answer``) or our ``mc.jsonl``; :class:`MultipleChoiceItems` gives the video and every option;
-* captioning: :class:`CaptionItems` (one video with a caption in MMPT's generation layout for
-  training) and :class:`CaptionVideos` (each video once, with all its reference captions);
-* action segmentation: COIN's ``COIN.json`` (:func:`read_coin`) and
-  :class:`SegmentationWindows`: sliding windows of feature rows with one label per row.
-
-Retrieval pairs are read by :mod:`videolang.recipes.videoclip`.
+Multiple-choice QA (:class:`MultipleChoiceItems`: MSR-VTT ``MSR_MC_test.csv`` or our
+``mc.jsonl``), captioning (:class:`CaptionItems` for training, :class:`CaptionVideos` with all
+references for evaluation) and action segmentation (COIN's ``COIN.json``, :func:`read_coin`;
+:class:`SegmentationWindows`). Retrieval pairs come from :mod:`videolang.data.videoclip`.
 """
 
 from __future__ import annotations

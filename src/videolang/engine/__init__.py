@@ -1,14 +1,8 @@
 """The training engine: configs, recipes, run folders and the Lightning Trainer.
 
-This is the only part of videolang that imports Lightning. Entry points::
-
-    from videolang.engine import fit, test
-    result = fit("configs/videoclip/pretrain.yaml", ["optim.lr=1e-4", "trainer.max_epochs=3"], seed=0)
-    result.run_dir          # runs/videoclip.pretrain/version_0
-    result.metrics["best"]  # best validation metrics (by trainer.monitor)
-    test("configs/videoclip/pretrain.yaml", resume=result.run_dir / "checkpoints" / "last.ckpt")
-
-See docs/engine.md for the config reference and multi-GPU / multi-node commands.
+The only part of videolang that imports Lightning. Entry points: :func:`fit`, :func:`validate`,
+:func:`test`, :func:`predict` (``fit("videoclip/synthetic_pretrain", ["optim.lr=1e-4"], seed=0)``)
+and :func:`load_config`; docs/engine.md is the reference.
 """
 
 from videolang.engine.config import (
@@ -18,7 +12,6 @@ from videolang.engine.config import (
     TrainerConfig,
     config_to_dict,
     dump_config,
-    load_config,
 )
 from videolang.engine.optim import build_optimizer, build_param_groups, build_scheduler, lr_schedule
 from videolang.engine.registry import (
@@ -28,6 +21,7 @@ from videolang.engine.registry import (
     create_recipe_model,
     get_recipe,
     list_recipes,
+    load_config,
     recipe,
     register_recipe,
 )

@@ -1,24 +1,8 @@
-"""Run configuration: YAML files with ``includes``, command-line overrides, typed validation.
+"""Run configuration: YAML files with ``includes``, ``key.sub=value`` overrides, typed validation.
 
-A run is described by one YAML file (plus the files it ``includes``) and any number of
-``key.sub=value`` overrides. The merged mapping is validated against typed dataclasses:
-:class:`RunConfig` at the top, with the recipe's own dataclasses for the ``model`` and ``data``
-sections. Every error names the key and the file (or the command-line override) it came from::
-
-    configs/videoclip/pretrain.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)
-    command line 'trainer.max_epochs=three': key 'trainer.max_epochs' expects int or null, got 'three' (str)
-
-A config is a YAML path or the name of a config shipped inside the package
-(``videoclip/synthetic_pretrain``, see :func:`list_configs` and ``videolang config list``): a
-path that exists is read; otherwise a relative one (``.yaml`` optional, a leading ``configs/``
-allowed) names a packaged config (:func:`resolve_config_path`).
-
-Loading order: parents named in ``includes`` (paths relative to the including file, merged in
-order), then the file itself (child wins), then the overrides. Mappings merge key by key; any
-other value (lists included) is replaced. The resolved configuration (:func:`dump_config`) is
-what the run folder's ``config.yaml`` holds; loading that file reproduces the run.
-
-Floats: YAML 1.1 reads ``1e-4`` as a string; this loader reads it as a float, as YAML 1.2 does.
+The merged mapping is validated against :class:`RunConfig` and the recipe's ``model`` / ``data``
+dataclasses; every error names the key and the file (or override) it came from. A config is a
+YAML path or a packaged config's name (:func:`resolve_config_path`). Reference: docs/engine.md.
 """
 
 from __future__ import annotations
@@ -48,7 +32,6 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "list_configs",
-    "load_config",
     "load_config_dict",
     "packaged_config",
     "packaged_config_root",
@@ -330,11 +313,12 @@ def packaged_config_root() -> Path:
 
 
 def list_configs(method: str | None = None) -> list[str]:
-    """Names (``<method>/<task>``, sorted) of the packaged configs, of one ``method`` if given."""
+    """Names (``<method>/<task>``, sorted) of the packaged configs, of one ``method`` if given.
+    Files whose name starts with ``_`` are shared bases that configs include, not runs."""
     root = packaged_config_root()
     names = [
         p.relative_to(root).with_suffix("").as_posix()
-        for p in root.rglob("*") if p.suffix in _CONFIG_SUFFIXES and p.is_file()
+        for p in root.rglob("*") if p.suffix in _CONFIG_SUFFIXES and p.is_file() and not p.name.startswith("_")
     ]
     if method is not None:
         names = [n for n in names if n.split("/", 1)[0] == method.strip("/")]
@@ -621,40 +605,6 @@ def validate_config(data: Mapping, schema: Mapping[str, type], origins: Origins,
 
 # --------------------------------------------------------------------------------------------
 # public entry points
-
-
-def load_config(
-    source: str | os.PathLike | Mapping[str, Any],
-    overrides: Sequence[str] = (),
-    *,
-    seed: int | None = None,
-) -> RunConfig:
-    """Load, merge and validate a run configuration.
-
-    ``source`` is a YAML path, a packaged config's name (``videoclip/synthetic_pretrain``,
-    see :func:`list_configs`) or a mapping; ``overrides`` are ``key.sub=value`` strings
-    (values parsed as YAML); ``seed`` replaces the ``seed`` key. The recipe named by the
-    ``recipe`` key supplies the ``model`` / ``data`` dataclasses (imported on demand).
-    Raises :class:`~videolang.errors.ConfigError` naming the key and the file.
-    """
-    from videolang.engine.registry import get_recipe
-
-    data, origins, where = load_config_dict(source, overrides)
-    if seed is not None:
-        data["seed"] = seed
-        origins["seed"] = f"command line '--seed {seed}'"
-    recipe_name = data.get("recipe")
-    if not isinstance(recipe_name, str) or not recipe_name:
-        raise ConfigError(f"{origins.get('recipe', where)}: key 'recipe' must name a recipe "
-                          f"(e.g. recipe: videoclip.pretrain), got {recipe_name!r}")
-    try:
-        recipe = get_recipe(recipe_name)
-    except ConfigError as exc:
-        raise ConfigError(f"{origins.get('recipe', where)}: {exc}") from None
-    cfg = validate_config(data, recipe.schema(), origins, where)
-    if not cfg.name:
-        cfg.name = recipe_name.rpartition(":")[2]
-    return cfg
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

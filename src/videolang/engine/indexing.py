@@ -1,23 +1,10 @@
-"""Index building over many processes and machines: a Lightning ``predict`` job over DDP.
+"""``videolang index --devices N --num-nodes M``: index building as a Lightning ``predict`` job over DDP.
 
-``videolang index ... --devices N --num-nodes M`` (:func:`index_distributed`) does the work of
-:func:`videolang.search.builder.build_index` with the launchers training uses (Lightning's own,
-``ddp_spawn``, torchrun, SLURM; docs/search.md), one process per device:
-
-1. The process of global rank 0 takes the index lock, merges the parts a killed run left behind,
-   plans (new / changed / removed / unchanged, as ``build_index``) and drops removed files.
-2. Every rank receives rank 0's to-do list (a broadcast: all ranks shard the same list) and
-   Lightning's unrepeated distributed sampler gives each video to exactly one rank. DataLoader
-   workers hash the new files; ``predict_step`` embeds a video with the model folder's pipeline
-   on the rank's device.
-3. :class:`PartWriter` writes each video to ``parts/rank{R}.sqlite`` (the catalog schema), one
-   transaction per video, so a killed run keeps every video it finished.
-4. After a barrier, rank 0 merges the parts into ``index.sqlite``, deletes them, rebuilds the
-   vectors and writes ``report.json``.
-
-A run killed before the merge leaves its parts: the next run, with any number of processes,
-merges them first and does not embed those videos again. The index folder must be on a file
-system every node sees.
+:func:`index_distributed` does the work of :func:`videolang.search.builder.build_index` with one
+process per device: rank 0 plans, every rank embeds its share into ``parts/rank{R}.sqlite`` (one
+transaction per video) and rank 0 merges the parts into ``index.sqlite``. A killed run keeps its
+parts; the next run merges them first. The index folder must be on a file system every node sees.
+Steps and launchers: docs/search.md.
 """
 
 from __future__ import annotations

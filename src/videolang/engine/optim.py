@@ -1,21 +1,8 @@
 """AdamW with weight-decay groups by module type, and per-step learning-rate schedules.
 
-Decay rule (:func:`build_param_groups`): a parameter gets **no** weight decay when
-
-1. its module is a normalization layer (``no_decay_types``: LayerNorm, GroupNorm, BatchNorm*,
-   InstanceNorm*, RMSNorm, LocalResponseNorm), or
-2. its own name is in ``no_decay_names`` (``bias``, a raw ``pos_embed`` / ``cls_token`` /
-   ``logit_scale`` / ``temperature`` parameter, ...), or
-3. the name of the module that owns it is in ``no_decay_names`` (an ``nn.Embedding`` called
-   ``position_embeddings``, as in BERT).
-
-Every other trainable parameter (Linear / Conv weights, word embeddings, ...) is decayed.
-Frozen parameters (``requires_grad=False``) are left out; shared parameters appear once.
-
-Schedules (:class:`LrSchedule`, a factor of the peak lr per optimizer step ``s``): linear
-warm-up ``s / W`` reaching 1 exactly at ``s = W``, then with ``p = (s - W) / (T - W)``:
-``linear`` ``1 - p``, ``cosine`` ``(1 + cos(pi p)) / 2``, ``polynomial`` ``(1 - p) ** power``,
-``constant`` 1; the decaying ones end at ``end_lr_ratio`` instead of 0 when it is set.
+:func:`build_optimizer` / :func:`build_scheduler` are what ``RecipeModule.configure_optimizers``
+calls; the decay rule is on :func:`build_param_groups`, the schedule shapes on :class:`LrSchedule`
+(both also in docs/engine.md, ``optim``).
 """
 
 from __future__ import annotations
@@ -96,6 +83,12 @@ def build_param_groups(
 ) -> list[dict]:
     """Split the trainable parameters of ``model`` into decay / no-decay optimizer groups.
 
+    A parameter gets no weight decay when its module is a normalization layer
+    (``no_decay_types``), its own name is in ``no_decay_names`` (``bias``, a raw ``pos_embed`` /
+    ``cls_token`` / ``logit_scale`` / ``temperature``, ...) or the module that owns it has such a
+    name (an ``nn.Embedding`` called ``position_embeddings``, as in BERT); every other trainable
+    parameter is decayed. Frozen parameters are left out; shared ones appear once.
+
     Returns one group per (lr multiplier, decay) pair that has parameters. Each group holds
     ``params``, ``param_names``, ``weight_decay``, ``name`` (``"decay"``, ``"no_decay"``,
     ``"<prefix>/decay"``, ...) and, when ``lr`` is given, ``lr`` (times its multiplier).
@@ -154,6 +147,10 @@ def warmup_steps_for(cfg: OptimConfig, total_steps: int) -> int:
 @dataclass
 class LrSchedule:
     """The learning-rate factor (of the peak lr) after ``step`` optimizer steps.
+
+    Linear warm-up ``s / W`` reaching 1 exactly at ``s = W``, then with ``p = (s - W) / (T - W)``:
+    ``linear`` ``1 - p``, ``cosine`` ``(1 + cos(pi p)) / 2``, ``polynomial`` ``(1 - p) ** power``,
+    ``constant`` 1; the decaying ones end at ``end_lr_ratio`` (``r + (1 - r) * shape``).
 
     A plain dataclass (not a closure) so that ``LambdaLR`` can save it in checkpoints and
     ``ddp_spawn`` can pickle it.

@@ -1,32 +1,9 @@
-"""Recipes: one LightningModule + one LightningDataModule per method and objective, by name.
+"""Recipes by name: ``"<method>.<objective>"`` -> a LightningModule, a DataModule and the
+dataclasses of their ``model`` / ``data`` config sections.
 
-A recipe is registered under a name ``"<method>.<objective>"`` (``"videoclip.pretrain"``)
-together with the dataclasses of its ``model`` and ``data`` config sections::
-
-    @dataclass
-    class PretrainModel:
-        name: str = "videoclip-tiny"
-
-    class VideoCLIPPretrain(RecipeModule):
-        def __init__(self, cfg: RunConfig):
-            super().__init__(cfg)
-            self.model = create_model(cfg.model.name)
-        def training_step(self, batch, batch_idx): ...
-
-    register_recipe("videoclip.pretrain", VideoCLIPPretrain, VideoCLIPData, PretrainModel, VideoData)
-
-Recipes are imported on demand: ``get_recipe("videoclip.pretrain")`` imports
-``videolang.recipes.videoclip`` (the part before the first dot), which registers its recipes.
-A recipe outside the package is named ``"some.module:name"``: ``some.module`` is imported first.
-
-Contract. The LightningModule subclasses :class:`RecipeModule`, takes ``(cfg: RunConfig)``,
-builds its model in ``__init__`` and logs with ``self.log``: training values as ``train/...``
-(the loss it returns is plotted), validation metrics as ``val/...``, test metrics as
-``test/...``. The optimizer and schedule come from ``cfg.optim``
-(:meth:`RecipeModule.configure_optimizers`). ``export_pretrained(out_dir)`` writes the weights
-the run exports (``model.safetensors`` + ``config.json``); override it to export in a model
-library's own format. The DataModule takes ``(cfg: RunConfig)`` and provides the standard
-``setup`` / ``*_dataloader`` methods.
+:func:`register_recipe` records a recipe; :func:`get_recipe` imports ``videolang.recipes.<method>``
+(or ``some.module`` for ``"some.module:name"``) on demand; :func:`load_config` validates a run
+config against its recipe's schema. What a recipe must do: docs/engine.md, "Recipes".
 """
 
 from __future__ import annotations
@@ -34,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +25,13 @@ from videolang.engine.config import (
     RunFolderConfig,
     TrainerConfig,
     config_to_dict,
+    load_config_dict,
+    validate_config,
 )
 from videolang.engine.optim import build_optimizer, build_scheduler
 from videolang.errors import ConfigError, VideolangError
 
-__all__ = ["Recipe", "RecipeModule", "StagedEvalModule", "create_recipe_model", "get_recipe", "list_recipes", "recipe", "register_recipe"]
+__all__ = ["Recipe", "RecipeModule", "StagedEvalModule", "create_recipe_model", "get_recipe", "list_recipes", "load_config", "recipe", "register_recipe"]
 
 RECIPE_PACKAGE = "videolang.recipes"
 
@@ -250,3 +229,39 @@ class StagedEvalModule(RecipeModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
+
+
+# --------------------------------------------------------------------------------------------
+# loading a run configuration (here, not in config.py: it needs the recipe's schema)
+
+
+def load_config(
+    source: str | os.PathLike | Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    seed: int | None = None,
+) -> RunConfig:
+    """Load, merge and validate a run configuration.
+
+    ``source`` is a YAML path, a packaged config's name (``videoclip/synthetic_pretrain``,
+    see :func:`list_configs`) or a mapping; ``overrides`` are ``key.sub=value`` strings
+    (values parsed as YAML); ``seed`` replaces the ``seed`` key. The recipe named by the
+    ``recipe`` key supplies the ``model`` / ``data`` dataclasses (imported on demand).
+    Raises :class:`~videolang.errors.ConfigError` naming the key and the file.
+    """
+    data, origins, where = load_config_dict(source, overrides)
+    if seed is not None:
+        data["seed"] = seed
+        origins["seed"] = f"command line '--seed {seed}'"
+    recipe_name = data.get("recipe")
+    if not isinstance(recipe_name, str) or not recipe_name:
+        raise ConfigError(f"{origins.get('recipe', where)}: key 'recipe' must name a recipe "
+                          f"(e.g. recipe: videoclip.pretrain), got {recipe_name!r}")
+    try:
+        recipe = get_recipe(recipe_name)
+    except ConfigError as exc:
+        raise ConfigError(f"{origins.get('recipe', where)}: {exc}") from None
+    cfg = validate_config(data, recipe.schema(), origins, where)
+    if not cfg.name:
+        cfg.name = recipe_name.rpartition(":")[2]
+    return cfg

@@ -1,21 +1,9 @@
-"""The run folder and the callbacks that fill it.
+"""The run folder ``<run.root>/<name>/<version>/`` and the callbacks that fill it.
 
-``<run.root>/<name>/<version>/`` (``version_0``, ``version_1``, ... unless ``run.version``)::
-
-    config.yaml              the resolved config (overrides included): `fit --config` on it reproduces the run
-    metrics.json             best / final validation and test metrics, per-epoch history, checkpoints, export
-    metrics.csv, hparams.yaml   Lightning's CSVLogger
-    events.out.tfevents.*    Lightning's TensorBoardLogger (tensorboard or tensorboardX installed)
-    plots/*.png              training loss vs step, each validation metric vs epoch (or step)
-    checkpoints/last.ckpt    the last state, for exact resume (+ best-*.ckpt when trainer.monitor is set)
-    export/                  model.safetensors + config.json of the best (or last) weights
-    predictions.pt           `videolang predict` only
-
-Every file the engine writes goes to a temporary sibling first and is renamed into place,
-checkpoints included (:class:`AtomicCheckpointIO`). Only global rank 0 writes.
-
-A resumed run is a new version folder: its ``metrics.json`` and plots hold the whole history
-(carried in the checkpoint), its CSV / TensorBoard logs the steps after the resume.
+It holds the resolved ``config.yaml``, ``metrics.json``, CSV (and TensorBoard) logs, plots,
+checkpoints and ``export/``; layout in docs/engine.md, "The run folder". Only global rank 0
+writes, and every file (checkpoints included, :class:`AtomicCheckpointIO`) goes to a temporary
+sibling first and is renamed into place.
 """
 
 from __future__ import annotations

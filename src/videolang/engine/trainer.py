@@ -1,19 +1,9 @@
 """Build the Lightning Trainer from a :class:`RunConfig`; ``fit`` / ``validate`` / ``test`` / ``predict``.
 
-Each entry point loads and validates the config (file or mapping, plus ``key=value``
-overrides), seeds everything (``lightning.seed_everything(seed, workers=True)``), creates the
-run folder, builds the recipe's LightningModule and DataModule, runs the Trainer and returns a
-:class:`RunResult` with the run folder and the content of its ``metrics.json``.
-
-``resume``: ``fit`` continues exactly from a checkpoint (model, optimizer, schedule, loop
-progress, RNG states, metric history); ``validate`` / ``test`` / ``predict`` load its weights.
-It is a ``.ckpt`` path, a run folder (its ``checkpoints/last.ckpt``), ``"last"`` (the newest
-``last.ckpt`` of runs named like this config), ``"best"``, or ``"auto"`` (``"last"`` when there
-is one, else start fresh: for jobs that a scheduler may re-submit). With a path and no config,
-the config is the ``config.yaml`` of the checkpoint's run folder.
-
-Distributed training uses Lightning's strategies (``trainer.strategy=ddp`` with torchrun or
-SLURM, ``ddp_spawn``, ``fsdp``); see docs/engine.md.
+Each entry point loads the config, seeds everything, creates the run folder, builds the recipe's
+LightningModule and DataModule, runs the Trainer and returns a :class:`RunResult` (run folder and
+``metrics.json``). ``resume`` (a checkpoint, a run folder, ``last``, ``best`` or ``auto``) is
+described on :func:`fit` and in docs/engine.md, with the multi-GPU / multi-node commands.
 """
 
 from __future__ import annotations
@@ -32,8 +22,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
 
-from videolang.engine.config import RunConfig, load_config
-from videolang.engine.registry import get_recipe
+from videolang.engine.config import RunConfig
+from videolang.engine.registry import get_recipe, load_config
 from videolang.engine.run import (
     AtomicCheckpointIO,
     RngStateCallback,
@@ -257,9 +247,13 @@ def fit(
 ) -> RunResult:
     """Train the recipe of ``config``; ``resume`` continues exactly from a checkpoint.
 
-    ``config``: a YAML path or a mapping (``None`` with a checkpoint path in ``resume``: that
-    run's ``config.yaml``); ``overrides``: ``key.sub=value`` strings; ``seed`` replaces the
-    config's seed; ``callbacks``: extra Lightning callbacks. Exports the best (or last)
+    ``config``: a YAML path, a packaged config's name or a mapping (``None`` with a checkpoint
+    path in ``resume``: that run's ``config.yaml``); ``overrides``: ``key.sub=value`` strings;
+    ``seed`` replaces the config's seed; ``callbacks``: extra Lightning callbacks. ``resume`` is a
+    ``.ckpt`` path, a run folder (its ``checkpoints/last.ckpt``), ``"last"`` (the newest
+    ``last.ckpt`` of runs with this name), ``"best"``, or ``"auto"`` (``"last"`` when there is
+    one, else a fresh start: for jobs a scheduler may re-submit); model, optimizer, schedule,
+    loop progress, RNG states and metric history are restored. Exports the best (or last)
     weights to ``<run_dir>/export/`` unless ``run.export`` is false.
     """
     cfg, ckpt = load_run_config(config, overrides, seed, resume)

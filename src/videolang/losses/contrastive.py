@@ -1,19 +1,9 @@
 """Video-text contrastive losses.
 
-``videoclip_loss(video, text)`` with its defaults is VideoCLIP's ``MMContraLoss``
-(``videoclip_vlm.md`` §2.4): ``CE(V T^T, arange) + CE(T V^T, arange)``, each cross-entropy a
-mean over rows, the two directions **summed**, temperature 1, no L2 normalisation, negatives
-from the local batch only. Options, each off by default so the default stays the original's:
-
-* ``normalize=True``: cosine similarities (L2-normalised embeddings);
-* ``temperature``: a float, or a tensor (e.g. ``logit_scale.exp()`` reciprocal of a learned
-  parameter; pass ``logit_scale`` instead to multiply);
-* ``gather=True``: negatives gathered from every rank **with gradients** (each rank computes
-  the loss of its own rows against all columns, so the summed gradient equals the gradient of
-  one process holding the whole batch, up to the 1/world_size of the mean that DDP's gradient
-  averaging undoes).
-
-``t2v_loss`` / ``v2t_loss`` are the one-direction fine-tuning losses (``T2VContraLoss``,
+:func:`videoclip_loss` with its defaults is VideoCLIP's ``MMContraLoss`` (both directions
+summed, temperature 1, local negatives); its options add cosine similarity, a (learned)
+temperature and negatives gathered across ranks with gradients (:func:`all_gather_with_grad`).
+:func:`t2v_loss` / :func:`v2t_loss` are the one-direction fine-tuning losses (``T2VContraLoss``,
 ``V2TContraLoss``).
 """
 
@@ -70,8 +60,20 @@ def contrastive_logits(
 
 
 def videoclip_loss(video: torch.Tensor, text: torch.Tensor, **options) -> torch.Tensor:
-    """VideoCLIP's symmetric contrastive loss (sum of the two directions); see the module
-    docstring for ``options`` (normalize, temperature, logit_scale, gather)."""
+    """VideoCLIP's symmetric contrastive loss (MMPT ``MMContraLoss`` with the defaults).
+
+    ``CE(V T^T, arange) + CE(T V^T, arange)``: each cross-entropy a mean over rows, the two
+    directions **summed**, temperature 1, no L2 normalisation, local negatives only. Options,
+    each off by default so the default stays the original's:
+
+    * ``normalize=True``: cosine similarities (L2-normalised embeddings);
+    * ``temperature``: a float, or a tensor (e.g. the reciprocal of a learned
+      ``logit_scale.exp()``; pass ``logit_scale`` instead to multiply);
+    * ``gather=True``: negatives gathered from every rank **with gradients** (each rank computes
+      the loss of its own rows against all columns, so the summed gradient equals that of one
+      process holding the whole batch, up to the 1/world_size of the mean that DDP's gradient
+      averaging undoes).
+    """
     v2t, t2v, targets = contrastive_logits(video, text, **options)
     return F.cross_entropy(v2t, targets) + F.cross_entropy(t2v, targets)
 

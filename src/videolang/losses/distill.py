@@ -1,26 +1,11 @@
 """Knowledge-distillation losses (VidLanKD and LM-to-video action anticipation).
 
-Pure functions, batch first, with explicit ``mask`` and ``reduction`` arguments; the formulas
-and the original implementations' quirks are in ``distillation.md`` (Parts A4, B3, D). Each
-default is the *corrected* form the spec recommends; where the original normalises
-differently, a documented option reproduces it bit for bit (the golden values of spec Part C
-are tests of those options):
-
-* :func:`kd_kl_loss` -- ``KL(teacher || student)`` of temperature-softened distributions
-  times ``T**2``; ``reduction`` follows :class:`torch.nn.KLDivLoss` (``"mean"`` = the action
-  anticipation code's mean over all ``B x C`` elements, ``"batchmean"`` = per-sample KL);
-  optional top-k / top-k+tail / top-mid-bottom restriction to the teacher's classes and a
-  per-sample mask for missing teacher predictions.
-* :func:`nst_loss` -- neural selectivity transfer, i.e. MMD^2 between the hidden units'
-  activation patterns over tokens (degree-2 polynomial kernel as VidLanKD, Gaussian or
-  linear kernels as options).
-* :func:`hidden_regression_loss` / :class:`HiddenRegression` -- MSE, normalised MSE or cosine
-  regression of student onto teacher hidden states, with a learned projection when the widths
-  differ.
-* :func:`contrastive_distillation_loss` -- NT-Xent between student and teacher embeddings of
-  the same samples (what VidLanKD calls "CRD"; it is not Tian et al.'s memory-bank CRD).
-* :func:`paired_hinge_loss` -- VidLanKD's token-to-video hinge with paired-half negatives, and
-  an in-batch variant.
+Pure functions, batch first, with explicit ``mask`` and ``reduction`` arguments:
+:func:`kd_kl_loss`, :func:`nst_loss`, :func:`hidden_regression_loss` /
+:class:`HiddenRegression`, :func:`contrastive_distillation_loss` (what VidLanKD calls "CRD") and
+:func:`paired_hinge_loss`. Each default is the corrected form; where an original normalises
+differently, an option reproduces it bit for bit (the golden values of
+tests/losses/test_distill.py test those options). Table and quirks: docs/anticipation.md.
 """
 
 from __future__ import annotations
@@ -81,7 +66,7 @@ def select_teacher_classes(teacher_logits: torch.Tensor, k: int, selection: Sele
     the teacher's logits.
 
     ``"topk"`` and ``"topk_other"``: the teacher's ``k`` highest classes, best first (``k' = k``).
-    ``"topmidbottom"``: the original's variant 2 (spec B3): with the classes sorted ascending
+    ``"topmidbottom"``: the anticipation code's variant 2: with the classes sorted ascending
     (``o``) and ``n`` classes, ``o[:k] ++ o[(n-k)//2 : (n-k)//2 + k] ++ o[n-k:]`` (``k' = 3k``).
     """
     n = teacher_logits.shape[-1]
@@ -138,7 +123,7 @@ def kd_kl_loss(
       variant; gradient only reaches those k student logits). ``"none"`` columns are ordered
       by teacher rank. ``top_k`` equal to the class count is the full loss;
     * ``"topk_other"``: top-k plus one "other" bucket with each distribution's remaining mass
-      (``C' = k + 1``), so the student is also pushed down on the tail (spec D4);
+      (``C' = k + 1``), so the student is also pushed down on the tail (our addition);
     * ``"topmidbottom"``: bottom, middle and top k of the teacher (``C' = 3k``), renormalised.
 
     Args:
@@ -233,7 +218,7 @@ def nst_loss(
     ``"gaussian"`` ``exp(-|u - w|^2 / (2 sigma^2))``, ``"linear"`` ``u.w``. The student and
     teacher widths may differ. Vectorised with ``bmm``.
 
-    VidLanKD's KD1 term (spec A4, golden "student NST term") is
+    VidLanKD's KD1 term (golden "student NST term", tests/models/test_vidlankd.py) is
     ``include_teacher_term=False, reduction="vidlankd"``: it drops the teacher-teacher term
     (constant for the student, so the loss can be negative) and returns ``sum_b NST_b / L`` with
     ``L`` the padded sequence length. The defaults are the true MMD^2, averaged over the batch.
@@ -295,7 +280,7 @@ def hidden_regression_loss(
 
     * ``"mse"``: mean over features of ``(proj(s) - t)^2``;
     * ``"normalized_mse"``: the same after L2-normalising both (the anticipation code's
-      ``NormedMSE``, spec B3);
+      ``NormedMSE``);
     * ``"cosine"``: ``1 - cos(proj(s), t)`` (its ``CosineSim``).
 
     ``reduction="mean"`` averages over valid positions (so ``"mse"`` equals
@@ -383,7 +368,7 @@ def contrastive_distillation_loss(
     positions. Gradients flow into both sides (VidLanKD's teacher output is a constant anyway).
 
     ``reduction="mean"``: mean cross-entropy over all valid anchors. ``"vidlankd"``: VidLanKD's
-    KD2 term (spec A4, golden "student NT-Xent term", its ``contrastive_loss_item``): per
+    KD2 term (its ``contrastive_loss_item``; golden "student NT-Xent term"): per
     position the CE mean over anchors divided once more by the anchor count ``2B`` (a double
     average), then summed over positions and divided by the padded length ``L``.
 
@@ -459,7 +444,7 @@ def paired_hinge_loss(
     margin: float = 1.0,
     negatives: Literal["paired_half", "in_batch"] = "paired_half",
 ) -> torch.Tensor:
-    """VidLanKD's token-to-video hinge rank loss (spec A2); scores are dot products, i.e.
+    """VidLanKD's token-to-video hinge rank loss; scores are dot products, i.e.
     cosines for the L2-normalised embeddings VidLanKD passes (normalise before calling).
 
     ``"paired_half"`` (the original ``paired_hinge_rank_loss``; golden "teacher hinge"): rows
@@ -475,7 +460,7 @@ def paired_hinge_loss(
     side, counted where both tokens are real); each side is summed and divided by
     ``sum(mask) * B`` and the two are added. This is the *intent* of the original's unused
     ``batchwise_hinge_rank_loss``; the released function mis-broadcasts its positive scores
-    (``(B, B, L)`` instead of ``(B, L)``), so its numbers (spec golden 1c) are not reproduced.
+    (``(B, B, L)`` instead of ``(B, L)``), so its numbers are not reproduced (docs/anticipation.md).
 
     Args:
         token_emb: ``(B, L, D)``; video_emb: ``(B, D)``; mask: ``(B, L)``, 1 for tokens.

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_frame_nce_loss", "mlm_loss", "mtm_loss"]
+__all__ = ["IGNORE_INDEX", "masked_frame_nce_loss", "mlm_loss", "mtm_loss"]
+
+IGNORE_INDEX = -100  # the label of a position that was not masked (PyTorch and HF convention)
 
 
 def mtm_loss(video_logits: torch.Tensor, text_logits: torch.Tensor, text_targets: torch.Tensor,
              *, zero_logit: bool = True) -> torch.Tensor:
-    """VLM's masked token modelling loss (MMPT ``MTM``, ``videoclip_vlm.md`` §3.3).
+    """VLM's masked token modelling loss (MMPT ``MTM``; docs/vlm.md, "Implementation notes").
 
     Frame rows ``[positive, non-masked frames, vocabulary]`` have target 0; word rows
     ``[vocabulary, non-masked frames]`` have the word id as target. With ``zero_logit`` (the
@@ -41,13 +45,22 @@ def masked_frame_nce_loss(video_logits: torch.Tensor, *, include_vocab: bool = T
     return F.cross_entropy(video_logits, video_logits.new_zeros(video_logits.shape[0], dtype=torch.long))
 
 
-def mlm_loss(text_logits: torch.Tensor, text_targets: torch.Tensor, *, vocab_size: int | None = None) -> torch.Tensor:
-    """Masked language modelling: cross-entropy of each masked word's row against its id.
-    ``vocab_size`` keeps only the vocabulary columns (dropping VLM's frame columns, the
-    ``MFMMLM`` ablation); by default the row is used whole. Mean over masked words; 0 when
-    there are none (a batch where every item had its text left unmasked)."""
-    if text_logits.shape[0] == 0:
-        return text_logits.sum() * 0.0
+def mlm_loss(logits: torch.Tensor, targets: torch.Tensor,
+             reduction: Literal["masked", "all_positions"] = "masked", *,
+             vocab_size: int | None = None) -> torch.Tensor:
+    """Masked language modelling cross-entropy of ``logits`` ``(..., V)`` against ``targets``
+    ``(...)``: either every position, -100 where a token was not masked, or the masked rows only.
+
+    ``"masked"``: mean over the masked tokens; 0 when there are none (a batch where every item
+    had its text left unmasked), with the graph kept. ``"all_positions"``: ClipBERT's original
+    mean over every position, the unmasked ones counting as 0. ``vocab_size`` keeps only the
+    vocabulary columns (dropping VLM's frame columns, the ``MFMMLM`` ablation).
+    """
+    logits = logits.reshape(-1, logits.shape[-1])
+    targets = targets.reshape(-1).long()
     if vocab_size is not None:
-        text_logits = text_logits[:, :vocab_size]
-    return F.cross_entropy(text_logits, text_targets.long())
+        logits = logits[:, :vocab_size]
+    if reduction == "all_positions":
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none").mean()
+    total = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)

@@ -1,19 +1,8 @@
-"""VIMPAC's long-range contrastive loss (``vimpac.md`` §5).
+"""VIMPAC's long-range contrastive loss (Tan et al., 2021, eq. 6).
 
-``a`` and ``b`` are the projections (N, D) of the first and second clip of N videos, taken
-uniformly and independently from each video. After L2 normalisation, for every anchor the
-positive is the other clip of its video and the negatives are both clips of every other video
-(``2N - 2``); the anchor itself is excluded::
-
-    logits_a = [a B^T | a A^T - 1e9 I] / t      (positive at column i)
-    logits_b = [b A^T | b B^T - 1e9 I] / t
-    loss     = (CE(logits_a) + CE(logits_b)) * t
-
-both directions **summed** (not averaged) and multiplied by the temperature, as the original
-(paper eq. 6 puts the temperature ``t = 0.2`` in front of the loss). When a process group is
-up, the other ranks' clips join as negatives through
-:func:`videolang.losses.contrastive.all_gather_with_grad` (gradients flow back to them), so the
-loss equals that of one process holding the whole global batch.
+:func:`vimpac_nce_loss`: InfoNCE between two clips of each video, both directions summed and
+multiplied by the temperature, as the original; under a process group the other ranks' clips join
+as negatives with gradients, so the loss equals one process holding the global batch.
 """
 
 from __future__ import annotations
@@ -30,7 +19,18 @@ _SELF = 1e9  # the original's penalty on the anchor's own column
 
 def vimpac_nce_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.2, *,
                     gather: bool = True) -> torch.Tensor:
-    """Long-range InfoNCE between first clips ``a`` (N, D) and second clips ``b`` (N, D)."""
+    """Long-range InfoNCE between first clips ``a`` (N, D) and second clips ``b`` (N, D).
+
+    After L2 normalisation, for every anchor the positive is the other clip of its video and the
+    negatives are both clips of every other video (``2N - 2``; the anchor itself excluded)::
+
+        logits_a = [a B^T | a A^T - 1e9 I] / t      (positive at column i)
+        logits_b = [b A^T | b B^T - 1e9 I] / t
+        loss     = (CE(logits_a) + CE(logits_b)) * t
+
+    Both directions are summed and multiplied by ``t``, as the original (paper eq. 6). With
+    ``gather`` and a process group up, other ranks' clips join as negatives with gradients.
+    """
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(f"a and b must be (N, D) of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if temperature <= 0:

@@ -1,4 +1,5 @@
-"""Evaluation metrics (torch/numpy only).
+"""Evaluation metrics: ranks and accuracies in torch, captions with the COCO caption toolkit
+(``pycocoevalcap``), GLUE with scikit-learn and SciPy.
 
 All rank-based metrics count ties **against** the query/target: rank = 1 + #(others scoring
 ``>=`` the true item). Recall@K and top-k accuracies are percentages.
@@ -10,7 +11,7 @@ from videolang.metrics.anticipation import (
     mean_class_recall,
     verb_noun_accuracy,
 )
-from videolang.metrics.captioning import caption_metrics, corpus_bleu, rouge_l
+from videolang.metrics.captioning import caption_metrics, cider, corpus_bleu, rouge_l
 from videolang.metrics.classification import class_mean_recall, target_ranks, topk_accuracy
 from videolang.metrics.retrieval import (
     MultiRanks,
@@ -25,6 +26,7 @@ __all__ = [
     "MultiRanks",
     "anticipation_metrics",
     "caption_metrics",
+    "cider",
     "class_mean_recall",
     "corpus_bleu",
     "many_shot_actions",

@@ -1,18 +1,10 @@
-"""Action-anticipation metrics, each implemented once with its convention as an explicit flag.
+"""Action-anticipation metrics, each implemented once with the originals' conventions as flags.
 
-The originals disagree on three conventions (``distillation.md`` B4, D7); here each is a flag:
-
-* class-mean recall over which classes: ``absent="skip"`` averages over the classes present in
-  the targets (the teacher's ``nanmean``; RULSTM's ``topk_recall``), ``absent="zero"`` over all
-  ``C`` classes with absent ones counted as 0 (AVT's ``mean_class_accuracy``);
-* many-shot actions: ``rule="or"`` (RULSTM / AVT: verb OR noun is many-shot) or ``"and"`` (the
-  teacher's draft);
-* verb / noun accuracy from action scores: ``mode="marginalize"`` (RULSTM: sum the action
-  probabilities of each verb, then rank verbs) or ``"decompose"`` (the anticipation repo's
-  ``verb_action_acc.py``: map the top-k *actions* to verbs; correct if any matches).
-
-Ranks count ties against the target (:mod:`videolang.metrics.classification`). Results are
-percentages.
+The originals (RULSTM, AVT and the teacher of ``sayontang/Action_Anticipation``) disagree on the
+classes a class-mean recall averages over (``absent``, :func:`mean_class_recall`), on what makes
+an action many-shot (``rule``, :func:`many_shot_actions`) and on verb / noun accuracy from action
+scores (``mode``, :func:`verb_noun_accuracy`). Ranks count ties against the target
+(:mod:`videolang.metrics.classification`); results are percentages.
 """
 
 from __future__ import annotations
@@ -54,8 +46,9 @@ def mean_class_recall(
 
     ``k=5`` is EPIC's AR5 / mean top-5 recall; ``k=1`` the class-mean accuracy of EGTEA.
     ``classes`` restricts the mean to a subset (e.g. :func:`many_shot_actions`). ``absent``:
-    ``"skip"`` averages over the (given) classes present in ``targets``; ``"zero"`` over all
-    given classes (default: all ``C``), absent ones counting 0 (AVT).
+    ``"skip"`` averages over the (given) classes present in ``targets`` (the teacher's
+    ``nanmean``; RULSTM's ``topk_recall``); ``"zero"`` over all given classes (default: all
+    ``C``), absent ones counting 0 (AVT's ``mean_class_accuracy``).
     """
     if absent not in ("skip", "zero"):
         raise ConfigError(f"absent must be 'skip' or 'zero', got {absent!r}")
@@ -90,7 +83,8 @@ def many_shot_actions(
     many_shot_nouns: Iterable[int],
     rule: Literal["or", "and"] = "or",
 ) -> list[int]:
-    """Ids of the many-shot actions: verb OR noun many-shot (RULSTM / AVT), or AND."""
+    """Ids of the many-shot actions: verb OR noun many-shot (RULSTM / AVT), or AND (the
+    teacher's draft)."""
     if rule not in ("or", "and"):
         raise ConfigError(f"rule must be 'or' or 'and', got {rule!r}")
     verbs, nouns = set(many_shot_verbs), set(many_shot_nouns)
@@ -113,9 +107,10 @@ def verb_noun_accuracy(
     """Top-``k`` verb (or noun) accuracy from action scores, percent.
 
     ``targets`` are verb (noun) ids; ``action_to_part[a]`` is the verb (noun) of action ``a``.
-    ``"marginalize"``: softmax over actions, probabilities summed per verb, then the verb's
-    rank (ties against). ``"decompose"``: the verbs of the top-``k`` actions (ties broken by
-    index); correct when any equals the target.
+    ``"marginalize"`` (RULSTM): softmax over actions, probabilities summed per verb, then the
+    verb's rank (ties against). ``"decompose"`` (the anticipation repository's
+    ``verb_action_acc.py``): the verbs of the top-``k`` actions (ties broken by index); correct
+    when any equals the target.
     """
     s = _as_tensor(action_logits, "action_logits")
     mapping = torch.as_tensor(list(action_to_part), dtype=torch.long)

@@ -1,29 +1,9 @@
-"""Retrieval metrics: Recall@K, median and mean rank, with ties counted against the query.
+"""Retrieval metrics: Recall@K (percent), median and mean rank, with ties counted against the query.
 
-Conventions (shared with :mod:`videolang.metrics.classification`):
-
-* ``sim[i, j]`` is the score of query ``i`` against candidate ``j``; higher is better.
-* The rank of a true candidate is **1-based and pessimistic**: ``rank = 1 + #{other
-  candidates j with sim[i, j] >= sim[i, true]}``. A candidate tied with the true one is ranked
-  *above* it. Hence constant scores give every query rank ``C`` (the worst), never a perfect
-  score, and a degenerate model cannot look good through ties.
-* ``R1``/``R5``/``R10`` are **percentages** (0-100) of queries whose rank is ``<= k``;
-  ``MedR`` is the median rank (the mean of the two middle ranks for an even count, as
-  ``numpy.median``) and ``MeanR`` the mean rank.
-* NaN scores raise :class:`~videolang.errors.VideolangError`; ``±inf`` are ordinary values.
-
-How this differs from the originals, deliberately:
-
-* MMPT / VideoCLIP (``RetrievalMetric``, fairseq ``examples/MMPT/mmpt/evaluators/metric.py``)
-  finds the true item's column in the sorted row with ``sx - d == 0``; a tie yields *several*
-  hits for the same query, so the denominator exceeds the number of queries (a 4×4 matrix with
-  one tie gives R@1 = 0.8 there) and ties partly count *for* the query.
-* ClipBERT (``eval_retrieval``) rounds scores to 4 decimals and resolves ties by the order of
-  ``torch.sort``, i.e. arbitrarily, and its video-to-text ranking inverts a ``{text: video}``
-  dict, wrong when a video has several captions.
-
-Here ties always count against the query (the same rule as ``topk_accuracy``), the matrix is
-never rounded, and :func:`retrieval_metrics_multi` handles several captions per video.
+``sim[i, j]`` scores query ``i`` against candidate ``j`` (higher is better). The rank of a true
+candidate is 1-based and pessimistic, ``1 + #{other candidates j with sim[i, j] >= sim[i, true]}``,
+so constant scores give every query the worst rank, never a perfect score.
+:func:`retrieval_metrics` is one-to-one, :func:`retrieval_metrics_multi` several captions per video.
 """
 
 from __future__ import annotations
@@ -115,7 +95,7 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 
 def rank_metrics(ranks: Any, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Summarize 1-based ranks: ``R{k}`` (percent of ranks ``<= k``) for each ``k``, ``MedR``
-    (``numpy.median``) and ``MeanR``."""
+    (``numpy.median``: the mean of the two middle ranks for an even count) and ``MeanR``."""
     ks = _check_ks(ks)
     r = torch.as_tensor(ranks).detach().cpu().to(torch.float64).flatten()
     if r.numel() == 0:
@@ -137,6 +117,7 @@ def retrieval_ranks(sim: torch.Tensor | np.ndarray) -> torch.Tensor:
     Returns:
         int64 CPU tensor ``(Q,)``: ``rank[i] = 1 + #{j != i : sim[i, j] >= sim[i, i]}``.
 
+    NaN scores raise :class:`~videolang.errors.VideolangError`; ``±inf`` are ordinary values.
     Vectorized and chunked over rows (bounded temporary memory, e.g. for 10k × 10k).
     """
     s = _as_matrix(sim)
@@ -164,6 +145,13 @@ def retrieval_metrics(
     direction pass ``sim.T`` (needs ``Q == C``). Ties count against the query (see the module
     docstring): constant scores give every query rank ``C``, so ``R1 = 0`` (for ``C > 1``) and
     ``MedR = MeanR = C``; the identity matrix gives ``R1 = 100``, ``MedR = MeanR = 1``.
+
+    The originals differ on purpose: MMPT's ``RetrievalMetric`` (fairseq
+    ``examples/MMPT/mmpt/evaluators/metric.py``) finds the true column with ``sx - d == 0``, so a
+    tie adds hits for the same query (a 4×4 matrix with one tie gives R@1 = 0.8 there) and ties
+    partly count *for* the query; ClipBERT's ``eval_retrieval`` rounds scores to 4 decimals,
+    breaks ties by ``torch.sort``'s order and ranks video-to-text by inverting a ``{text: video}``
+    dict, wrong when a video has several captions (:func:`retrieval_metrics_multi` handles that).
 
     Returns:
         ``{"R1", "R5", "R10", "MedR", "MeanR"}`` (``R{k}`` for each ``k`` in ``ks``) as floats.

@@ -1,23 +1,10 @@
-"""LM-to-video action anticipation ("Text-Derived Knowledge Helps Vision", ``distillation.md`` B).
+"""LM-to-video action anticipation ("Text-Derived Knowledge Helps Vision", Ghosh et al., 2023).
 
-Two models, trained in turn:
-
-* :class:`AnticipationTeacher` -- a ``transformers`` encoder built **from a config** (bert,
-  roberta, distilbert, albert, deberta, electra; no download) or loaded from a local folder
-  (``text_pretrained``), with a masked-LM head for optional pretraining on action-sequence text
-  and three linear heads (action, verb, noun) on the first token's last hidden state, as the
-  original (``egtea_finetuning.py``). Its input is the text of the last ``hist_len`` past
-  actions (:func:`videolang.data.anticipation.history_text`).
-* :class:`AnticipationStudent` -- a causal transformer over per-time-step video features (AVT's
-  head, "AVT-h", on pre-extracted features): input projection, positions counted back from the
-  newest observed row, pre-LN layers with a causal mask, and action / verb / noun heads on the
-  newest observed step, which predicts the action that starts after the anticipation gap. Its
-  pooled feature can be regressed onto the teacher's (``teacher_feature_dim`` adds the learned
-  projection the original lacks, spec D6).
-
-Differences from the original: the teacher's hidden size is read from its config (the original
-hard-codes 768), verb and noun heads are always built (their loss weights may be 0), the
-student is our own small AVT-h-like head rather than AVT with a ViT backbone.
+Two models, trained in turn: :class:`AnticipationTeacher`, a ``transformers`` encoder built from
+a config or a local folder (no download) that reads the text of the past actions, and
+:class:`AnticipationStudent`, a small causal AVT-h-like transformer over per-time-step video
+features that predicts the action starting after the anticipation gap. Both have action, verb
+and noun heads. Details and the differences from the original: docs/anticipation.md ("Models").
 """
 
 from __future__ import annotations

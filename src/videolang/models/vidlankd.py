@@ -1,46 +1,11 @@
-"""VidLanKD: a video-language teacher distilled into a text-only BERT (``distillation.md`` Part A).
+"""VidLanKD: a video-language teacher distilled into a text-only BERT (Tang et al., 2021).
 
-Three models, all on :class:`~videolang.models.bert.BertEncoder` (HF parameter names):
-
-* :class:`VidLanKDTeacher` (``vidlankd-teacher``): a text BERT with BERT's MLM head, plus a
-  :class:`VideoTower` over per-second clip features (the original: 2048-d ResNet-152 2D +
-  2048-d ResNeXt 3D = 4096-d). The teacher's token embeddings are its last hidden states,
-  L2-normalised per token and zeroed at padding; the video embedding is one unit vector per
-  clip. Trained with MLM + a token-to-video hinge (:mod:`videolang.recipes.vidlankd`).
-* :class:`VidLanKDStudent` (``vidlankd-student``): a text-only BERT with the MLM head and two
-  distillation heads (dense, GELU, LayerNorm, dense, per-token L2): ``nst_head`` for NST/MMD
-  (the original's ``kd1_student_head``) and ``contrastive_head`` for the token-level NT-Xent
-  the original calls "CRD" (``kd2_student_head``). The teacher only ever sees text during KD.
-* :class:`VidLanKDClassifier` (``vidlankd-classifier``): a BERT with a freshly initialised
-  tanh pooler and a linear classifier (or a 1-output regressor for STS-B), for GLUE.
-
-Video tower (:class:`VideoTower`, the original's ``VisnModel`` + ``VideoBert``): features ->
-Linear(F, 1024) -> Linear(1024, H) (no activation, as the original; ``video_input_norm`` puts
-a LayerNorm before it) -> position embeddings 0..T-1 and token type 1 -> BERT's embedding
-LayerNorm -> the transformer over the valid frames -> tanh pooler on the first frame (``video_pooling='mean'``: on the masked mean over the valid
-frames) -> ``mlp_map`` (Linear, ReLU, Dropout 0.3, Linear) -> L2.
-
-Deliberate differences from the original, each with a switch where parity needs it:
-
-* The original adds the position and token-type embeddings to the video tokens twice (once by
-  hand, once inside HF ``BertModel``), with two LayerNorms; ``double_video_embeddings=True``
-  reproduces that, and :func:`convert_teacher_state_dict` switches it on for every converted
-  teacher; models trained here add them once by default.
-* The original never trains the video tower (it runs under ``no_grad`` and its parameters are
-  missing from the optimiser): ours trains by default, as the paper describes; the recipe's
-  ``model.freeze_video`` restores the original behaviour.
-* The video tower has no word-embedding table (the original's is never read), and its size may
-  differ from the text BERT (``video``; ``None`` = the text config, as the original).
-* Teacher and student need not share a size: the KD losses compare per-token representations
-  through the student's heads (the original rebuilt the teacher from the student's config).
-* The MLM decoder is tied to the word embeddings (as HF ``BertForMaskedLM``) by reading the
-  embedding matrix, so no tensor is stored twice; ``tie_word_embeddings=False`` gives it its own
-  weight.
-
-:func:`convert_teacher_state_dict` / :func:`convert_student_state_dict` load the original
-checkpoints strictly (``vteacher`` ``pytorch_model.bin`` + ``visn_model.chkpt``; ``vlm``
-student ``pytorch_model.bin``); the keys they deliberately drop are listed in
-:data:`TEACHER_DROPPED` / :data:`STUDENT_DROPPED`.
+:class:`VidLanKDTeacher` (text BERT + MLM head + :class:`VideoTower` over per-second clip
+features), :class:`VidLanKDStudent` (text BERT + MLM head + the NST and contrastive KD heads;
+the teacher only ever sees text during KD) and :class:`VidLanKDClassifier` (GLUE), all on
+:class:`~videolang.models.bert.BertEncoder`; :mod:`videolang.models.convert.vidlankd` loads the
+original checkpoints. Layouts and the differences from the original (each with a switch):
+docs/vidlankd.md.
 """
 
 from __future__ import annotations
@@ -51,20 +16,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from videolang.errors import ConfigError
-from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
-from videolang.models.layers import ProjectionHead
+from videolang.models.bert import BertConfig, BertEncoder, BertMLMHead
+from videolang.models.layers import ProjectionHead, masked_mean
 from videolang.models.weights import load_strict
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "STUDENT_DROPPED",
-    "TEACHER_DROPPED",
-    "MLMHead",
     "VidLanKDClassifier",
     "VidLanKDClassifierConfig",
     "VidLanKDStudent",
@@ -72,8 +33,6 @@ __all__ = [
     "VidLanKDTeacher",
     "VidLanKDTeacherConfig",
     "VideoTower",
-    "convert_student_state_dict",
-    "convert_teacher_state_dict",
     "masked_mlm_logits",
 ]
 
@@ -180,36 +139,6 @@ class VidLanKDClassifierConfig:
 # heads
 
 
-class _Transform(nn.Module):
-    """BERT's prediction transform: dense, GELU, LayerNorm (HF names)."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(F.gelu(self.dense(x)))
-
-
-class MLMHead(nn.Module):
-    """``cls.predictions``: transform, then the vocabulary decoder with a bias.
-
-    Tied (default): the decoder weight *is* the word-embedding matrix, passed to ``forward``;
-    untied: its own ``decoder.weight``.
-    """
-
-    def __init__(self, cfg: BertConfig, tied: bool = True):
-        super().__init__()
-        self.transform = _Transform(cfg)
-        self.decoder = None if tied else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
-
-    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        weight = word_embeddings if self.decoder is None else self.decoder.weight
-        return F.linear(self.transform(hidden), weight, self.bias)
-
-
 def masked_mlm_logits(model: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM logits at the labelled positions only, ``(N, V)``, and their targets ``(N,)``.
 
@@ -282,11 +211,7 @@ class VideoTower(nn.Module):
             pos = emb.position_embeddings(torch.arange(t, device=feats.device))
             x = emb.dropout(emb.LayerNorm(x + pos + emb.token_type_embeddings(types)))
         hidden = self.bert(inputs_embeds=x, token_type_ids=types, attention_mask=mask.bool())
-        if self.pooling == "mean":
-            m = mask.to(hidden.dtype).unsqueeze(-1)
-            summary = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-        else:
-            summary = hidden[:, 0]
+        summary = masked_mean(hidden, mask) if self.pooling == "mean" else hidden[:, 0]
         pooled = torch.tanh(self.pooler(summary))
         return _l2(self.mlp_map(pooled))
 
@@ -306,7 +231,7 @@ class VidLanKDTeacher(nn.Module):
         self.config = cfg
         self.bert = BertEncoder(cfg.bert)
         self.cls = nn.Module()
-        self.cls.predictions = MLMHead(cfg.bert, tied=cfg.tie_word_embeddings)
+        self.cls.predictions = BertMLMHead(cfg.bert, tied=cfg.tie_word_embeddings)
         self.cls.predictions.apply(self.bert._init_weights)
         self.video = VideoTower(cfg)
 
@@ -368,7 +293,7 @@ class VidLanKDStudent(nn.Module):
         self.config = cfg
         self.bert = BertEncoder(cfg.bert)
         self.cls = nn.Module()
-        self.cls.predictions = MLMHead(cfg.bert, tied=cfg.tie_word_embeddings)
+        self.cls.predictions = BertMLMHead(cfg.bert, tied=cfg.tie_word_embeddings)
         h, eps = cfg.bert.hidden_size, cfg.bert.layer_norm_eps
         out = cfg.teacher_hidden_size or h
         self.nst_head = KDHead(h, out, eps) if cfg.nst_head else None
@@ -426,7 +351,7 @@ class VidLanKDClassifier(nn.Module):
         cfg = VidLanKDClassifierConfig(bert=encoder.config, num_labels=num_labels, problem=problem,
                                        tokenizer=tokenizer)
         model = cls(cfg)
-        model.bert.load_state_dict(encoder.state_dict())
+        load_strict(model.bert, encoder.state_dict(), source="the encoder to fine-tune")
         return model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -445,141 +370,13 @@ class VidLanKDClassifier(nn.Module):
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool), "token_type_ids": types}
 
 
-# ---------------------------------------------------------------------------------------------
-# converters from the original layout
-
-
-def _unwrap(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    # DistributedDataParallel wrappers save "module."-prefixed keys (the teacher's visn_model).
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
-
-
-def _mlm_keys(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
-    """Map HF ``BertForMaskedLM`` keys (``bert.*``, ``cls.predictions.*``) onto ours.
-
-    HF keeps the decoder bias twice (``cls.predictions.bias`` and ``.decoder.bias``, one
-    tensor) and the decoder weight tied to the word embeddings: both are checked, not trusted.
-    """
-    out = dict(state)
-    dec_bias = out.pop("cls.predictions.decoder.bias", None)
-    if dec_bias is not None:
-        if "cls.predictions.bias" not in out:
-            out["cls.predictions.bias"] = dec_bias
-        elif not torch.equal(dec_bias, out["cls.predictions.bias"]):
-            raise ConfigError(f"{source}: cls.predictions.decoder.bias differs from cls.predictions.bias")
-    dec_w = out.get("cls.predictions.decoder.weight")
-    if dec_w is not None and model.config.tie_word_embeddings:
-        words = out.get("bert.embeddings.word_embeddings.weight")
-        if words is None or not torch.equal(dec_w, words):
-            raise ConfigError(f"{source}: the MLM decoder is not tied to the word embeddings; "
-                              "build the model with tie_word_embeddings=false")
-        del out["cls.predictions.decoder.weight"]
-    return out
-
-
-# Original keys we drop on purpose: BERT poolers and position-id buffers (unused / recomputed),
-# the teacher's ``visual_hinge_head`` (only used by its never-called-in-training predict()),
-# the video BERT's word table (never read: video tokens come as inputs_embeds).
-TEACHER_DROPPED = (*IGNORED_KEYS, "visual_hinge_head.", "video.bert.embeddings.word_embeddings.weight")
-# The student's ``kd2_teacher_head`` is built by the original but never used.
-STUDENT_DROPPED = (*IGNORED_KEYS, "kd2_teacher_head.")
-
-_VISN_RENAMES = (
-    ("backbone.video_encoder.new_video_embeddings.", "feature_proj."),
-    ("backbone.bert.pooler.dense.", "pooler."),
-    ("backbone.bert.", "bert."),
-    ("mlp_map.", "mlp_map."),
-)
-_KD_RENAMES = (
-    ("kd1_student_head.dense.", "nst_head.proj.net.0."),
-    ("kd1_student_head.layer_norm.", "nst_head.proj.net.2."),
-    ("kd1_student_head.decoder.", "nst_head.proj.net.3."),
-    ("kd2_student_head.dense.", "contrastive_head.proj.net.0."),
-    ("kd2_student_head.layer_norm.", "contrastive_head.proj.net.2."),
-    ("kd2_student_head.decoder.", "contrastive_head.proj.net.3."),
-)
-
-
-def _rename(key: str, table: tuple[tuple[str, str], ...], prefix: str = "") -> str:
-    for old, new in table:
-        if key.startswith(old):
-            return prefix + new + key[len(old):]
-    return prefix + key
-
-
-def _drop(state: dict[str, torch.Tensor], dropped: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    def gone(k: str) -> bool:
-        return any(k.startswith(d) if d.endswith(".") else (k == d or k.endswith("." + d)) for d in dropped)
-
-    return {k: v for k, v in state.items() if not gone(k)}
-
-
-def convert_teacher_state_dict(text_state: Mapping[str, Any], visn_state: Mapping[str, Any],
-                               model: VidLanKDTeacher, *, source: str = "checkpoint") -> None:
-    """Load the original teacher strictly: ``text_state`` is ``CoLwithBert``'s
-    ``pytorch_model.bin``, ``visn_state`` the ``VisnModel`` ``visn_model.chkpt``.
-
-    The original's video tower always adds the position and token-type embeddings twice, so the
-    converted model computes that way too: ``double_video_embeddings`` is switched on (it has no
-    weights of its own; ``config.json`` records it). Off, the video embeddings would differ from
-    the original's by up to a few hundredths, with nothing to say so.
-    """
-    text = _mlm_keys(_unwrap(text_state), model, source)
-    visn = {_rename(k, _VISN_RENAMES, "video."): v for k, v in _unwrap(visn_state).items()}
-    state = _drop({**text, **visn}, TEACHER_DROPPED)
-    load_strict(model, state, source=source)
-    if not model.config.double_video_embeddings:
-        log.info("%s: double_video_embeddings switched on, as the original teacher computes", source)
-    model.config.double_video_embeddings = True
-    model.video.double_embeddings = True
-
-
-def convert_student_state_dict(state: Mapping[str, Any], model: VidLanKDStudent, *,
-                               source: str = "checkpoint") -> None:
-    """Load an original ``vlm`` student (``CoLwithBert`` with KD heads, or a plain
-    ``BertForMaskedLM``) strictly. An NST-only checkpoint needs ``contrastive_head=false``, a
-    plain MLM one both heads off; the error lists what is missing."""
-    state = _mlm_keys(_unwrap(state), model, source)
-    state = {_rename(k, _KD_RENAMES): v for k, v in _drop(state, STUDENT_DROPPED).items()}
-    try:
-        load_strict(model, state, source=source)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (heads in the file: nst={any(k.startswith('nst_head.') for k in state)}, "
-                          f"contrastive={any(k.startswith('contrastive_head.') for k in state)}; set "
-                          "nst_head / contrastive_head to match)") from None
-
-
-def _load_original(obj: Mapping[str, Any], model: nn.Module, *, source: str = "checkpoint") -> None:
-    """``videolang convert vidlankd``: a student ``pytorch_model.bin``, or a dict with the
-    teacher's ``teacher`` (text) and ``visn`` (video) state dicts for a teacher model."""
-    if isinstance(model, VidLanKDTeacher):
-        if not (isinstance(obj.get("teacher"), Mapping) and isinstance(obj.get("visn"), Mapping)):
-            raise ConfigError(f"{source}: a teacher conversion needs a dict with 'teacher' (pytorch_model.bin) "
-                              "and 'visn' (visn_model.chkpt) state dicts")
-        convert_teacher_state_dict(obj["teacher"], obj["visn"], model, source=source)
-    elif isinstance(model, VidLanKDStudent):
-        convert_student_state_dict(obj["student"] if isinstance(obj.get("student"), Mapping) else obj, model,
-                                   source=source)
-    else:
-        raise ConfigError(f"{source}: no original VidLanKD layout for {type(model).__name__}")
-
-
-# Registry entry (videolang.models.registry), converter (videolang.pipelines.convert; the folder's
-# pipeline.json comes from videolang.pipelines.vidlankd) and the overrides that shrink any of our
-# configs to a CPU-test size (registry contract).
+# Registry entry (videolang.models.registry) and the overrides that shrink any of our configs to
+# a CPU-test size (registry contract).
 ARCHITECTURES = {
     "vidlankd-teacher": (VidLanKDTeacherConfig.from_dict, VidLanKDTeacher),
     "vidlankd-student": (VidLanKDStudentConfig.from_dict, VidLanKDStudent),
     "vidlankd-classifier": (VidLanKDClassifierConfig.from_dict, VidLanKDClassifier),
 }
-CONVERTER = {"default_model": "vidlankd-student-base", "load_state": _load_original,
-             "description": "VidLanKD student pytorch_model.bin (vlm/), or {'teacher', 'visn'} state dicts "
-                            "(-m vidlankd-teacher-base / -small)"}
 TEST_OVERRIDES: dict[str, Any] = {
     "bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 2,
     "bert.intermediate_size": 64, "bert.vocab_size": 100,

@@ -1,54 +1,15 @@
-"""VIMPAC: a factorized-attention transformer over grids of discrete frame tokens (``vimpac.md`` §3).
+"""VIMPAC: a factorized-attention transformer over grids of discrete frame tokens.
 
-Input: codes ``(B, L, H, W)`` of a frame tokenizer (``codebook_size`` codes) plus the special ids
-of the original: ``[PAD] = codebook_size + 1`` (padded frames), ``[MASK] = codebook_size + 4``;
-the embedding table has ``codebook_size + 5`` rows. ``[CLS]`` is a learned vector, not an id.
-
-**Layout** (``layout``): ``,`` separates sequential attention blocks (each with its own output
-projection, residual and LayerNorm); ``|`` separates parallel patterns inside one block, whose
-outputs are concatenated before the block's shared output projection. A pattern names the axes
-it attends over: ``T`` (over frames, per spatial position), ``H``, ``W`` (axial), and two patterns
-the paper compares but the original never released: ``HW`` (each frame's full grid: ``T,HW`` is
-divided space-time attention) and ``THW`` (joint attention over the whole clip). The original's
-model is ``T,H|W``. With ``p`` parallel patterns each gets ``heads / p`` heads and its own
-q/k/v projections of width ``attention_size / p`` (reading the full hidden vector); here they
-are fused into one ``qkv`` Linear per block (per pattern ``[q, k, v]``, in layout order).
-
-**CLS** (TimeSformer style, exactly as the original): per pattern the current CLS is prepended
-to *every* row along the attended axes (its key is never masked, so a fully padded temporal row
-still has a valid softmax); each row yields its own CLS output and the pattern's CLS output is
-their **mean**; the CLS then goes through the same output projection, residual, LayerNorm and
-MLP as the tokens. Every token also attends to the CLS.
-
-**Layers**: post-LN by default (``x = LN(x + Drop(W_o Attn(x)))`` per block, then
-``LN(x + MLP(x))``, with an embedding LayerNorm ``ln_pre``), or pre-LN (``pre_norm``, with a
-final ``ln_post``); exact GELU; LayerNorm eps 1e-12; SDPA attention; PAD keys masked, PAD
-queries computed (and ignored by the losses). Optional per-layer gradient checkpointing.
-
-**Positions**: factorized ``pos(t, i, j) = T[t] + H[i] + W[j]`` (the original's
-``hw_separation``) plus a CLS position. A clip whose (L, H, W) differs from the config's is
-accepted: each table is linearly interpolated (``F.interpolate``, ``align_corners=False``, as
-the original did once at checkpoint load); :meth:`VimpacBackbone.resize_positional_embeddings`
-makes the change permanent (fine-tuning at another resolution).
-
-**Heads**: :class:`MaskedTokenHead` (Linear -> GELU -> LN, decoder tied to the token embedding,
-own bias), :class:`ContrastiveHead` (Linear -> BatchNorm -> ReLU per hidden layer, last Linear
-without bias; the BatchNorm is :class:`SyncBatchNorm1d`, which runs on CPU and averages its
-statistics over ranks when a process group is up), and the fine-tuning classifier (dropout +
-zero-initialised Linear). Architectures: ``vimpac`` (backbone + both pretraining heads) and
-``vimpac-classifier``.
-
-Deliberate differences from the original: run-time position interpolation instead of an error
-for other shapes; fused q/k/v; one CLS projection per sample instead of one per row (same
-result); pre-LN + halved attention works (the original crashed); ``T|H|W`` is legal whenever the
-head count divides (the original also required ``hidden % 3 == 0``); the CLS "pooling" output
-averages over non-PAD tokens only (the original's ``pooling`` included PAD).
+:class:`VimpacBackbone` maps frame-tokenizer codes ``(B, L, H, W)`` to a CLS vector and hidden
+states; :class:`VimpacForPretraining` adds the masked-token and contrastive heads (architecture
+``vimpac``), :class:`VimpacForClassification` a classifier (``vimpac-classifier``). Special ids
+follow the original: ``[PAD] = codebook_size + 1``, ``[MASK] = codebook_size + 4``. Layout
+strings, CLS handling and the differences from the original: docs/vimpac.md ("Model").
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
-from videolang.models.weights import format_keys, load_strict
+from videolang.models import layers
 
 __all__ = [
     "ContrastiveHead",
@@ -70,7 +31,6 @@ __all__ = [
     "VimpacConfig",
     "VimpacForClassification",
     "VimpacForPretraining",
-    "convert_vimpac_state_dict",
     "parse_layout",
 ]
 
@@ -375,10 +335,7 @@ class VimpacBackbone(nn.Module):
 
 def masked_mean(hidden: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
     """Mean of ``hidden (B, L, H, W, D)`` over non-PAD positions (the original also averaged PAD)."""
-    if pad is None:
-        return hidden.mean((1, 2, 3))
-    keep = (~pad).to(hidden.dtype)[..., None]
-    return (hidden * keep).sum((1, 2, 3)) / keep.sum((1, 2, 3)).clamp(min=1.0)
+    return layers.masked_mean(hidden, None if pad is None else ~pad, dim=(1, 2, 3))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,96 +489,6 @@ def _config_for(arch: str):
     return from_dict
 
 
-# ---------------------------------------------------------------------------------------------
-# checkpoint conversion (vimpac.md §7)
-
-_RENAMES = [  # original key regex -> ours (applied in order, first match wins)
-    (r"^backbone\.cls_param$", "backbone.cls_token"),
-    (r"^backbone\.embedding\.weight$", "backbone.token_embedding.weight"),
-    (r"^backbone\.positional_embedding\.(cls|temporal|height|width)_pos_embedding$", r"backbone.pos_embed.\1"),
-    (r"^backbone\.(ln_pre|ln_post)\.", r"backbone.\1."),
-    (r"^backbone\.transformer\.resblocks\.(\d+)\.attention_blocks\.(\d+)\.(?:output\.)?dense\.",
-     r"backbone.layers.\1.attention_blocks.\2.proj."),
-    (r"^backbone\.transformer\.resblocks\.(\d+)\.attention_blocks\.(\d+)\.(?:output\.)?LayerNorm\.",
-     r"backbone.layers.\1.attention_blocks.\2.norm."),
-    (r"^backbone\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"backbone.layers.\1.mlp.fc1."),
-    (r"^backbone\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"backbone.layers.\1.mlp.fc2."),
-    (r"^backbone\.transformer\.resblocks\.(\d+)\.ln\.", r"backbone.layers.\1.norm."),
-    (r"^mlm_head\.bias$", "mlm_head.bias"),
-    (r"^mlm_head\.transform\.0\.", "mlm_head.dense."),
-    (r"^mlm_head\.transform\.2\.", "mlm_head.norm."),
-    (r"^cls_head\.mlp\.linear_(\d+)\.", r"cls_head.linears.\1."),
-    (r"^cls_head\.mlp\.bn_(\d+)\.", r"cls_head.norms.\1."),
-    (r"^cls_fc\.", "classifier."),
-]
-_QKV = re.compile(r"^backbone\.transformer\.resblocks\.(\d+)\.attention_blocks\.(\d+)\.attentions\.(\d+)"
-                  r"\.attention\.(query|key|value)\.(weight|bias)$")
-
-
-def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
-    for wrapper in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict):
-        raise ConfigError(f"expected a state_dict, got {type(obj).__name__}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-def original_to_videolang(state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Rename an original ``ModelWithHead`` / fine-tuned state_dict to our keys, fusing the
-    per-pattern q/k/v. The tied decoder weight and the aliased decoder bias are checked and dropped."""
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str, str], dict[tuple[int, str], torch.Tensor]] = {}
-    unknown = []
-    for key, value in state.items():
-        m = _QKV.match(key)
-        if m:
-            layer, block, pattern, proj, kind = m.groups()
-            qkv.setdefault((layer, block, kind), {})[(int(pattern), proj)] = value
-            continue
-        if key == "mlm_head.decoder.weight":
-            emb = state.get("backbone.embedding.weight")
-            if emb is None or not torch.equal(emb, value):
-                raise ConfigError(f"{source}: mlm_head.decoder.weight is not tied to backbone.embedding.weight")
-            continue
-        if key == "mlm_head.decoder.bias":
-            if "mlm_head.bias" in state and not torch.equal(state["mlm_head.bias"], value):
-                raise ConfigError(f"{source}: mlm_head.decoder.bias differs from mlm_head.bias")
-            continue
-        for pattern, repl in _RENAMES:
-            new, n = re.subn(pattern, repl, key)
-            if n:
-                out[new] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ConfigError(f"cannot convert {source}: unexpected keys {format_keys(unknown)}")
-    for (layer, block, kind), parts in qkv.items():
-        n_pat = 1 + max(p for p, _ in parts)
-        try:
-            fused = [parts[(p, proj)] for p in range(n_pat) for proj in ("query", "key", "value")]
-        except KeyError as e:
-            raise ConfigError(f"{source}: layer {layer} block {block} lacks the q/k/v {kind} {e}") from None
-        out[f"backbone.layers.{layer}.attention_blocks.{block}.qkv.{kind}"] = torch.cat(fused, 0)
-    return out
-
-
-def convert_vimpac_state_dict(obj: Any, model: nn.Module, *, source: str = "checkpoint") -> None:
-    """Load an original VIMPAC checkpoint (``classifier.pt`` of pre-training, or a fine-tuned
-    one with ``cls_fc``) into ``model``, strictly. The clip shape (L, H, W) is taken from the
-    checkpoint's positional tables (the 256-pixel release has 32x32 tokens)."""
-    state = original_to_videolang(_unwrap(obj), source=source)
-    has_fc = "classifier.weight" in state
-    if has_fc != isinstance(model, VimpacForClassification):
-        want = "vimpac-classifier (override architecture=vimpac-classifier num_classes=C)" if has_fc else "vimpac"
-        raise ConfigError(f"{source}: this checkpoint needs the {want} architecture")
-    sizes = [state.get(f"backbone.pos_embed.{n}") for n in ("temporal", "height", "width")]
-    if all(s is not None for s in sizes):
-        model.backbone.resize_positional_embeddings(*(int(s.shape[0]) for s in sizes))
-    load_strict(model, state, source=source, optional_suffixes=("num_batches_tracked",))
-
-
 ARCHITECTURES = {
     "vimpac": (_config_for("vimpac"), _build),
     "vimpac-classifier": (_config_for("vimpac-classifier"), _build),
@@ -631,7 +498,3 @@ TEST_OVERRIDES: dict[str, Any] = {
     "mlp_size": 64, "length": 3, "height": 4, "width": 4, "proj_hidden_size": 32, "proj_size": 16,
     "proj_layers": 2,
 }
-# `videolang convert vimpac`: how the converted folder is used is videolang.pipelines.vimpac's
-# spec_for_converted (the original's evaluation protocol).
-CONVERTER = {"default_model": "vimpac-small", "load_state": convert_vimpac_state_dict,
-             "description": "VIMPAC snap/pretrain/<name>/last/classifier.pt (or a fine-tuned classifier.pt)"}

@@ -1,37 +1,10 @@
-"""VLM: one BERT encoder over ``[CLS] video [SEP] text`` (``videoclip_vlm.md`` §3).
+"""VLM: one BERT encoder over ``[CLS] video [SEP] text`` (Xu et al., 2021; MMPT ``MMFusionMTM``).
 
-Sequence layout (MMPT ``MMBertEmbeddings``): the word embedding of ``caps[:, 0]`` ([CLS]), the
-video tokens ``videomlp(features)``, then the word embeddings of ``caps[:, 1:]`` (the video's
-[SEP], the words, the text's [SEP], padding). Positions run 0..L-1 over the joint sequence;
-token type 0 for [CLS] + video + [SEP], 1 for the text.
-
-Masked token modelling (MTM, §3.3): masked frames are zeroed before ``videomlp``; a masked frame
-is classified among [its own original ``videomlp`` token, every non-masked valid frame token of
-the batch, the vocabulary]; a masked word among [the vocabulary, the non-masked frame tokens].
-:func:`videolang.losses.mtm_loss` adds the original's constant zero logit to the word rows
-(parity) and takes one mean cross-entropy over all masked frames and words.
-
-Attention: full (key padding), or :func:`isolated_mask`, where [CLS], the video (+ its [SEP])
-and the text cannot see each other; that equals separate passes with shared weights (tested).
-The original zeroed masked features in place on the caller's tensor; we do not.
-
-Downstream uses (§3.5):
-
-* retrieval / multiple-choice QA: :meth:`VLM.encode_video` and :meth:`VLM.encode_text` run the
-  isolated halves as two separate passes (equal to the joint pass with :func:`isolated_mask`,
-  tested) and mean-pool video tokens + the video's [SEP], and text tokens + the final [SEP];
-* captioning: :func:`textgen_mask` (the video prefix sees itself, text sees the prefix and the
-  text up to itself), :meth:`VLM.caption_logits` and :meth:`VLM.generate` (greedy or beam
-  search). The original's captioning data pipeline could not run as released (its aligner
-  reads attributes it never sets); ours is written from the spec's description;
-* action segmentation: :meth:`VLM.segment_logits`, a per-token classifier (``num_classes``)
-  on the video pass.
-
-Every pass pads the video to ``max_video_len`` slots first (masked), as MMPT's aligner does:
-positions 0..Tv for [CLS] + video (padded slots included), ``Tv + 1`` for the video's [SEP],
-``Tv + 2 ..`` for the text, with ``Tv = max_video_len``. So an output does not depend on how
-long the other videos of a batch are, and the joint pass and the text half alone
-(:meth:`VLM.encode_text`) put the text at the same positions.
+:class:`VLM` runs the joint pass (full attention or :func:`isolated_mask`), the isolated halves
+for retrieval / multiple choice (:meth:`VLM.encode_video`, :meth:`VLM.encode_text`), captioning
+(:func:`textgen_mask`, :meth:`VLM.generate`), segmentation and masked token modelling. Every
+pass pads the video to ``max_video_len`` slots, as MMPT's aligner does, so an output does not
+depend on its batch. Layout and the differences from the original: docs/vlm.md.
 """
 
 from __future__ import annotations
@@ -44,11 +17,12 @@ from torch import nn
 
 from videolang.config_types import check_field_types
 from videolang.errors import ConfigError
-from videolang.models.bert import IGNORED_KEYS, BertConfig, BertEncoder
+from videolang.models.bert import BertConfig, BertEncoder, BertMLMHead
+from videolang.models.layers import masked_mean
 from videolang.models.videoclip import VideoTokenMLP, pad_video_rows
 from videolang.models.weights import load_strict
 
-__all__ = ["VLM", "VLMConfig", "convert_mmpt_vlm_state_dict", "isolated_mask", "textgen_mask"]
+__all__ = ["VLM", "VLMConfig", "isolated_mask", "textgen_mask"]
 
 
 @dataclass
@@ -86,20 +60,6 @@ class VLMConfig:
         return {**asdict(self), "architecture": "vlm"}
 
 
-class MTMPredictions(nn.Module):
-    """BERT's prediction head (dense, GELU, LayerNorm) and a bias-free vocabulary decoder."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.transform = nn.Module()
-        self.transform.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.transform.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform.LayerNorm(nn.functional.gelu(self.transform.dense(x)))
-
-
 def isolated_mask(cmasks: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
     """(B, L, L) bool: [CLS] sees itself; video + video [SEP] see valid video + [SEP]; text sees
     valid text. Padding rows see what their block sees (they are ignored anyway)."""
@@ -135,7 +95,7 @@ class VLM(nn.Module):
         self.videomlp = VideoTokenMLP(cfg.feature_dim, cfg.bert.hidden_size)
         self.bert = BertEncoder(cfg.bert)
         self.cls = nn.Module()
-        self.cls.predictions = MTMPredictions(cfg.bert)
+        self.cls.predictions = BertMLMHead(cfg.bert, tied=False, bias=False)  # MMPT: untied, no bias
         if cfg.standardize_features:
             self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
             self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
@@ -153,7 +113,7 @@ class VLM(nn.Module):
         if bert.config != self.config.bert:
             raise ConfigError(f"{path}: its BERT config differs from the VLM's bert section "
                               f"({bert.config} vs {self.config.bert})")
-        self.bert.load_state_dict(bert.state_dict())
+        load_strict(self.bert, bert.state_dict(), source=str(path))
         # The MLM transform starts as identity-ish; the decoder shares nothing (no bias, as MMPT).
         self.cls.predictions.decoder.weight.data.copy_(bert.embeddings.word_embeddings.weight)
 
@@ -220,13 +180,13 @@ class VLM(nn.Module):
         tokens_in = self.videomlp(masked_in)
         negatives = tokens_in[vmasks.bool() & ~video_label]  # (N_nm, H) non-masked valid frames
         targets = self.videomlp(vfeats)[video_label]  # the masked frames' original tokens
-        gv = head.hidden(hidden[:, 1 : tv + 1][video_label])
-        video_logits = torch.cat([(gv * targets).sum(-1, keepdim=True), gv @ negatives.t(), head.decoder(gv)], 1)
+        gv = head.transform(hidden[:, 1 : tv + 1][video_label])
+        video_logits = torch.cat([(gv * targets).sum(-1, keepdim=True), gv @ negatives.t(), head.decode(gv)], 1)
         pad = torch.full((caps.shape[0], tv), -100, dtype=text_label.dtype, device=text_label.device)
         joint_label = torch.cat([text_label[:, :1], pad, text_label[:, 1:]], 1)
         chosen = joint_label != -100
-        gt = head.hidden(hidden[chosen])
-        text_logits = torch.cat([head.decoder(gt), gt @ negatives.t()], 1)
+        gt = head.transform(hidden[chosen])
+        text_logits = torch.cat([head.decode(gt), gt @ negatives.t()], 1)
         return video_logits, text_logits, joint_label[chosen]
 
     # -- isolated halves: retrieval, multiple-choice QA, segmentation ---------------------------
@@ -261,11 +221,6 @@ class VLM(nn.Module):
         return self.bert.encode(x, keys), keys
 
     @staticmethod
-    def _mean(hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        m = keys.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-    @staticmethod
     def _segment_means(hidden: torch.Tensor, keys: torch.Tensor, segments: int) -> torch.Tensor:
         """(B, segments, H): means of the valid tokens cut, in sequence order, into ``segments``
         runs of (nearly) equal length; a run with no token (fewer tokens than runs) is zero."""
@@ -279,8 +234,8 @@ class VLM(nn.Module):
 
     def _pool(self, hidden: torch.Tensor, keys: torch.Tensor, segments: int) -> torch.Tensor:
         if segments <= 0:
-            return self._mean(hidden, keys)
-        parts = torch.cat([self._mean(hidden, keys).unsqueeze(1), self._segment_means(hidden, keys, segments)], 1)
+            return masked_mean(hidden, keys)
+        parts = torch.cat([masked_mean(hidden, keys).unsqueeze(1), self._segment_means(hidden, keys, segments)], 1)
         parts = nn.functional.normalize(parts, dim=-1) / (1 + segments) ** 0.5
         return parts.flatten(1)
 
@@ -321,7 +276,7 @@ class VLM(nn.Module):
             pooled = hidden[:, 0]
         else:
             tv = self.config.max_video_len
-            pooled = self._mean(hidden[:, tv + 2 :], cmasks[:, 2:].bool())
+            pooled = masked_mean(hidden[:, tv + 2 :], cmasks[:, 2:].bool())
         return self.classifier(pooled).squeeze(-1)
 
     def segment_logits(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
@@ -344,7 +299,7 @@ class VLM(nn.Module):
         hidden = self.bert.encode(x, textgen_mask(cmasks, vmasks))
         tv = vfeats.shape[1]
         head = self.cls.predictions
-        return head.decoder(head.hidden(hidden[:, tv + 2 :]))
+        return head.decode(head.transform(hidden[:, tv + 2 :]))
 
     def _next_token_logp(self, seqs: torch.Tensor, feats: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits = self.caption_logits(seqs, torch.ones_like(seqs, dtype=torch.bool), feats, masks)[:, -1]
@@ -442,30 +397,9 @@ class VLM(nn.Module):
         return torch.stack(new_seqs), new_scores
 
 
-# MMPT keys we drop: BERT's unused pooler, the never-used seg_embeddings table, position ids.
-MMPT_VLM_IGNORED = (*IGNORED_KEYS, "position_ids", "seg_embeddings.weight")
-
-
-def convert_mmpt_vlm_state_dict(state: dict[str, torch.Tensor], model: VLM, *, source: str = "checkpoint") -> None:
-    """Load an original ``MMFusionMTM`` state dict (``mmmodel.mm_encoder.*`` or bare) strictly."""
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    prefix = "mmmodel.mm_encoder."
-    state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
-    load_strict(model, state, source=source, ignore=MMPT_VLM_IGNORED)
-
-
-def _load_vlm_checkpoint(state: dict, model: VLM, *, source: str = "checkpoint") -> None:
-    convert_mmpt_vlm_state_dict(state, model, source=source)
-
-
 TEST_OVERRIDES = {
     "bert.hidden_size": 32, "bert.num_attention_heads": 4, "bert.intermediate_size": 64,
     "bert.num_hidden_layers": 1, "bert.vocab_size": 128, "bert.max_position_embeddings": 64,
     "text_pretrained": None, "feature_dim": 24, "max_video_len": 8,
 }
 ARCHITECTURES = {"vlm": (VLMConfig.from_dict, VLM)}
-# videolang convert vlm: how the original was used is in videolang.pipelines.vlm.
-CONVERTER = {"default_model": "vlm-base", "load_state": _load_vlm_checkpoint,
-             "description": "MMPT VLM (MMFusionMTM) checkpoint_best.pt"}

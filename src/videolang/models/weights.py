@@ -1,14 +1,15 @@
-"""Strict state-dict loading shared by every model: never a silent partial load.
-
-The originals loaded with ``strict=False`` (MMPT, VIMPAC), so a renamed or missing key went
-unnoticed; here any missing key, unexpected key or shape mismatch is one
-:class:`~videolang.errors.ConfigError` that lists them all.
+"""The one way weights enter a model: :func:`read_checkpoint` (no code from the file runs) and
+:func:`load_strict` (every key accounted for, a :class:`LoadReport` of what was deliberately
+kept or dropped). The originals loaded with ``strict=False`` (MMPT, VIMPAC), so a renamed or
+missing key went unnoticed; here it is one :class:`~videolang.errors.ConfigError` listing them all.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from torch import nn
 
 from videolang.errors import ConfigError
 
-__all__ = ["format_keys", "load_strict", "read_checkpoint"]
+__all__ = ["LoadReport", "format_keys", "load_strict", "read_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 
 def format_keys(keys: Iterable[str], limit: int = 20) -> str:
@@ -27,6 +30,26 @@ def format_keys(keys: Iterable[str], limit: int = 20) -> str:
     return head + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+@dataclass(frozen=True)
+class LoadReport:
+    """What a strict load did beyond a one-to-one copy: ``missing`` model keys kept their
+    current value (``fresh`` heads, optional buffers), ``unexpected`` file keys were dropped on
+    purpose (``ignore`` / ``fresh``). Anything else would have been an error."""
+
+    source: str
+    loaded: int
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        parts = [f"{self.source}: {self.loaded} tensors loaded"]
+        if self.missing:
+            parts.append(f"kept as initialised: {format_keys(self.missing)}")
+        if self.unexpected:
+            parts.append(f"dropped from the file: {format_keys(self.unexpected)}")
+        return "; ".join(parts)
+
+
 def load_strict(
     module: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -34,17 +57,24 @@ def load_strict(
     source: str,
     ignore: tuple[str, ...] = (),
     optional_suffixes: tuple[str, ...] = (),
-) -> None:
-    """Load ``state`` into ``module`` strictly.
+    fresh: tuple[str, ...] = (),
+) -> LoadReport:
+    """Load ``state`` into ``module`` strictly and return (and log) a :class:`LoadReport`.
 
-    ``ignore``: keys dropped from ``state`` when they equal an entry or end with ``.entry``
-    (checkpoint extras we deliberately do not load, e.g. unused poolers). ``optional_suffixes``:
-    module keys that may be absent from ``state`` (e.g. BatchNorm's ``num_batches_tracked``);
-    they keep their current value. Floating tensors are cast to the module's dtype.
+    ``ignore``: file keys dropped when they equal an entry or end with ``.entry`` (checkpoint
+    extras we deliberately do not load, e.g. unused poolers). ``optional_suffixes``: module keys
+    that may be absent from ``state`` (e.g. BatchNorm's ``num_batches_tracked``). ``fresh``:
+    key prefixes of parts that start anew (a new task head): the file's keys under them are
+    dropped, the module's keep their current value. Floating tensors are cast to the module's dtype.
     """
-    state = {k: v for k, v in state.items() if not any(k == i or k.endswith("." + i) for i in ignore)}
+    def dropped(key: str) -> bool:
+        return key.startswith(fresh) or any(key == i or key.endswith("." + i) for i in ignore)
+
     own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(optional_suffixes)]
+    skipped = tuple(k for k in state if dropped(k))
+    state = {k: v for k, v in state.items() if not dropped(k)}
+    kept = tuple(k for k in own if k not in state and (k.endswith(optional_suffixes) or k.startswith(fresh)))
+    missing = [k for k in own if k not in state and k not in kept]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
                   for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -59,6 +89,9 @@ def load_strict(
         raise ConfigError(f"cannot load {source}: " + "; ".join(problems))
     full = {k: state.get(k, own[k]) for k in own}
     module.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in full.items()})
+    report = LoadReport(source, len(state), kept, skipped)
+    log.log(logging.INFO if kept or skipped else logging.DEBUG, "%s", report)
+    return report
 
 
 def _inert_class(qualified_name: str) -> type:

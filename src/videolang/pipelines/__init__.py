@@ -1,20 +1,9 @@
 """Inference pipelines: what :func:`videolang.load` returns, one per model family.
 
-``videolang.load(folder, device=...)`` reads the folder's ``pipeline.json`` (written by a
-run's export or ``videolang convert``) and returns the family's pipeline:
-
-| family | methods |
-|---|---|
-| ``videoclip`` | ``encode_video``, ``encode_text``, ``score``, ``encode_windows`` |
-| ``vlm`` | the same; multiple-choice ``answer``, ``caption``, ``segment`` |
-| ``clipbert`` | ``score`` (text-video pairs), ``answer`` (open-ended QA), ``answer_choices`` |
-| ``vimpac`` | ``classify`` (multi-view, as evaluated), ``encode_video`` |
-| ``anticipation`` | ``anticipate`` (next-action distribution from a video prefix) |
-| ``vidlankd`` | ``encode_text``, ``classify`` (GLUE heads); the teacher ``score`` |
-
-Videos are paths, bytes, :class:`Frames` or :class:`Features`
-(:mod:`videolang.pipelines.inputs`); decoding streams at the model's rate and size
-(:mod:`videolang.pipelines.features`).
+``videolang.load(folder, device=...)`` reads the folder's ``pipeline.json`` (written by a run's
+export or ``videolang convert``) and returns the family's pipeline. Videos are paths, bytes,
+:class:`Frames` or :class:`Features`; decoding streams at the model's rate and size. The
+methods of each family: docs/inference.md.
 """
 
 from __future__ import annotations

@@ -2,19 +2,10 @@
 
 >>> pipe = videolang.load("runs/anticipation_student/version_0/export")   # doctest: +SKIP
 >>> pipe.anticipate("kitchen.mp4", observed_until=12.0)                     # doctest: +SKIP
-[[Prediction(label='take cup', score=0.41), ...]]
 
-A student folder (``task: anticipation``) answers what the run's evaluation computed for a
-query: the video's feature rows (through the folder's backbone at its rate, streamed and
-rounded to the feature store's precision, or given as :class:`~videolang.pipelines.Features`)
-that **end** by ``observed_until`` seconds, the newest ``max_len`` of them, read by the causal
-student (:class:`~videolang.data.anticipation.ObservedClips`, the evaluation's own dataset).
-The predicted action is the one that starts ``anticipation_gap`` seconds later: to anticipate
-an action starting at ``t`` pass ``observed_until = t - anticipation_gap``.
-
-A teacher folder (``task: teacher``) anticipates from the text of past actions
-(:meth:`AnticipationTeacherPipeline.anticipate`). An ``anticipation.mlm`` export (``task:
-mlm``) is an intermediate encoder; loading it says so.
+The student reads the feature rows that end by ``observed_until`` and predicts the action that
+starts ``anticipation_gap`` seconds later; a teacher folder anticipates from the text of past
+actions (:class:`AnticipationTeacherPipeline`). Details: docs/inference.md.
 """
 
 from __future__ import annotations

@@ -2,20 +2,10 @@
 
 >>> pipe = videolang.load("runs/clipbert_synthetic_retrieval/version_0/export")   # doctest: +SKIP
 >>> pipe.score(["a.mp4", "b.mp4"], ["a red circle moves left"])                   # doctest: +SKIP
->>> videolang.load(qa_export).answer("a.mp4", "what color is the circle?", top_k=3) # doctest: +SKIP
 
-A video becomes the test loop's input: ``N`` clips of ``T`` frames at the recorded frame rate
-(:func:`~videolang.data.sampling.clipbert_task_indices`, test windows), each frame resized
-(longer side) and zero-padded to ``L x L`` (:func:`~videolang.data.transforms.resize_longer_and_pad`,
-RGB 0-255; the model itself flips to BGR and subtracts the MSRA mean). Only the sampled frames
-are decoded, one at a time, and each is resized as soon as it is decoded: memory holds one
-native frame and the ``N x T`` model-size frames, whatever the video's length. Every clip is
-scored with the text and the clip scores are combined by the recorded consensus (mean, max or
-log-sum-exp). Image models (VQA, image-text pretraining) take images: one clip of one frame.
-
-Frames are resized from the decoded RGB frames with the same function, on the CPU, as the test
-loop; decoding at a smaller size (swscale) would give other pixels than the model was
-evaluated on, so decoding is not scaled here.
+A video becomes the test loop's ``N`` clips of ``T`` frames, resized and padded by the test
+loop's own function (decoding is not scaled, which would change the pixels); clip scores are
+combined by the recorded consensus. Details: docs/inference.md ("What each pipeline does").
 """
 
 from __future__ import annotations
@@ -349,7 +339,7 @@ def _image_array(image: str | os.PathLike | bytes | Frames) -> np.ndarray:
 
 # The original's text side: bert-base-uncased's vocabulary (the offline MiniLM package ships it).
 CONVERTED_TOKENIZER = "minilm"
-# How the released image-text pretrained model was used (clipbert.md §1.4, §4): images resized
+# How the released image-text pretrained model was used (the original's pretraining config): images resized
 # (longer side, bilinear, no antialiasing) and padded to L = 768, captions of 30 tokens.
 _PRETRAIN_MAX_TEXT_LEN = 30
 

@@ -1,14 +1,9 @@
 """``videolang convert FAMILY CHECKPOINT OUT``: an original checkpoint -> a complete model folder.
 
-Each modelling module declares how to map its original state dict (``CONVERTER`` in
-``videolang.models.<family>``: ``default_model``, ``load_state(obj, model, source=...)``,
-``description``); each pipeline module says how the original was used
-(``spec_for_converted(model, backbone)`` and ``CONVERTED_TOKENIZER`` in
-``videolang.pipelines.<family>``: preprocessing, similarity, text layout). This module does the
-common part: read the file without running code from it, build the registered model, load
-strictly (any missing or unexpected key is an error listing them), and write the folder
-atomically with the tokenizer and, where the original pipeline had one, the feature backbone
-(``--backbone-weights``, e.g. MIL-NCE's ``s3d_howto100m.pth`` for VideoCLIP and VLM).
+Each converter module (:mod:`videolang.models.convert`) declares its mapping (``CONVERTER``) and
+each pipeline module how the original was used (``spec_for_converted``, ``CONVERTED_TOKENIZER``). This module does the common
+part: read the file without running code from it, load strictly and write the folder atomically,
+with the feature backbone where the original had one. Details: docs/inference.md.
 """
 
 from __future__ import annotations
@@ -29,7 +24,7 @@ __all__ = ["FAMILIES", "available_converters", "convert_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-# family -> modelling module (videolang.models.<name>) holding its CONVERTER
+# family -> converter module (videolang.models.convert.<name>) holding its CONVERTER
 FAMILIES = ("videoclip", "vlm", "clipbert", "vimpac", "vidlankd")
 
 
@@ -37,7 +32,7 @@ def available_converters() -> dict[str, dict]:
     """family -> its converter spec, for the modelling modules that are installed."""
     out = {}
     for family in FAMILIES:
-        name = f"videolang.models.{family}"
+        name = f"videolang.models.convert.{family}"
         if importlib.util.find_spec(name) is None:
             continue
         spec = getattr(importlib.import_module(name), "CONVERTER", None)

@@ -1,18 +1,10 @@
 """The one streaming path from a video to feature rows, and the feature-extraction job.
 
-* :class:`ClipStream` — one video (path, bytes or :class:`~videolang.pipelines.inputs.Frames`)
-  as the backbone's clips, chunk by chunk: frames are decoded at the backbone's rate and scaled
-  to its size while converting to RGB, and no more than ``chunk_bytes`` of them are held, so
-  memory does not grow with the video's length or resolution.
-* :func:`video_features` — one video's feature rows (what ``videolang.load(...).encode_video``
-  and the search index run).
-* :func:`run_extraction` / :func:`extract_features` — a collection of videos into a feature
-  store, clips of several videos batched into one forward pass (what ``videolang
-  extract-features`` runs). Ids already in the store are skipped and counted; videos that fail
-  to decode are listed, never fatal.
-
-One feature row per started second, like the S3D features of VideoCLIP (``videoclip_vlm.md``
-§1.1): ``rows = ceil(seconds)``. Backbones are in :mod:`videolang.models.backbones`.
+:class:`ClipStream` turns one video into the backbone's clips chunk by chunk (bounded memory),
+:func:`video_features` gives one video's rows (what ``encode_video`` and the search index run),
+and :func:`run_extraction` / :func:`extract_features` fill a feature store, batching clips of
+several videos (``videolang extract-features``; stored ids skipped, failures listed). One row
+per started second, like MMPT's S3D features: ``rows = ceil(seconds)``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Model folders: everything inference needs, in one self-contained folder.
 
-A model folder (what a run exports and ``videolang convert`` writes) holds::
-
-    config.json           the architecture (videolang.models registry)
-    model.safetensors     the weights
-    pipeline.json         how to use it: family, task, preprocessing, similarity, labels
-    tokenizer/            the tokenizer's files (text models)
-    backbone.safetensors  the frozen feature backbone's weights (feature-based video models)
-
-``pipeline.json`` is validated by the family's :class:`PipelineSpec` (pydantic), so a typo or a
-missing field is an error naming the file and the key. Nothing in the folder points back into a
-run or the training data: the folder can be copied to another machine and loaded there.
+``config.json`` + ``model.safetensors`` + ``pipeline.json`` (+ ``tokenizer/``,
+``backbone.safetensors``); the layout is in docs/inference.md. ``pipeline.json`` is validated by
+the family's :class:`PipelineSpec` (pydantic), so an error names the file and the key. Nothing
+points back into a run, so a folder can be copied to another machine.
 """
 
 from __future__ import annotations

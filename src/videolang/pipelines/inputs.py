@@ -1,13 +1,8 @@
 """What pipelines accept as a video or a clip of text, and how each is told apart.
 
-A video is one of:
-
-* a path (``str`` / ``os.PathLike``) or the bytes of a video file: decoded while streaming, at
-  the rate and size the model needs;
-* :class:`Frames`: already decoded uint8 ``(T, H, W, 3)`` frames and their frame rate (a bare
-  uint8 array or tensor is accepted too when the call passes ``fps=``);
-* :class:`Features`: float ``(T, D)`` feature rows at the model's feature rate (a bare float
-  2-D array or tensor is taken as features), for feature-based models.
+A video is a path or the bytes of a file (decoded while streaming), :class:`Frames` (uint8
+``(T, H, W, 3)`` and a frame rate; a bare uint8 array with ``fps=``) or :class:`Features` (float
+``(T, D)`` rows at the model's feature rate; a bare float 2-D array), for feature-based models.
 """
 
 from __future__ import annotations

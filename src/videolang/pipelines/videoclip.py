@@ -82,7 +82,7 @@ class VideoCLIPPipeline(FeatureVideoPipeline):
 # The release's text side: bert-base-uncased's vocabulary (the offline MiniLM package ships it).
 CONVERTED_TOKENIZER = "minilm"
 # MMPT's features: MIL-NCE S3D-G, 30 fps, 224 px, one 512-d row per second; the released
-# extraction scripts L2-normalise them and store fp16 (videoclip_vlm.md §1.1).
+# extraction scripts (MMPT scripts/video_feature_extractor) L2-normalise them and store fp16.
 CONVERTED_BACKBONE = {"name": "s3dg", "l2_normalize": True, "dtype": "float16"}
 
 

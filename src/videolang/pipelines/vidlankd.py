@@ -2,24 +2,10 @@
 
 >>> pipe = videolang.load("runs/vidlankd_glue_sst2/version_0/export")      # doctest: +SKIP
 >>> pipe.classify(["a gripping, funny film"])                               # doctest: +SKIP
-[[Prediction(label='1', score=0.93)]]
 
-One pipeline class for three kinds of folder (``task`` in ``pipeline.json``):
-
-* ``text-encoder`` (a ``vidlankd.student`` export or a converted student): ``encode_text``
-  is the **masked mean of the last hidden states over the real tokens** ([CLS] and [SEP]
-  included): the per-token states the distillation trains, pooled; sentences are laid out as
-  the student's corpus blocks, ``[CLS] word pieces [SEP]``, at most ``text.max_len`` pieces.
-* ``classification`` (a ``vidlankd.glue`` export): ``classify`` / ``logits`` tokenise exactly
-  as the recipe evaluated (the tokenizer's own single-sentence or pair layout with token types,
-  ``max_length`` tokens in all, pairs truncated longest-first) and apply the fine-tuned head;
-  label names are the GLUE task's. ``encode_text`` is the pooled [CLS] the head reads.
-* ``teacher`` (a ``vidlankd.teacher`` export, :class:`VidLanKDTeacherPipeline`):
-  ``encode_text`` is the mean of the unit token embeddings (what the hinge aligns to videos and
-  what its retrieval validation scored), ``encode_video`` the video tower's unit embedding of
-  the video's feature rows (evenly subsampled to ``max_video_len`` rows, as training did).
-
-Every text is tokenised and padded on its own terms, so an answer does not depend on the batch.
+One pipeline class for ``text-encoder`` (student) and ``classification`` (GLUE) folders, and
+:class:`VidLanKDTeacherPipeline` for ``teacher`` folders. Each text is tokenised on its own
+terms, so an answer does not depend on the batch. What each returns: docs/inference.md.
 """
 
 from __future__ import annotations
@@ -34,6 +20,7 @@ from pydantic import Field, model_validator
 
 from videolang.data.glue import glue_token_ids
 from videolang.errors import ConfigError
+from videolang.models.layers import masked_mean as _masked_mean
 from videolang.pipelines.base import (
     Pipeline,
     Prediction,
@@ -93,11 +80,6 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     for b, r in enumerate(rows):
         out[b, : len(r)] = torch.tensor(list(r), dtype=torch.long)
     return out
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class VidLanKDPipeline(Pipeline):

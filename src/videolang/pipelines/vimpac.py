@@ -3,19 +3,9 @@
 >>> pipe = videolang.load("runs/vimpac_synth_finetune/version_0/export")   # doctest: +SKIP
 >>> pipe.classify(["a.mp4", "b.mp4"], top_k=3)                            # doctest: +SKIP
 
-A video goes through the evaluation's protocol, recorded in ``pipeline.json``:
-
-1. every **view** (a token store's sampling: fps, resize, crop, flip) samples the video at its
-   frame rate (the frame on screen at k / fps, as ``videolang tokenize``);
-2. **clips**: ``num_clips`` uniformly spaced clips of ``clip_len`` view frames every ``stride``,
-   short clips padded with ``[PAD]`` (the recipe's ``TokenClips``, same data-layer functions);
-3. only the frames those clips use are decoded, scaled while decoding (``VideoReader(size=...)``),
-   cropped, flipped and turned into codes by the folder's **frame tokenizer**;
-4. the model scores every clip of every view; the softmax probabilities are averaged.
-
-Videos are paths, bytes, :class:`~videolang.pipelines.inputs.Frames`, or :class:`Tokens` (codes
-of each view, as a token store holds them; a folder without a frame tokenizer takes only these).
-Each clip is scored alone, so a video's answer does not depend on the rest of the batch.
+Every view of ``pipeline.json`` samples the video, ``num_clips`` clips are tokenised by the
+folder's frame tokenizer (or given as :class:`Tokens`), and the softmax over all clips and views
+is averaged. The protocol step by step: docs/inference.md ("What each pipeline does").
 """
 
 from __future__ import annotations
@@ -228,9 +218,9 @@ class _OpenVideo:
 
     def view_frames(self, view: TokenViewSpec) -> np.ndarray:
         """Indices of the video frames a view samples (the frame on screen at k / fps)."""
-        from videolang.data.tokens import sample_frame_indices
+        from videolang.data.sampling import resample_frame_indices
 
-        return sample_frame_indices(self.num_frames, self.fps, view.fps)
+        return resample_frame_indices(self.num_frames, self.fps, view.fps, rounding="down")
 
     def read(self, indices: np.ndarray, resize: int | None) -> torch.Tensor:
         """uint8 ``(n, H, W, 3)`` frames; decoded ones already have the shorter side ``resize``."""
@@ -485,7 +475,7 @@ DALLE_DOWNSAMPLE = 8
 
 
 def spec_for_converted(model: torch.nn.Module, backbone: Any = None) -> VIMPACSpec:
-    """How the original evaluated (``vimpac.md`` §6): the 3 crops (top / center / bottom) at the
+    """How the original evaluated (its fine-tuning test loop): the 3 crops (top / center / bottom) at the
     frame size, 10 uniform clips of the checkpoint's length at 2 fps (every 8th frame of the
     16-fps tokens), softmax averaged. Class names are unknown: ``"0"``, ``"1"``, ..."""
     from videolang.models.vimpac import VimpacForClassification

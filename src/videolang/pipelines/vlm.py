@@ -3,20 +3,9 @@
 >>> pipe = videolang.load("runs/vlm_mcqa/version_0/export")                       # doctest: +SKIP
 >>> pipe.answer(["a.mp4"], [["a red circle moves left", "a blue square grows"]])  # doctest: +SKIP
 
-A VLM folder is exported for one task (``pipeline.json``'s ``task``), and the pipeline offers
-what that task's evaluation computed:
-
-| task | methods |
-|---|---|
-| ``retrieval`` | ``encode_video``, ``encode_text``, ``similarity``, ``score``, ``logits``, ``encode_windows``; ``answer`` (isolated scoring, as MMPT scores MSR-VTT QA with a retrieval model) |
-| ``mcqa`` | ``answer`` with the run's scorer (isolated / joint / hybrid); the retrieval methods unless joint |
-| ``captioning`` | ``caption`` (the run's beam / greedy settings) |
-| ``segmentation`` | ``segment`` (per-row labels, window logits averaged as evaluated) |
-
-Videos go through the folder's backbone at its rate and size (streamed) and are cut into windows
-of the evaluation's length; the model pads every window to its ``max_video_len`` slots, as MMPT
-does, so an output depends on its own video only. Sentences are laid out as MMPT's
-``[CLS] [SEP] words [SEP]``.
+A folder is exported for one task (``pipeline.json``'s ``task``) and offers the methods of that
+task's evaluation; windows are padded to ``max_video_len`` as MMPT does, so an output depends on
+its own video only. Methods per task: docs/inference.md ("What each pipeline does").
 """
 
 from __future__ import annotations
@@ -359,12 +348,12 @@ class VLMPipeline(FeatureVideoPipeline):
 # The release's text side: bert-base-uncased's vocabulary (the offline MiniLM package ships it).
 CONVERTED_TOKENIZER = "minilm"
 # MMPT's features: MIL-NCE S3D-G, 30 fps, 224 px, one 512-d row per second; the released
-# extraction scripts L2-normalise them and store fp16 (videoclip_vlm.md §1.1).
+# extraction scripts (MMPT scripts/video_feature_extractor) L2-normalise them and store fp16.
 CONVERTED_BACKBONE = {"name": "s3dg", "l2_normalize": True, "dtype": "float16"}
 
 
 def spec_for_converted(model, backbone: BackboneSpec | None) -> VLMSpec:
-    """How the released VLM is used zero-shot (``videoclip_vlm.md`` §3.4, §4.1): the isolated
+    """How the released VLM is used zero-shot (MMPT's MSR-VTT retrieval evaluation): the isolated
     halves, text ``[CLS] [SEP] w.. [SEP]`` with at most 61 words (64 tokens), windows of
     ``max_video_len`` one-second rows, raw dot product."""
     return VLMSpec(task="retrieval", text=TextSpec(max_len=62, layout="mmpt"),

@@ -1,26 +1,8 @@
-"""Action-anticipation recipes: LM teacher on action text, distilled into a video student.
-
-* ``anticipation.mlm``: masked-LM pretraining of the teacher's encoder on action-sequence text
-  (``data.mlm_corpus``, one sequence per line: the synthetic world's
-  ``text/action_sequences.txt`` or Recipe1M action text); its export is the teacher's ``model.init``;
-* ``anticipation.teacher``: a ``transformers`` encoder (by config, or a local folder) reads the
-  last ``data.hist_len`` past actions as text and predicts the next action (plus verb and noun
-  heads, weighted ``model.action_weight`` / ``verb_weight`` / ``noun_weight``; EGTEA's original
-  0.8 / 0.1 / 0.1), optionally with class-balanced cross-entropy (``model.class_weights``) and an
-  auxiliary masked-LM loss on the same text (``model.mlm_weight``). Its export writes the
-  model and, per split of ``model.export_splits``, the teacher's predictions (logits and pooled
-  features by clip uid) to ``export/predictions/<split>.safetensors``.
-* ``anticipation.student``: a causal transformer over per-time-step video features observed up
-  to ``data.anticipation_gap`` seconds before each segment, trained with cross-entropy plus
-  ``model.kd_weight`` x :func:`~videolang.losses.distill.kd_kl_loss` towards the teacher's
-  logits (``kd_temperature``, ``kd_top_k``, ``kd_selection``, ``kd_reduction``; the original:
-  ``mean`` reduction, T=10, weight 150 on EGTEA; top-50, T=5, weight 20 on EK55), and
-  optionally ``model.feat_kd_weight`` x a cosine / MSE regression of its pooled feature onto the
-  teacher's through a learned projection.
-
-Validation and test log ``<stage>/top1``, ``top5``, ``mean_top5_recall`` (class-mean top-5
-recall over the classes present), ``mean_top1``, ``verb_top1``, ``noun_top1`` and, with
-``data.many_shot_dir``, ``many_shot_top5_recall``. See ``docs/anticipation.md``.
+"""Action-anticipation recipes: ``anticipation.mlm`` (masked-LM pretraining of the teacher's
+encoder on action text), ``anticipation.teacher`` (a text encoder predicting the next action from
+the past ones) and ``anticipation.student`` (a causal video transformer distilled from the
+teacher's logits and features). Options and logged metrics: docs/anticipation.md
+("Implementation notes").
 """
 
 from __future__ import annotations
@@ -52,7 +34,9 @@ from videolang.data.anticipation import (
 )
 from videolang.data.datasets import DeferredDataLoader
 from videolang.engine import RecipeModule, RunConfig, register_recipe
+from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.errors import ConfigError
+from videolang.losses import mlm_loss
 from videolang.losses.distill import hidden_regression_loss, kd_kl_loss
 from videolang.metrics.anticipation import anticipation_metrics, many_shot_actions
 from videolang.models import create_model, load_pretrained
@@ -321,7 +305,7 @@ class AnticipationData(L.LightningDataModule):
 def class_balanced_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """sklearn's ``'balanced'`` weights ``n / (n_present * count_c)`` for the classes present;
     absent classes get 1 (they never are a target, so their weight does not matter; the
-    original's sklearn call breaks on them instead, spec B2)."""
+    original's sklearn ``compute_class_weight`` call fails on them instead)."""
     counts = torch.bincount(targets, minlength=num_classes).double()
     present = counts > 0
     weights = torch.ones(num_classes, dtype=torch.float64)
@@ -338,23 +322,23 @@ class _AnticipationModule(RecipeModule):
         super().__init__(cfg)
         self.vocab = read_action_vocab(cfg.data.format, cfg.data.root)
         self.many_shot = _many_shot(cfg.data, self.vocab)
-        self._outputs: dict[str, list] = {}
+        self._outputs: dict[str, EvaluationBuffer] = {}
 
     def _collect(self, stage: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
-        self._outputs.setdefault(stage, []).append((out["action"].detach().float().cpu(),
-                                                    batch["action"].cpu(), batch["verb"].cpu(), batch["noun"].cpu()))
+        self._outputs.setdefault(stage, EvaluationBuffer()).add(
+            batch["index"], logits=out["action"].float(), action=batch["action"], verb=batch["verb"],
+            noun=batch["noun"])
 
     def _report(self, stage: str) -> None:
-        parts = self._outputs.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._outputs, stage)
+        if not outputs:
             return
-        logits, action, verb, noun = (torch.cat([p[i] for p in parts]) for i in range(4))
         d: AnticipationDataConfig = self.cfg.data
-        metrics = anticipation_metrics(logits, action, action_verbs=self.vocab.verbs, action_nouns=self.vocab.nouns,
-                                       verb_targets=verb, noun_targets=noun, many_shot=self.many_shot,
+        metrics = anticipation_metrics(outputs["logits"], outputs["action"], action_verbs=self.vocab.verbs,
+                                       action_nouns=self.vocab.nouns, verb_targets=outputs["verb"],
+                                       noun_targets=outputs["noun"], many_shot=self.many_shot,
                                        verb_noun_mode=d.verb_noun_mode, absent=d.absent_classes)
-        for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, rank_zero_only=True)
+        log_metrics(self, {f"{stage}/{name}": value for name, value in metrics.items()})
 
     def validation_step(self, batch, batch_idx):
         self._collect("val", self(batch), batch)
@@ -421,7 +405,7 @@ class AnticipationMLMModule(RecipeModule):
         ids, labels = mask_tokens_for(tok, batch["input_ids"], batch["attention_mask"],
                                       mlm_probability=self.cfg.model.mlm_probability, min_one_masked=True)
         logits = self.model.mlm_logits(ids, batch["attention_mask"])
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        loss = mlm_loss(logits, labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=ids.shape[0])
         return loss
 
@@ -473,7 +457,7 @@ class AnticipationTeacherModule(_AnticipationModule):
             ids, labels = mask_tokens_for(tok, batch["input_ids"], batch["attention_mask"],
                                           mlm_probability=m.mlm_probability, min_one_masked=True)
             logits = self.model.mlm_logits(ids, batch["attention_mask"])
-            mlm = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            mlm = mlm_loss(logits, labels)
             self.log("train/mlm", mlm, batch_size=ids.shape[0])
             loss = loss + m.mlm_weight * mlm
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["action"].shape[0])

@@ -1,34 +1,9 @@
-"""ClipBERT recipes: end-to-end training on sparsely sampled raw frames (``clipbert.md`` §3-4).
+"""ClipBERT recipes: end-to-end training on sparsely sampled raw frames (Lei et al., 2021).
 
-* ``clipbert.retrieval``: text-to-video retrieval (MSR-VTT, DiDeMo, ActivityNet Captions).
-  Training: image-text matching, each caption with ``data.itm_neg_size`` captions of other
-  videos, 2-way cross-entropy on the clip-consensus logits (``model.retrieval_loss=itm``, the
-  original). ``model.retrieval_loss=in_batch`` (the spec's optional in-batch contrastive loss,
-  §8.3 item 6) instead scores every caption of the batch against every video of the batch with
-  the same cross-encoder and applies a symmetric InfoNCE to the scores ``logit[match] -
-  logit[no match]`` that evaluation ranks by: B - 1 negatives per caption instead of one random
-  one, which a small model trained from scratch needs to find the alignment. Evaluation: every caption against
-  every video (cross-encoder), the CNN run once per video and the fusion batched over
-  ``data.pair_batch_size`` pairs; ranked on the raw score ``logit[match] - logit[no match]``
-  (the original rounded probabilities to 4 decimals, §8.1 item 3); text-to-video and
-  video-to-text with several captions per video handled correctly.
-* ``clipbert.qa``: open-ended video QA (TGIF FrameQA, MSRVTT-QA) over an answer vocabulary;
-  accuracy overall and per ``answer_type`` (out-of-vocabulary answers count as wrong), with the
-  majority-answer rate of the training set logged beside it.
-* ``clipbert.mcqa``: multiple choice (TGIF action / transition, MSRVTT-MC): one score per
-  ``question + option`` row, cross-entropy over the options.
-* ``clipbert.vqa``: image QA with VQA soft scores: BCE-with-logits summed over classes,
-  averaged over the batch (the original's ``mean * num_labels``); VQA soft accuracy.
-* ``clipbert.pretrain``: image-text pretraining with MLM and ITM. The MLM loss is averaged
-  over the masked tokens (``model.mlm_loss=all_positions``: the original's mean over every text
-  position, §4); ``model.mlm_on_negatives=false`` skips MLM on mismatched captions.
-
-Every recipe reads the original's JSONL annotation files (:mod:`videolang.data.clipbert`) and
-samples clips with the task's defaults (``data.sampling``: ``msrvtt_ret``, ``tgif_frameqa`` ...,
-see :data:`~videolang.data.sampling.CLIPBERT_TASK_SAMPLING`; ``data.compat_sampling`` for the
-original's test-time windows). ``model.init`` starts from a model folder (a converted
-pretrained checkpoint or a run export): the weights of the folder's task head are dropped when
-the task differs (as the original did, §5.5), every other key must load.
+``clipbert.retrieval``, ``clipbert.qa``, ``clipbert.mcqa``, ``clipbert.vqa`` and
+``clipbert.pretrain`` (MLM + ITM on images), each reading the original's JSONL annotations and
+sampling clips with the task's defaults. Losses, evaluation protocols and ``model.init``:
+docs/clipbert.md ("Implementation notes").
 """
 
 from __future__ import annotations
@@ -56,7 +31,9 @@ from videolang.data.clipbert import (
 from videolang.data.datasets import DeferredDataLoader
 from videolang.data.sampling import clipbert_task_sampling
 from videolang.engine import RunConfig, StagedEvalModule, create_recipe_model, register_recipe
+from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.errors import ConfigError
+from videolang.losses import mlm_loss
 from videolang.metrics import rank_metrics, retrieval_ranks_multi
 from videolang.models.clipbert import ClipBert
 from videolang.models.weights import load_strict
@@ -162,13 +139,9 @@ def load_init(model: ClipBert, folder: str) -> None:
         raise ConfigError(f"model.init: {path} is not a model folder (config.json + model.safetensors)")
     state = load_file(str(weights))
     source_task = json.loads(cfg_file.read_text()).get("task")
-    if source_task != model.config.task:
-        # Fresh head for a new task; the original dropped cls.* the same way (§5.5).
-        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-        own = {k: v for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIXES)}
-        state.update(own)
-        log.info("model.init %s: %s head not reused for %s", path, source_task, model.config.task)
-    load_strict(model, state, source=str(weights))
+    # A new task starts with a fresh head; the original dropped ``cls.*`` the same way.
+    fresh = HEAD_PREFIXES if source_task != model.config.task else ()
+    load_strict(model, state, source=str(weights), fresh=fresh)
 
 
 class ClipBertDataModule(L.LightningDataModule):
@@ -250,7 +223,7 @@ class ClipBertModule(StagedEvalModule):
         self.task = recipe_task(cfg)
         self.vocab = answer_vocab(cfg)
         self.model = build_clipbert(cfg, self.vocab.num_labels if self.vocab else None)
-        self._eval: dict[str, list] = {}
+        self._eval: dict[str, EvaluationBuffer] = {}
         self._tokenizer = None
 
     # -- losses ----------------------------------------------------------------------------------
@@ -309,16 +282,15 @@ class ClipBertModule(StagedEvalModule):
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
         if "frames" not in batch:
             return
-        store = self._eval.setdefault(stage, [])
-        if self.task == "retrieval":
+        store = self._eval.setdefault(stage, EvaluationBuffer())
+        if self.task == "retrieval":  # one item per video: the captions are scored at the end
             visual, vmask = self.model.encode_visual(batch["frames"], batch["pixel_mask"])
-            store.append((batch["visual_id"].cpu(), visual.cpu(), vmask.cpu()))
+            store.add(batch["visual_id"], visual=visual, vmask=vmask)
             return
         if self.task == "pretrain":
             out = self.model(batch["frames"], batch["input_ids"], batch["attention_mask"], batch["pixel_mask"],
                              batch["video_index"], mlm=False)
-            pred = out["itm_logits"].argmax(-1)
-            store.append((batch["index"].cpu(), (pred == batch["labels"]).float().cpu()))
+            store.add(batch["index"], score=(out["itm_logits"].argmax(-1) == batch["labels"]).float())
             return
         out = self.model(batch["frames"], batch["input_ids"], batch["attention_mask"], batch["pixel_mask"],
                          batch["video_index"])
@@ -329,29 +301,26 @@ class ClipBertModule(StagedEvalModule):
             score = batch["soft_targets"].gather(1, logits.argmax(-1, keepdim=True)).squeeze(1)
         else:
             score = (logits.argmax(-1) == batch["labels"]).float()
-        store.append((batch["index"].cpu(), score.cpu()))
+        store.add(batch["index"], score=score)
 
     def _eval_end(self, stage: str) -> None:
-        parts = self._eval.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._eval, stage)
+        if not outputs:
             return
-        if self.trainer.world_size > 1:
-            raise ConfigError("ClipBERT evaluation runs in one process: use trainer.devices=1 for validate/test")
         if self.task == "retrieval":
-            self._retrieval_metrics(stage, parts)
+            self._retrieval_metrics(stage, outputs)
             return
-        index = torch.cat([p[0] for p in parts])
-        score = torch.cat([p[1] for p in parts])
+        index, score = outputs["index"].tolist(), outputs["score"]
         name = {"pretrain": "itm_acc", "vqa": "vqa_score"}.get(self.task, "acc")
-        self.log(f"{stage}/{name}", float(score.mean() * 100), rank_zero_only=True)
+        metrics = {f"{stage}/{name}": float(score.mean() * 100)}
         if self.task in ("qa", "vqa"):
             records = self.trainer.datamodule.dataset(stage).records
-            types = sorted({records[i]["answer_type"] for i in index.tolist()})
-            for t in types:
-                sel = torch.tensor([records[i]["answer_type"] == t for i in index.tolist()])
-                self.log(f"{stage}/{name}_{t}", float(score[sel].mean() * 100), rank_zero_only=True)
+            for t in sorted({records[i]["answer_type"] for i in index}):
+                sel = torch.tensor([records[i]["answer_type"] == t for i in index])
+                metrics[f"{stage}/{name}_{t}"] = float(score[sel].mean() * 100)
         if self.task == "qa":
-            self.log(f"{stage}/majority_acc", self._majority_rate(stage), rank_zero_only=True)
+            metrics[f"{stage}/majority_acc"] = self._majority_rate(stage)
+        log_metrics(self, metrics)
 
     def _majority_rate(self, stage: str) -> float:
         """Accuracy of always answering the most frequent training answer."""
@@ -367,10 +336,8 @@ class ClipBertModule(StagedEvalModule):
         return 100.0 * sum(r["answer"] == top for r in records) / len(records)
 
     @torch.no_grad()
-    def _retrieval_metrics(self, stage: str, parts: list) -> None:
-        ids = torch.cat([p[0] for p in parts])
-        order = ids.argsort()
-        ids, visual, vmask = ids[order], torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+    def _retrieval_metrics(self, stage: str, outputs: dict[str, Any]) -> None:
+        ids, visual, vmask = outputs["index"], outputs["visual"], outputs["vmask"]
         ds = self.trainer.datamodule.dataset(stage)
         # Videos that could not be decoded were skipped: their captions leave the ranking too.
         column = {int(v): j for j, v in enumerate(ids)}
@@ -379,13 +346,17 @@ class ClipBertModule(StagedEvalModule):
             log.warning("%s retrieval: %d captions of unreadable videos left out", stage, len(ds.records) - len(kept))
         texts = [r["text"] for r in kept]
         truth = torch.tensor([column[ds.visual_pos[r["visual"]]] for r in kept])
-        sim = score_matrix(self.model, visual, vmask, ds.text, texts, self.cfg.data.pair_batch_size, self.device)
-        ranks = retrieval_ranks_multi(sim, truth)
-        for direction, r in (("t2v", ranks.t2v), ("v2t", ranks.v2t)):
-            for name, value in rank_metrics(r).items():
-                self.log(f"{stage}/{direction}/{name}", value, rank_zero_only=True)
-        self.log(f"{stage}/R1", rank_metrics(ranks.t2v)["R1"], rank_zero_only=True)
-        self.log(f"{stage}/chance_R1", 100.0 / visual.shape[0], rank_zero_only=True)
+        # Each process scores its share of the captions against every video.
+        mine = list(range(self.global_rank, len(texts), self.trainer.world_size))
+        rows = EvaluationBuffer()
+        scores = (score_matrix(self.model, visual, vmask, ds.text, [texts[i] for i in mine],
+                               self.cfg.data.pair_batch_size, self.device) if mine else torch.empty(0, len(ids)))
+        rows.add(mine, scores=scores)
+        ranks = retrieval_ranks_multi(rows.gather()["scores"], truth)
+        metrics = {f"{stage}/{direction}/{name}": value for direction, r in (("t2v", ranks.t2v), ("v2t", ranks.v2t))
+                   for name, value in rank_metrics(r).items()}
+        log_metrics(self, {**metrics, f"{stage}/R1": metrics[f"{stage}/t2v/R1"],
+                           f"{stage}/chance_R1": 100.0 / visual.shape[0]})
 
     def export_pretrained(self, out_dir) -> Path:
         """A self-contained model folder: weights, tokenizer, and how the test loop fed the model
@@ -420,18 +391,6 @@ def export_spec(cfg: RunConfig, model: ClipBert, vocab: AnswerVocab | None) -> C
         consensus=model.config.consensus, answers=answers,
         provenance={**export_provenance(cfg), "sampling": d.sampling},
     )
-
-
-def mlm_loss(logits: torch.Tensor, labels: torch.Tensor,
-             reduction: Literal["masked", "all_positions"] = "masked") -> torch.Tensor:
-    """MLM cross-entropy of ``logits`` ``(M, L, vocab)`` against ``labels`` ``(M, L)``
-    (-100 = not masked). ``masked``: mean over the masked tokens; ``all_positions``: the
-    original's mean over every text position, unmasked and padding positions counting as 0
-    (about #masked / (M * L) times the former, §4)."""
-    per_token = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
-    if reduction == "all_positions":
-        return per_token.mean()
-    return per_token.sum() / (labels != -100).sum().clamp(min=1)
 
 
 def in_batch_retrieval_loss(model: ClipBert, batch: dict[str, Any], temperature: float = 1.0) -> torch.Tensor:

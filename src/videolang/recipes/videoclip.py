@@ -1,19 +1,7 @@
-"""VideoCLIP recipes: contrastive pretraining and retrieval fine-tuning / evaluation.
-
-* ``videoclip.pretrain``: overlapped (video window, caption span) positives from timestamped
-  captions (HowTo100M ``raw_caption.json`` layout) over per-second features, VideoCLIP's
-  symmetric contrastive loss, retrieval-augmented batches refreshed every epoch from
-  ``data.retrieval_start_epoch`` on. Validation is zero-shot text-to-video retrieval.
-* ``videoclip.retrieval``: fine-tuning on (video, sentence) pairs with the text-to-video loss
-  (the original's ``T2VContraLoss``), or, with ``trainer.max_epochs=0`` / ``videolang test``,
-  zero-shot evaluation of a pretrained model (``model.init``).
-
-Every retrieval result is logged as ``<stage>/<protocol>/<metric>`` where the protocol names
-the annotation format and split (``msrvtt-test``, ``youcook2-validation`` ...): text-to-video,
-one sentence per video (or per segment), ranks with ties counted against the query.
-
-Data (``data.*``): features come from a feature store (``videolang extract-features``);
-``data.feature_rate`` is its rows per second (VideoCLIP's S3D features: 1).
+"""VideoCLIP recipes: ``videoclip.pretrain`` (contrastive pretraining on timestamped captions
+over per-second features, retrieval-augmented batches) and ``videoclip.retrieval`` (fine-tuning
+with the text-to-video loss, or zero-shot evaluation of ``model.init``). Data, logged metric
+names and protocols: docs/videoclip.md ("Implementation notes").
 """
 
 from __future__ import annotations
@@ -43,11 +31,14 @@ from videolang.data.videoclip import (
     load_timestamped_captions,
 )
 from videolang.engine import RunConfig, StagedEvalModule, register_recipe
+from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.errors import ConfigError
 from videolang.losses import t2v_loss, v2t_loss, videoclip_loss
 from videolang.metrics import retrieval_metrics
 from videolang.models import create_model, load_pretrained
-from videolang.models.videoclip import VideoCLIP, convert_mmpt_state_dict
+from videolang.models.convert.videoclip import convert_mmpt_state_dict
+from videolang.models.videoclip import VideoCLIP
+from videolang.models.weights import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +338,7 @@ def build_videoclip(m: VideoCLIPModelConfig, feature_dim: int, max_video_len: in
         return model.train()
     model = create_model(m.name, feature_dim=feature_dim, max_video_len=max_video_len)
     if m.init:  # original MMPT checkpoint
-        state = torch.load(m.init, map_location="cpu", weights_only=False)
-        convert_mmpt_state_dict(state, model, source=m.init)
+        convert_mmpt_state_dict(read_checkpoint(m.init), model, source=m.init)
     return model
 
 
@@ -365,7 +355,7 @@ class VideoCLIPModule(StagedEvalModule):
         self.logit_scale = (
             nn.Parameter(torch.tensor(math.log(1.0 / m.temperature))) if getattr(m, "learn_temperature", False) else None
         )
-        self._eval: dict[str, list] = {}
+        self._eval: dict[str, EvaluationBuffer] = {}
         # Frozen text tower: pooled outputs by token sequence. Each caption span is encoded
         # once per run instead of once per step (the tower is deterministic in eval mode).
         self._text_cache: dict[tuple[int, ...], torch.Tensor] = {}
@@ -434,31 +424,19 @@ class VideoCLIPModule(StagedEvalModule):
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         video = self.model.encode_video(batch["vfeats"], batch["vmask"])
         text = self.model.encode_text(batch["caps"], batch["cmask"])
-        store = self._eval.setdefault(stage, [])
-        store.append((batch["index"].detach(), video.detach(), text.detach()))
+        self._eval.setdefault(stage, EvaluationBuffer()).add(batch["index"], video=video, text=text)
 
     def _eval_end(self, stage: str) -> None:
-        parts = self._eval.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._eval, stage)
+        if not outputs:
             return
-        index = torch.cat([p[0] for p in parts])
-        video = torch.cat([p[1] for p in parts])
-        text = torch.cat([p[2] for p in parts])
-        if self.trainer.world_size > 1:  # gather, then drop the DistributedSampler's repeats
-            index, video, text = (self.all_gather(x).flatten(0, 1) for x in (index, video, text))
-        order = torch.argsort(index)
-        index, video, text = index[order], video[order], text[order]
-        keep = torch.ones_like(index, dtype=torch.bool)
-        keep[1:] = index[1:] != index[:-1]
-        video, text = video[keep], text[keep]
+        video, text = outputs["video"], outputs["text"]
         if getattr(self.cfg.model, "normalize", False):
             video, text = nn.functional.normalize(video, dim=-1), nn.functional.normalize(text, dim=-1)
         metrics = retrieval_metrics(text.float() @ video.float().t())
         protocol = getattr(self.trainer.datamodule, f"{stage}_protocol", stage)
-        for name, value in metrics.items():
-            self.log(f"{stage}/{protocol}/{name}", float(value), sync_dist=False, rank_zero_only=True)
-        self.log(f"{stage}/R1", float(metrics["R1"]), rank_zero_only=True)
-        self.log(f"{stage}/chance_R1", 100.0 / len(text), rank_zero_only=True)
+        log_metrics(self, {**{f"{stage}/{protocol}/{name}": v for name, v in metrics.items()},
+                           f"{stage}/R1": metrics["R1"], f"{stage}/chance_R1": 100.0 / len(text)})
 
     def export_pretrained(self, out_dir) -> Path:
         """A self-contained model folder: weights, tokenizer, feature backbone, and how the run

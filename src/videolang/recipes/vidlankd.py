@@ -1,23 +1,7 @@
-"""VidLanKD recipes: the video-language teacher, the distilled text student, GLUE fine-tuning.
-
-* ``vidlankd.teacher``: MLM + token-to-video hinge on (caption text, clip features) pairs
-  (HowTo100M ``caption.json`` layout + a feature store). One sample per video per epoch: the
-  captions from a start index, joined with " . " (overlapping ASR text removed), up to
-  ``block_size`` tokens; the video rows of the matching time span. ``data.window: first`` is the
-  original (always caption 0); ``random`` (default) draws the start caption per epoch.
-  Validation: MLM loss and text-to-video retrieval (score = mean over a caption's tokens of the
-  token-video cosine, i.e. what the hinge trains), ``val/R1`` ...
-* ``vidlankd.student``: a text-only BERT with MLM on ``[CLS] 126 tokens [SEP]`` corpus blocks
-  (:mod:`videolang.data.corpus`), plus distillation from a frozen teacher's last hidden states
-  on the same corrupted input: ``model.kd`` lists ``nst`` and/or ``contrastive``;
-  ``model.teacher: null`` trains the MLM-only baseline. Validation: MLM loss and perplexity.
-* ``vidlankd.glue``: fine-tunes a BERT (a student or teacher export, a local HF BERT folder or
-  ``minilm``) on one GLUE-format task (:mod:`videolang.data.glue`) and logs the task's metrics
-  (:mod:`videolang.metrics.glue`) on the dev split as ``val/<metric>`` and ``val/score``.
-
-The loss functions come from :mod:`videolang.losses.distill`; the original's normalisations
-(NST divided by the sequence length, token NT-Xent at temperature 1 with a double 1/N) are
-options there, see ``docs/vidlankd.md``.
+"""VidLanKD recipes: ``vidlankd.teacher`` (MLM + token-to-video hinge on captions and clip
+features), ``vidlankd.student`` (text-only MLM distilled from the frozen teacher) and
+``vidlankd.glue`` (GLUE fine-tuning of any BERT). Sampling, validation and the original's loss
+normalisations: docs/vidlankd.md ("Implementation notes").
 """
 
 from __future__ import annotations
@@ -39,11 +23,14 @@ from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
 from videolang.data.datasets import DeferredDataLoader
 from videolang.data.glue import get_task, glue_token_ids, read_glue
 from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
+from videolang.engine.evaluation import EvaluationBuffer, batch_indices, log_metrics
 from videolang.errors import ConfigError
+from videolang.losses import mlm_loss
 from videolang.metrics import retrieval_metrics
 from videolang.metrics.glue import glue_metrics
 from videolang.models import load_pretrained
 from videolang.models.bert import BertEncoder
+from videolang.models.layers import masked_mean
 from videolang.models.vidlankd import VidLanKDClassifier, VidLanKDStudent, VidLanKDTeacher
 
 log = logging.getLogger(__name__)
@@ -78,12 +65,6 @@ def _mask(cfg_seed: int, step: int, ids: torch.Tensor, tok, attention_mask: torc
     return mask_tokens(ids, mask_token_id=tok.mask_token_id, vocab_size=len(tok),
                        special_token_ids=tok.all_special_ids, attention_mask=attention_mask,
                        mlm_probability=p, generator=g, min_one_masked=True)
-
-
-def _mlm_loss(out: dict[str, torch.Tensor]) -> torch.Tensor:
-    if out["mlm_targets"].numel() == 0:
-        return out["mlm_logits"].sum() * 0.0
-    return F.cross_entropy(out["mlm_logits"], out["mlm_targets"])
 
 
 def _check_vocab(model_vocab: int, tok, what: str) -> None:
@@ -308,9 +289,7 @@ def _hinge(kind: str, token_emb: torch.Tensor, video_emb: torch.Tensor, mask: to
 
 def text_video_scores(token_emb: torch.Tensor, mask: torch.Tensor, video_emb: torch.Tensor) -> torch.Tensor:
     """``(texts, videos)``: mean over each text's real tokens of the token-video cosine."""
-    m = mask.to(token_emb.dtype).unsqueeze(-1)
-    pooled = (token_emb * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return pooled @ video_emb.t()
+    return masked_mean(token_emb, mask) @ video_emb.t()
 
 
 class TeacherModule(RecipeModule):
@@ -332,7 +311,7 @@ class TeacherModule(RecipeModule):
         self.model: VidLanKDTeacher = model
         if m.freeze_video:
             self.model.video.requires_grad_(False)
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val = EvaluationBuffer()
 
     def export_pretrained(self, out_dir) -> Path:
         """A model folder: weights, tokenizer, the feature store's backbone, and how the run
@@ -357,7 +336,7 @@ class TeacherModule(RecipeModule):
         inputs, labels = _mask(self.cfg.seed, step, batch["ids"], self.tok, batch["mask"], m.mlm_probability)
         out = self.model(inputs, batch["mask"], batch["vfeats"], batch["vmask"], mlm_labels=labels)
         hinge = _hinge(m.hinge, out["token_emb"], out["video_emb"], batch["mask"], m.margin)
-        mlm = _mlm_loss(out)
+        mlm = mlm_loss(out["mlm_logits"], out["mlm_targets"])
         return {"loss": hinge + m.mlm_weight * mlm, "hinge": hinge, "mlm": mlm, "out": out}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -371,22 +350,21 @@ class TeacherModule(RecipeModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         r = self._losses(batch, 10**9 + batch_idx)  # fixed masks for validation
         b = batch["ids"].shape[0]
-        self.log("val/mlm", r["mlm"], batch_size=b)
-        self.log("val/hinge", r["hinge"], batch_size=b)
+        # batch-level losses (masks by batch, in-batch negatives): averaged over processes
+        self.log("val/mlm", r["mlm"], batch_size=b, sync_dist=True)
+        self.log("val/hinge", r["hinge"], batch_size=b, sync_dist=True)
         # retrieval on the clean text
         out = self.model(batch["ids"], batch["mask"], batch["vfeats"], batch["vmask"])
-        m = batch["mask"].to(out["token_emb"].dtype).unsqueeze(-1)
-        self._val.append((((out["token_emb"] * m).sum(1) / m.sum(1)).cpu(), out["video_emb"].cpu()))
+        self._val.add(batch_indices(self.trainer, "val", batch_idx), text=masked_mean(out["token_emb"], batch["mask"]),
+                      video=out["video_emb"])
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
+        outputs, self._val = self._val.gather(), EvaluationBuffer()
+        if not outputs:
             return
-        text = torch.cat([t for t, _ in self._val])
-        video = torch.cat([v for _, v in self._val])
-        self._val = []
-        for k, v in retrieval_metrics(text @ video.t()).items():
-            self.log(f"val/{k}", v)
-        self.log("val/chance_R1", 100.0 / len(video))
+        text, video = outputs["text"], outputs["video"]
+        metrics = {f"val/{k}": v for k, v in retrieval_metrics(text @ video.t()).items()}
+        log_metrics(self, {**metrics, "val/chance_R1": 100.0 / len(video)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,7 +520,7 @@ class StudentModule(RecipeModule):
         mask = ids != self.tok.pad_token_id
         inputs, labels = _mask(self.cfg.seed, step, ids, self.tok, mask, m.mlm_probability)
         out = self.model(inputs, mask, mlm_labels=labels)
-        r = {"mlm": _mlm_loss(out)}
+        r = {"mlm": mlm_loss(out["mlm_logits"], out["mlm_targets"])}
         total = r["mlm"]
         if self.teacher is not None and m.kd:
             if self.teacher.bert.embeddings.word_embeddings.weight.device != ids.device:
@@ -562,9 +540,9 @@ class StudentModule(RecipeModule):
         return r["loss"]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        r = self._losses(batch, 10**9 + batch_idx)
+        r = self._losses(batch, 10**9 + batch_idx)  # masks by batch: averaged over processes
         for k, v in r.items():
-            self.log(f"val/{k}", v, batch_size=batch.shape[0])
+            self.log(f"val/{k}", v, batch_size=batch.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         mlm = self.trainer.callback_metrics.get("val/mlm")
@@ -706,8 +684,7 @@ class GlueModule(RecipeModule):
         if cfg.model.classifier_dropout is not None:
             self.model.dropout.p = cfg.model.classifier_dropout
             self.model.config.classifier_dropout = cfg.model.classifier_dropout
-        self._preds: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
+        self._eval = EvaluationBuffer()
 
     def export_pretrained(self, out_dir) -> Path:
         """A model folder: weights, the tokenizer the run used, how it tokenised (``max_length``
@@ -724,10 +701,10 @@ class GlueModule(RecipeModule):
         tokenizer = _tokenizer(d.tokenizer or load_glue_encoder_tokenizer(self.cfg.model.init))
         return write_model_folder(out_dir, self.model, spec, tokenizer=tokenizer)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if self.task.is_regression:
-            return F.mse_loss(logits, labels)
-        return F.cross_entropy(logits, labels)
+            return F.mse_loss(logits, labels, reduction=reduction)
+        return F.cross_entropy(logits, labels, reduction=reduction)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["ids"], batch["mask"], batch["types"])
@@ -737,20 +714,18 @@ class GlueModule(RecipeModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self.model(batch["ids"], batch["mask"], batch["types"])
-        self.log("val/loss", self._loss(logits, batch["label"]), batch_size=batch["ids"].shape[0])
-        self._preds.append((logits if self.task.is_regression else logits.argmax(-1)).cpu())
-        self._labels.append(batch["label"].cpu())
+        self._eval.add(batch_indices(self.trainer, "val", batch_idx),
+                       pred=logits if self.task.is_regression else logits.argmax(-1), label=batch["label"],
+                       loss=self._loss(logits, batch["label"], reduction="none"))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._preds:
+        outputs, self._eval = self._eval.gather(), EvaluationBuffer()
+        if not outputs:
             return
-        pred, gold = torch.cat(self._preds).numpy(), torch.cat(self._labels).numpy()
-        self._preds, self._labels = [], []
-        scores = glue_metrics(self.task.metrics, pred, gold)
-        for k, v in scores.items():
-            self.log(f"val/{k}", v)
+        scores = glue_metrics(self.task.metrics, outputs["pred"].numpy(), outputs["label"].numpy())
+        log_metrics(self, {"val/loss": float(outputs["loss"].mean()), **{f"val/{k}": v for k, v in scores.items()}})
         if "score" not in scores:
-            self.log("val/score", next(iter(scores.values())))
+            log_metrics(self, {"val/score": next(iter(scores.values()))})
 
 
 register_recipe("vidlankd.teacher", TeacherModule, TeacherDataModule, TeacherModelConfig, TeacherDataConfig)

@@ -1,29 +1,7 @@
-"""VIMPAC recipes on token stores (``vimpac.md`` §2, §5-§7).
-
-* ``vimpac.pretrain``: two clips drawn independently from each video (same spatial view),
-  block-masked (``model.mask_blocks`` blocks; or i.i.d. with ``model.mask_prob``), one forward
-  serving both losses: masked-token cross-entropy over the masked, non-PAD positions
-  (``train/mlm_acc`` is the paper's Mask-Accu) and the long-range contrastive loss
-  :func:`~videolang.losses.vimpac.vimpac_nce_loss` between the CLS projections of the two clips
-  (negatives gathered across ranks); ``loss = mlm_weight * L_mask + nce_weight * L_cl``.
-  Validation reports the same losses on the val store and, with labels, a kNN monitor
-  (train-store bank, weighted 200-NN vote with temperature 0.07 on L2-normalised CLS).
-  ``model.mask_last_frames`` (not VIMPAC's) also masks the end of every clip: future prediction,
-  a loss that is not symmetric in time (``docs/vimpac.md``, "Why the pretraining cannot learn
-  the order"). ``model.order_weight`` (not VIMPAC's either) adds an arrow-of-time loss
-  (:func:`~videolang.losses.vimpac.arrow_of_time_loss`; one more forward of the B first clips, played backwards).
-* ``vimpac.finetune``: action recognition. Training: one random clip from a random spatial view
-  (one of ``data.train_stores``); the classifier is zero-initialised, the backbone comes from
-  ``model.init`` (a ``vimpac.pretrain`` export or an original checkpoint) or is trained from
-  scratch (``model.reinit_temporal_positions`` draws the loaded temporal table afresh).
-  Evaluation: every view store x ``data.num_test_clips`` uniformly spaced clips, softmax
-  probabilities averaged per video (``val/top1``, ``val/top5``, ``val/chance``).
-
-Clips: ``data.clip_len`` frames every ``data.stride`` stored frames (frame-rate emulation),
-short clips padded with ``[PAD]``. With K = 1 the evaluation clip is the centre one
-(``data.legacy_first_clip``: the original's first clip). Videos are filtered by
-``data.*_list`` files (MMAction ``path label`` lines: UCF101 / HMDB51 split files).
-:func:`split_averaged` runs one fine-tuning per split and averages the test accuracies.
+"""VIMPAC recipes on token stores: ``vimpac.pretrain`` (block-masked token prediction plus the
+long-range contrastive loss between two clips of each video) and ``vimpac.finetune`` (action
+recognition, multi-view multi-clip evaluation); :func:`split_averaged` averages over splits.
+Clips, masking options and evaluation: docs/vimpac.md ("Implementation notes").
 """
 
 from __future__ import annotations
@@ -52,19 +30,20 @@ from videolang.engine import (
     create_recipe_model,
     register_recipe,
 )
+from videolang.engine.evaluation import EvaluationBuffer, batch_indices, gather_stage, log_metrics
 from videolang.errors import ConfigError
 from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
 from videolang.masking import apply_mask, block_mask, iid_mask
 from videolang.metrics import topk_accuracy
 from videolang.models import load_pretrained
+from videolang.models.convert.vimpac import convert_vimpac_state_dict
 from videolang.models.vimpac import (
     VimpacBackbone,
     VimpacConfig,
     VimpacForClassification,
     VimpacForPretraining,
-    convert_vimpac_state_dict,
 )
-from videolang.models.weights import read_checkpoint
+from videolang.models.weights import load_strict, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +311,7 @@ def build_classifier(cfg: RunConfig, dm: VimpacDataModule) -> VimpacForClassific
             model = create_recipe_model(m, {**clf_overrides, **_architecture_of(source.config)})
         backbone = source.backbone
         backbone.resize_positional_embeddings(dm.cfg.data.clip_len, dm.height, dm.width)
-        model.backbone.load_state_dict(backbone.state_dict())
+        load_strict(model.backbone, backbone.state_dict(), source=f"model.init {m.init} (backbone)")
         if m.reinit_temporal_positions:
             redraw_temporal_positions(model.backbone, torch.Generator().manual_seed(cfg.seed))
     return model
@@ -381,7 +360,7 @@ class VimpacPretrain(RecipeModule):
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.model: VimpacForPretraining | None = None
-        self._eval: dict[int, list] = {}
+        self._eval: dict[str, EvaluationBuffer] = {}
 
     def setup(self, stage: str) -> None:
         if self.model is None:
@@ -450,26 +429,26 @@ class VimpacPretrain(RecipeModule):
             values = self.losses(pairs)
             for name in ("loss", "mlm", "mlm_acc", "nce", "order", "order_acc"):
                 if name in values:
-                    self.log(f"val/{name}", values[name], batch_size=pairs.shape[0], add_dataloader_idx=False)
+                    # batch-level losses (in-batch negatives, random masks): averaged over processes
+                    self.log(f"val/{name}", values[name], batch_size=pairs.shape[0], add_dataloader_idx=False,
+                             sync_dist=True)
             if (labels >= 0).all():
                 cls, _ = self.model.backbone(pairs[:, 0])
-                self._eval.setdefault(0, []).append((cls.float(), labels))
+                index = batch_indices(self.trainer, "val", batch_idx, dataloader_idx)
+                self._eval.setdefault("queries", EvaluationBuffer()).add(index, cls=cls.float(), label=labels)
         else:
-            _, views, labels = batch
+            index, views, labels = batch
             cls, _ = self.model.backbone(views[:, 0])
-            self._eval.setdefault(1, []).append((cls.float(), labels))
+            self._eval.setdefault("bank", EvaluationBuffer()).add(index, cls=cls.float(), label=labels)
 
     def on_validation_epoch_end(self) -> None:
-        queries, bank = self._eval.pop(0, []), self._eval.pop(1, [])
+        queries, bank = gather_stage(self._eval, "queries"), gather_stage(self._eval, "bank")
         if not queries or not bank:
             return
-        q, ql = torch.cat([x for x, _ in queries]), torch.cat([y for _, y in queries])
-        f, fl = torch.cat([x for x, _ in bank]), torch.cat([y for _, y in bank])
-        if self.trainer.world_size > 1:
-            f, fl = self.all_gather(f).flatten(0, 1), self.all_gather(fl).flatten(0, 1)
+        q, ql, f, fl = queries["cls"], queries["label"], bank["cls"], bank["label"]
         num_classes = int(max(fl.max(), ql.max())) + 1
         scores = knn_predict(q, f, fl, num_classes, self.cfg.model.knn_k, self.cfg.model.knn_temperature)
-        self.log("val/knn_top1", topk_accuracy(scores, ql, 1), batch_size=len(ql))
+        log_metrics(self, {"val/knn_top1": topk_accuracy(scores, ql, 1)})
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         # `videolang export` loads a checkpoint into a fresh module, which setup() never built
@@ -489,7 +468,7 @@ class VimpacFinetune(StagedEvalModule):
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.model: VimpacForClassification | None = None
-        self._eval: dict[str, list] = {}
+        self._eval: dict[str, EvaluationBuffer] = {}
 
     def setup(self, stage: str) -> None:
         if self.model is None:
@@ -515,30 +494,19 @@ class VimpacFinetune(StagedEvalModule):
         b, v = views.shape[:2]
         logits = self.model(views.flatten(0, 1)).float().view(b, v, -1)
         probs = logits.softmax(-1).mean(1)  # softmax averaged over spatial views x temporal clips
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(v))
-        self._eval.setdefault(stage, []).append((index, probs, labels, loss.detach() * b))
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(v), reduction="none").view(b, v)
+        self._eval.setdefault(stage, EvaluationBuffer()).add(index, probs=probs, labels=labels, loss=loss.mean(1))
 
     def _eval_end(self, stage: str) -> None:
-        parts = self._eval.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._eval, stage)
+        if not outputs:
             return
-        index, probs, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
-        loss_sum = torch.stack([p[3] for p in parts]).sum()
-        if self.trainer.world_size > 1:  # gather, then drop the DistributedSampler's repeats
-            index, probs, labels = (self.all_gather(x).flatten(0, 1) for x in (index, probs, labels))
-            loss_sum = self.all_gather(loss_sum).sum()
-        order = torch.argsort(index)
-        index, probs, labels = index[order], probs[order], labels[order]
-        keep = torch.ones_like(index, dtype=torch.bool)
-        keep[1:] = index[1:] != index[:-1]
-        probs, labels = probs[keep], labels[keep]
+        probs, labels = outputs["probs"], outputs["labels"]
         top = topk_accuracy(probs, labels, [1, 5] if probs.shape[1] >= 5 else [1])
-        self.log(f"{stage}/top1", top[1], rank_zero_only=True)
-        if 5 in top:
-            self.log(f"{stage}/top5", top[5], rank_zero_only=True)
-        self.log(f"{stage}/loss", float(loss_sum) / max(len(labels), 1), rank_zero_only=True)
         chance = torch.bincount(labels, minlength=probs.shape[1]).max().item() / len(labels) * 100
-        self.log(f"{stage}/chance", chance, rank_zero_only=True)  # majority-class accuracy
+        log_metrics(self, {f"{stage}/top{k}": value for k, value in top.items()})
+        log_metrics(self, {f"{stage}/loss": float(outputs["loss"].mean()),
+                           f"{stage}/chance": chance})  # chance: the majority-class accuracy
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         # `videolang export` loads a checkpoint into a fresh module, which setup() never built

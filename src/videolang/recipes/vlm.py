@@ -1,30 +1,7 @@
-"""VLM recipes: masked modality pretraining and the downstream tasks (``videoclip_vlm.md`` §3).
-
-* ``vlm.pretrain``: one encoder over ``[CLS] video [SEP] text``; per item, with probability
-  ``mm_prob`` one whole modality is masked (half of those items lose all text, half all video:
-  25 / 25 / 50 by default), otherwise 15 % of words and 15 % of frames. Objectives: masked
-  language modelling and masked frame modelling as NCE (a masked frame's output must pick its
-  own original token among the non-masked frames of the batch), weighted by
-  ``model.mlm_weight`` / ``model.mfm_weight``; or ``objective: mtm``, the original's single
-  cross-entropy over both (with its zero logit, ``videolang.losses.mtm_loss``). Validation:
-  zero-shot text-to-video retrieval.
-* ``vlm.retrieval``: fine-tuning with the isolated halves (two passes with shared weights, which
-  equal the joint pass under the isolated mask) and a contrastive loss on pooled embeddings
-  (the original: text-to-video); evaluation as ``videoclip.retrieval``.
-* ``vlm.mcqa``: multiple-choice video QA: trained like retrieval (the original trains on the
-  retrieval pairs with a video-to-text loss), evaluated by scoring each candidate answer
-  sentence against the video; accuracy against chance. Or trained with cross-entropy over the
-  options of training items (``data.train_mc``). Not in the original: ``model.temporal_segments``
-  (also compare the halves run by run, so swapping the order of two events changes the score)
-  and the ``joint`` / ``hybrid`` scorers on the full-attention pass.
-* ``vlm.captioning``: generation with the causal text mask (``textgen_mask``); teacher-forced
-  cross-entropy in training; greedy and beam search at evaluation, BLEU-4 and ROUGE-L against
-  every reference of a video, next to a fixed most-frequent-training-caption baseline.
-* ``vlm.segmentation``: COIN-style per-row classification of the video tokens over sliding
-  windows; window logits averaged per row; frame accuracy next to the majority-class rate.
-
-The masking draws come from a generator seeded by (seed, global step), so a resumed run masks
-exactly as an uninterrupted one.
+"""VLM recipes: ``vlm.pretrain`` (masked modality modelling over ``[CLS] video [SEP] text``) and
+the downstream ``vlm.retrieval``, ``vlm.mcqa``, ``vlm.captioning`` and ``vlm.segmentation``.
+Masking draws come from a generator seeded by (seed, global step), so a resumed run masks as an
+uninterrupted one. Objectives and evaluation: docs/vlm.md ("Implementation notes").
 """
 
 from __future__ import annotations
@@ -57,12 +34,15 @@ from videolang.data.vlm import (
     read_mc_items,
 )
 from videolang.engine import RunConfig, StagedEvalModule, register_recipe
+from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.engine.export import export_provenance
 from videolang.errors import ConfigError
 from videolang.losses import masked_frame_nce_loss, mlm_loss, mtm_loss
 from videolang.metrics import caption_metrics
 from videolang.models import create_model, load_pretrained
-from videolang.models.vlm import VLM, convert_mmpt_vlm_state_dict
+from videolang.models.convert.vlm import convert_mmpt_vlm_state_dict
+from videolang.models.vlm import VLM
+from videolang.models.weights import load_strict, read_checkpoint
 from videolang.recipes.videoclip import (
     VideoCLIPDataConfig,
     VideoCLIPDataModule,
@@ -247,10 +227,7 @@ def _build_vlm(m: VLMModelConfig, feature_dim: int, num_classes: int, tokenizer:
         cfg = source.config
         cfg.num_classes = num_classes
         model = VLM(cfg)
-        state = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("classifier.") for k in missing):
-            raise ConfigError(f"model.init {m.init}: unexpected {unexpected}, missing {missing}")
+        load_strict(model, source.state_dict(), source=f"model.init {m.init}", fresh=("classifier.",))
         return model, num_classes > 0
     overrides: dict[str, Any] = {"feature_dim": feature_dim, **_tokenizer_overrides(m.name, tokenizer)}
     if num_classes:
@@ -263,7 +240,7 @@ def _build_vlm(m: VLMModelConfig, feature_dim: int, num_classes: int, tokenizer:
     if not isinstance(model, VLM):
         raise ConfigError(f"model.name {m.name!r} is not a VLM architecture")
     if m.init:
-        state = torch.load(m.init, map_location="cpu", weights_only=False)
+        state = read_checkpoint(m.init)
         head = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}
         if head:  # the pretrained checkpoint has no classifier: keep our fresh one
             state = dict(state.get("model", state))
@@ -357,7 +334,7 @@ def whole_modality_masks(
     caps: torch.Tensor, cmask: torch.Tensor, vmask: torch.Tensor, *, special_ids: list[int], mask_token_id: int,
     vocab_size: int, mm_prob: float, mlm_probability: float, mfm_probability: float, generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """VLM's masking (``videoclip_vlm.md`` §3.2), vectorized over the batch.
+    """VLM's masking (MMPT ``MFMMLMAligner``), vectorized over the batch.
 
     Returns ``(masked_caps, text_labels, video_label)``: an item gets all its text masked with
     probability ``mm_prob / 2``, all its valid frames with ``mm_prob / 2``, and otherwise
@@ -562,29 +539,19 @@ class VLMMultipleChoice(VLMRetrieval):
         # Control: the same options scored against another item's video. Accuracy above chance
         # there comes from the options' text alone.
         pred, control = (scores.argmax(-1) for scores in self.item_scores(batch, video_shifts=(0, 1)))
-        store = self._eval.setdefault(stage, [])
-        store.append((batch["index"], (pred == batch["answer"]).float(), torch.full_like(pred, k),
-                      (control == batch["answer"]).float()))
+        self._eval.setdefault(stage, EvaluationBuffer()).add(
+            batch["index"], correct=(pred == batch["answer"]).float(), options=torch.full_like(pred, k),
+            control=(control == batch["answer"]).float())
 
     def _eval_end(self, stage: str) -> None:
-        parts = self._eval.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._eval, stage)
+        if not outputs:
             return
-        index, correct, options, control = (torch.cat([p[i] for p in parts]) for i in range(4))
-        if self.trainer.world_size > 1:
-            index, correct, options, control = (self.all_gather(x).flatten(0, 1)
-                                                for x in (index, correct, options, control))
-        order = torch.argsort(index)
-        index, correct, options, control = index[order], correct[order], options[order], control[order]
-        keep = torch.ones_like(index, dtype=torch.bool)
-        keep[1:] = index[1:] != index[:-1]
-        accuracy = 100.0 * float(correct[keep].mean())
-        self.log(f"{stage}/other_video_accuracy", 100.0 * float(control[keep].mean()), rank_zero_only=True)
-        chance = 100.0 * float((1.0 / options[keep].float()).mean())
+        accuracy = 100.0 * float(outputs["correct"].mean())
         protocol = getattr(self.trainer.datamodule, f"{stage}_protocol", stage)
-        self.log(f"{stage}/{protocol}/accuracy", accuracy, rank_zero_only=True)
-        self.log(f"{stage}/accuracy", accuracy, rank_zero_only=True)
-        self.log(f"{stage}/chance_accuracy", chance, rank_zero_only=True)
+        log_metrics(self, {f"{stage}/other_video_accuracy": 100.0 * float(outputs["control"].mean()),
+                           f"{stage}/{protocol}/accuracy": accuracy, f"{stage}/accuracy": accuracy,
+                           f"{stage}/chance_accuracy": 100.0 * float((1.0 / outputs["options"].float()).mean())})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +612,7 @@ class VLMCaptioning(_VLMTaskModule):
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.model = build_vlm(cfg.model, _feature_dim(cfg.model, cfg.data.features), tokenizer=self.tokenizer,
                                features=cfg.data.features)
-        self._eval: dict[str, list] = {}
+        self._eval: dict[str, EvaluationBuffer] = {}
 
     def on_train_epoch_start(self) -> None:
         # CaptionItems draws each video's caption from (seed, epoch, index).
@@ -676,40 +643,34 @@ class VLMCaptioning(_VLMTaskModule):
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         m: VLMCaptionModelConfig = self.cfg.model
-        store = self._eval.setdefault(stage, [])
         beam = self.model.generate(batch["vfeats"], batch["vmask"], max_length=m.max_decode_length,
                                    num_beams=m.num_beams, length_penalty=m.length_penalty)
         greedy = (self.model.generate(batch["vfeats"], batch["vmask"], max_length=m.max_decode_length)
                   if m.eval_greedy and m.num_beams > 1 else beam)
-        store.extend(zip(batch["index"].tolist(), self._decode(beam), self._decode(greedy), strict=True))
+        self._eval.setdefault(stage, EvaluationBuffer()).add(batch["index"], beam=self._decode(beam),
+                                                             greedy=self._decode(greedy))
 
     def _eval_end(self, stage: str) -> None:
-        parts = self._eval.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._eval, stage)
+        if not outputs:
             return
-        if self.trainer.world_size > 1:
-            gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, parts)
-            parts = [p for chunk in gathered for p in chunk]
-        by_index = dict((i, (b, g)) for i, b, g in parts)  # DistributedSampler repeats: keep one
         dm = self.trainer.datamodule
         references = getattr(dm, f"{stage}_references")
-        order = sorted(by_index)
+        order = outputs["index"].tolist()
         refs = [references[i] for i in order]
         protocol = getattr(dm, f"{stage}_protocol", stage)
-        results = {"beam": caption_metrics([by_index[i][0] for i in order], refs)}
+        results = {"beam": caption_metrics(outputs["beam"], refs)}
         if self.cfg.model.eval_greedy:
-            results["greedy"] = caption_metrics([by_index[i][1] for i in order], refs)
+            results["greedy"] = caption_metrics(outputs["greedy"], refs)
         baseline = dm.most_frequent_caption()
         results["most_frequent"] = caption_metrics([baseline] * len(order), refs)
-        for kind, metrics in results.items():
-            for name, value in metrics.items():
-                self.log(f"{stage}/{protocol}/{kind}/{name}", value, rank_zero_only=True)
-        self.log(f"{stage}/BLEU-4", results["beam"]["BLEU-4"], rank_zero_only=True)
-        self.log(f"{stage}/baseline_BLEU-4", results["most_frequent"]["BLEU-4"], rank_zero_only=True)
-        for i in order[:3]:
-            log.info("%s caption %d: beam %r | greedy %r | reference %r", stage, i, by_index[i][0],
-                     by_index[i][1], references[i][0])
+        log_metrics(self, {f"{stage}/{protocol}/{kind}/{name}": value
+                           for kind, metrics in results.items() for name, value in metrics.items()})
+        log_metrics(self, {f"{stage}/BLEU-4": results["beam"]["BLEU-4"],
+                           f"{stage}/baseline_BLEU-4": results["most_frequent"]["BLEU-4"]})
+        for k, i in enumerate(order[:3]):
+            log.info("%s caption %d: beam %r | greedy %r | reference %r", stage, i, outputs["beam"][k],
+                     outputs["greedy"][k], references[i][0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -761,7 +722,7 @@ class VLMSegmentation(_VLMTaskModule):
         num_classes = cfg.model.num_classes or read_coin(d.annotations, d.train_subset)[1]
         self.model = build_vlm(cfg.model, _feature_dim(cfg.model, d.features), num_classes=num_classes,
                                features=d.features)
-        self._eval: dict[str, list] = {}
+        self._eval: dict[str, EvaluationBuffer] = {}
 
     def export_pretrained(self, out_dir) -> Path:
         """A model folder segmenting as the evaluation: windows, stride, class names."""
@@ -780,43 +741,40 @@ class VLMSegmentation(_VLMTaskModule):
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         logits = self.model.segment_logits(batch["vfeats"], batch["vmask"]).float()
-        self._eval.setdefault(stage, []).append(
-            (batch["video"], batch["offset"], logits.detach(), batch["labels"]))
+        window_key = batch["video"] * 1_000_000 + batch["offset"]  # one window per (video, offset)
+        self._eval.setdefault(stage, EvaluationBuffer()).add(
+            window_key, video=batch["video"], offset=batch["offset"], logits=logits, labels=batch["labels"])
 
     def _eval_end(self, stage: str) -> None:
-        parts = self._eval.pop(stage, [])
-        if not parts:
+        outputs = gather_stage(self._eval, stage)
+        if not outputs:
             return
-        video, offset, logits, labels = (torch.cat([p[i] for p in parts]) for i in range(4))
-        if self.trainer.world_size > 1:
-            video, offset, logits, labels = (self.all_gather(x).flatten(0, 1) for x in (video, offset, logits, labels))
-        # Average the window logits of each row (repeats from a DistributedSampler dropped first).
-        key = video * 1_000_000 + offset
-        order = torch.argsort(key)
-        key, video, offset, logits, labels = key[order], video[order], offset[order], logits[order], labels[order]
-        keep = torch.ones_like(key, dtype=torch.bool)
-        keep[1:] = key[1:] != key[:-1]
-        video, offset, logits, labels = video[keep], offset[keep], logits[keep], labels[keep]
-        window = logits.shape[1]
-        rows = (video[:, None] * 1_000_000 + offset[:, None] + torch.arange(window, device=video.device)).flatten()
-        valid = labels.flatten() != -100
-        rows, flat_logits, flat_labels = rows[valid], logits.flatten(0, 1)[valid], labels.flatten()[valid]
-        unique, inverse = torch.unique(rows, return_inverse=True)
-        summed = torch.zeros(len(unique), logits.shape[-1], device=logits.device).index_add_(0, inverse, flat_logits)
-        row_label = torch.zeros(len(unique), dtype=torch.long, device=logits.device).scatter_(0, inverse, flat_labels)
-        pred = summed.argmax(-1)
+        pred, row_label = row_predictions(outputs["video"], outputs["offset"], outputs["logits"], outputs["labels"])
         accuracy = 100.0 * float((pred == row_label).float().mean())
         majority = self.trainer.datamodule.majority_label()
         majority_rate = 100.0 * float((row_label == majority).float().mean())
         foreground = row_label != 0
         protocol = f"coin-{getattr(self.cfg.data, f'{stage}_subset')}"
-        self.log(f"{stage}/{protocol}/frame_accuracy", accuracy, rank_zero_only=True)
-        self.log(f"{stage}/{protocol}/majority_rate", majority_rate, rank_zero_only=True)
+        metrics = {f"{stage}/{protocol}/frame_accuracy": accuracy, f"{stage}/{protocol}/majority_rate": majority_rate}
         if bool(foreground.any()):
             fg = 100.0 * float((pred[foreground] == row_label[foreground]).float().mean())
-            self.log(f"{stage}/{protocol}/foreground_accuracy", fg, rank_zero_only=True)
-        self.log(f"{stage}/frame_accuracy", accuracy, rank_zero_only=True)
-        self.log(f"{stage}/majority_rate", majority_rate, rank_zero_only=True)
+            metrics[f"{stage}/{protocol}/foreground_accuracy"] = fg
+        log_metrics(self, {**metrics, f"{stage}/frame_accuracy": accuracy, f"{stage}/majority_rate": majority_rate})
+
+
+def row_predictions(video: torch.Tensor, offset: torch.Tensor, logits: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row predicted and true class of windows ``logits`` ``(N, window, C)`` starting at row
+    ``offset`` of ``video``: the logits of every window covering a row are summed (rows labelled
+    -100, padding, are left out)."""
+    window = logits.shape[1]
+    rows = (video[:, None] * 1_000_000 + offset[:, None] + torch.arange(window)).flatten()
+    valid = labels.flatten() != -100
+    rows, flat_logits, flat_labels = rows[valid], logits.flatten(0, 1)[valid], labels.flatten()[valid]
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    summed = torch.zeros(len(unique), logits.shape[-1]).index_add_(0, inverse, flat_logits)
+    row_label = torch.zeros(len(unique), dtype=torch.long).scatter_(0, inverse, flat_labels)
+    return summed.argmax(-1), row_label
 
 
 register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VideoCLIPDataConfig)

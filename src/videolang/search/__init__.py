@@ -1,12 +1,8 @@
 """Search your own videos: an index of moments, queried by text.
 
-* ``videolang index MODEL_DIR VIDEO_DIR INDEX_DIR`` (:func:`build_index`): every video of a folder
-  embedded in overlapping time windows by a retrieval model folder; metadata, embeddings and
-  thumbnails in SQLite, vectors in faiss; resumable and incremental.
-* ``videolang search INDEX_DIR "query"`` / :func:`open_index`: ranked moments.
-* ``videolang serve INDEX_DIR``: the same over HTTP, with a web page.
-
-See docs/search.md.
+``videolang index`` (:func:`build_index`) embeds every video of a folder in overlapping windows
+(SQLite + faiss; resumable, incremental); ``videolang search`` / :func:`open_index` return
+ranked moments; ``videolang serve`` does the same over HTTP. See docs/search.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """``videolang index MODEL_DIR VIDEO_DIR INDEX_DIR``: a searchable index of a folder of videos.
 
-Each video is embedded in overlapping time windows (``encode_windows`` of the model folder's
-pipeline: the window is the model's, the stride half of it, both overridable) with a thumbnail
-per window, and written to the catalog (:mod:`videolang.search.catalog`) in one transaction.
-A rerun compares the folder with the catalog: new files and files whose size, mtime and content
-hash changed are embedded, deleted files are dropped, the rest is left alone; a run killed at
-any moment resumes with the videos it had not finished. Unreadable files are skipped, logged and
-listed in the report (retried when they change). Videos are decoded and embedded in DataLoader
-workers; the catalog is written by this process only. At the end the faiss index is rebuilt from
-the catalog when anything changed (:mod:`videolang.search.vectors`) and ``report.json`` written.
+:func:`build_index` embeds each video in overlapping windows (the model pipeline's
+``encode_windows``) with a thumbnail per window, in DataLoader workers, and writes each video to
+the catalog in one transaction; reruns are incremental and resume a killed run. At the end the
+faiss index is updated and ``report.json`` written. Details: docs/search.md.
 """
 
 from __future__ import annotations
@@ -127,9 +122,9 @@ def load_pipeline(model_dir: str, device: str):
     """One pipeline per process (each DataLoader worker loads its own)."""
     key = (model_dir, device)
     if key not in _PIPELINES:
-        import videolang
+        from videolang.pipelines import load
 
-        _PIPELINES[key] = videolang.load(model_dir, device=device)
+        _PIPELINES[key] = load(model_dir, device=device)
     return _PIPELINES[key]
 
 

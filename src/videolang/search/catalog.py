@@ -1,17 +1,9 @@
 """The index's metadata and vectors of record: one SQLite file (``index.sqlite``).
 
-Tables::
-
-    meta(key, value)            JSON values: format, version, model (folder, identity, family,
-                                task, dim, metric), windows (seconds, stride), root, generation
-    videos(id, path, size, mtime_ns, sha256, duration, fps, width, height, num_frames, indexed_at)
-    windows(id, video_id, start, end, embedding, thumbnail)     embedding: float32 bytes (unit
-                                norm for cosine models), thumbnail: JPEG bytes
-    failures(path, size, mtime_ns, reason, at)                  files that could not be indexed
-
-Every video is written in one transaction with all its windows, so a run killed at any moment
-leaves whole videos only: a rerun does the rest. ``generation`` grows with every change; the
-faiss file built from the embeddings records the generation it reflects.
+Tables ``meta``, ``videos``, ``windows`` (embedding and JPEG thumbnail per window) and
+``failures``. Every video is written in one transaction with all its windows, so a killed run
+leaves whole videos only; ``generation`` grows with every change and the faiss file records the
+generation it reflects. Table layout: docs/search.md ("The index folder").
 """
 
 from __future__ import annotations

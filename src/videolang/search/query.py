@@ -93,9 +93,9 @@ class SearchIndex:
     def pipeline(self) -> Any:
         """The model folder's pipeline, loaded on first use."""
         if self._pipe is None:
-            import videolang
+            from videolang.pipelines import load
 
-            self._pipe = videolang.load(self.model_dir, device=self.device)
+            self._pipe = load(self.model_dir, device=self.device)
         return self._pipe
 
     def close(self) -> None:
@@ -208,12 +208,12 @@ def ask(index_dir: str | os.PathLike, video: str, question: str, model: str | os
     """Answer ``question`` about one indexed video (or its ``start``-``end`` moment) with a QA
     model folder: ClipBERT open-ended QA (its answer vocabulary), or a multiple-choice model
     (ClipBERT or VLM) over ``choices``. ``(answer, score)`` best first."""
-    import videolang
+    from videolang.pipelines import load
     from videolang.search.rerank import moment_frames
 
     check_query(question)
     path = _indexed_file(index_dir, video)
-    pipe = videolang.load(model, device=device)
+    pipe = load(model, device=device)
     target: Any = str(path)
     if start is not None or end is not None:
         fps = 2 * pipe.spec.sampling.target_fps if pipe.spec.family == "clipbert" else 10.0

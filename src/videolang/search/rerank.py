@@ -1,13 +1,9 @@
 """The second stage of a search: re-score the first stage's best moments with a stronger model.
 
-The index's two-tower model finds candidates fast; a model that reads the query and the moment
-together then orders them: a ClipBERT folder (retrieval or pretraining: its text-video matching
-score on the moment's frames) or a VLM folder (its joint / hybrid multiple-choice scorer, or its
-retrieval similarity, on the moment's feature rows). ``videolang search --rerank DIR``.
-
-:func:`moment` cuts one hit out of its video as the re-ranker needs it: the decoded frames of
-its time range at the re-ranker's sampling rate (ClipBERT) or the video's feature rows of that
-range (VLM, computed once per video).
+:class:`Reranker` orders the candidates with a ClipBERT folder (its text-video matching score on
+the moment's frames, :func:`moment_frames`) or a VLM folder (its multiple-choice scorer or
+retrieval similarity on the moment's feature rows, computed once per video);
+``videolang search --rerank DIR``.
 """
 
 from __future__ import annotations
@@ -46,10 +42,10 @@ class Reranker:
     """A ClipBERT or VLM model folder that scores (query, moment) pairs."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str | torch.device = "cpu"):
-        import videolang
+        from videolang.pipelines import load
 
         self.folder = Path(folder)
-        self.pipe = videolang.load(self.folder, device=device)
+        self.pipe = load(self.folder, device=device)
         spec = self.pipe.spec
         if (spec.family, spec.task) not in {("clipbert", "retrieval"), ("clipbert", "pretrain"),
                                             ("vlm", "mcqa"), ("vlm", "retrieval")}:

@@ -1,20 +1,10 @@
-"""``videolang serve INDEX_DIR``: an index searched over HTTP, with a web page (docs/search.md).
+"""``videolang serve INDEX_DIR``: an index searched over HTTP, with a web page.
 
-Routes (all JSON errors are ``{"error": "..."}``)::
-
-    GET /                           the search page (static/, no external resources)
-    GET /api/search?q=TEXT&k=K      {"query", "results": [{"video", "start", "end", "score",
-                                    "thumbnail_url", "video_url"}]}; K in 1..MAX_K
-    GET /api/health                 {"status": "ok", ...}
-    GET /api/stats                  videos, windows, model, index kind
-    GET /api/thumbnail/{window_id}  the window's JPEG
-    GET /api/video/{video_id}       the video file, with HTTP range requests
-
-Only ids are taken from URLs, and a video is served only if its real path is inside the indexed
-folder. Queries are embedded in one worker thread: concurrent requests are gathered for a few
-milliseconds into one ``search_many`` call (:class:`QueryBatcher`), behind an LRU cache. With a
-token, every request needs ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (media elements
-cannot send headers; the page adds the parameter to its media URLs).
+A FastAPI app (:func:`create_app`) with the page, ``/api/search``, ``/api/stats``,
+``/api/health``, thumbnails and range-request video routes; only ids come from URLs, and a video
+is served only from inside the indexed folder. Queries are embedded in one worker thread, batched
+by :class:`QueryBatcher` behind an LRU cache; ``--token`` requires a bearer token. Routes and
+safety rules: docs/search.md ("The web page and its API").
 """
 
 from __future__ import annotations

@@ -1,34 +1,10 @@
 """The faiss side of an index: window embeddings -> a maximum-inner-product index.
 
-Embeddings of cosine models are stored unit-normed, so inner product is the model's similarity
-for every model. The kind of index follows the collection's size (``kind="auto"``):
-
-* up to ``EXACT_MAX`` windows: exact search (``IndexFlatIP``), about 5 ms per query on one core
-  at 50,000 x 512;
-* up to ``HNSW_MAX``: IVF-Flat (``IndexIVFFlat``, 4 sqrt(N) spherical k-means lists, float32
-  vectors), ``nprobe`` tuned on held-out queries to the smallest value whose recall@10 against
-  exact search reaches ``RECALL_TARGET``;
-* beyond: IVF-PQ (4-bit fast-scan codes) whose candidates are re-ranked with 8-bit scalar
-  codes (``IndexRefine``), 4x less memory than float32; ``nprobe`` tuned the same way.
-
-``kind="hnsw"`` (``IndexHNSWFlat``, M=32, efConstruction=120, ``efSearch`` tuned) stays
-available, but ``auto`` no longer picks it: measured on 2 cores with clustered 512-d data
-(``benchmarks/search.py``, figures in ``docs/search.md``) IVF-Flat built several times faster,
-reached recall@10 1.0 at a fraction of a millisecond per query, and takes added and removed
-windows cheaply, while HNSW's recall stalled below the target on clustered data unless
-efConstruction (and so build time) grew. ``HNSW_MAX`` keeps its name for compatibility: it
-bounds the full-precision approximate tier.
-
-Recall is measured on held-out windows: a random sample of the windows being added is kept out
-of the index while the search settings are tuned (queries from the collection's own
-distribution that are not in the index), then added. Neighbours tied with the k-th true one
-count as found (static videos give many identical windows).
-
-Updates are incremental (``previous=``): rows whose window id and content fingerprint are
-unchanged stay, removed windows are masked out of search (an ID selector), new ones are added
-to the existing lists or graph. A full rebuild happens only when the kind changes, masked rows
-would exceed ``MAX_DEAD_SHARE``, an IVF index has grown ``REGROW`` times past the data its
-lists were trained on, or the previous index lacks fingerprints.
+Embeddings of cosine models are stored unit-normed, so inner product is every model's
+similarity. ``kind="auto"`` picks exact search up to ``EXACT_MAX`` windows, IVF-Flat up to
+``HNSW_MAX`` and IVF-PQ with 8-bit refinement beyond; search settings are tuned on held-out
+windows to ``RECALL_TARGET``, and updates are incremental (``previous=``). The tiers, the
+measurements behind them and the rebuild rules: docs/search.md ("Vector search at scale").
 """
 
 from __future__ import annotations
@@ -54,7 +30,7 @@ __all__ = ["EXACT_MAX", "HNSW_MAX", "KINDS", "RECALL_TARGET", "VectorIndex", "bu
 log = logging.getLogger(__name__)
 
 EXACT_MAX = 50_000
-HNSW_MAX = 4_000_000
+HNSW_MAX = 4_000_000  # bounds the full-precision approximate tier (IVF-Flat); name kept
 RECALL_TARGET = 0.95
 KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 MAX_DEAD_SHARE = 0.25

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 import torch
 
+from videolang.data.sampling import resample_frame_indices
 from videolang.errors import ConfigError
-from videolang.models.backbones import create_backbone, resample_indices
+from videolang.models.backbones import create_backbone
 from videolang.models.backbones.s3dg import S3DG
 
 # Parameters of the release's video part (everything but text_module.*), from the shapes below.
@@ -194,12 +195,12 @@ def test_space_to_depth_channel_order():
 
 def test_resampling_to_30_fps():
     # 10 fps: every frame three times; 60 fps: every other frame; 30 fps: identity
-    assert resample_indices(4, 10, 30).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert resample_indices(8, 60, 30).tolist() == [0, 2, 4, 6]
-    assert resample_indices(5, 30, 30).tolist() == [0, 1, 2, 3, 4]
+    assert resample_frame_indices(4, 10, 30).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert resample_frame_indices(8, 60, 30).tolist() == [0, 2, 4, 6]
+    assert resample_frame_indices(5, 30, 30).tolist() == [0, 1, 2, 3, 4]
     # ffmpeg fps filter (round=near): 25 -> 30 fps repeats every fifth frame
-    assert resample_indices(10, 25, 30).tolist() == [0, 1, 2, 2, 3, 4, 5, 6, 7, 7, 8, 9]
-    assert resample_indices(0, 25, 30).size == 0
+    assert resample_frame_indices(10, 25, 30).tolist() == [0, 1, 2, 2, 3, 4, 5, 6, 7, 7, 8, 9]
+    assert resample_frame_indices(0, 25, 30).size == 0
 
 
 def test_preprocess_shapes_and_values(model):

@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from videolang.cli.demos.steps import (
+    build_tokenizer,
+    demo_config,
+    extract_features,
+    mean_std,
+    scaled_epochs,
+    synthesize_or_reuse,
+    world_texts,
+    write_summary,
+)
+
 HELP = "VidLanKD on the synthetic world: teacher, distilled vs MLM-only students, GLUE-style tasks"
 
-CONFIGS = resources.files("videolang") / "configs" / "vidlankd"  # shipped in the package
 EPOCHS = {"teacher": 40, "student": 6, "glue": 4}
 GLUE_TASKS = ("SST-2", "RTE")
 
@@ -49,36 +57,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(out: Path, num_videos: int, seed: int) -> dict[str, Path]:
-    from videolang.data.synth import load_manifest, synthesize_world
-    from videolang.data.text import build_wordpiece_tokenizer
-    from videolang.pipelines.features import run_extraction
+    """World, pooled-pixel features, WordPiece tokenizer and the corpus split 90/10."""
     from videolang.utils.io import atomic_write_text
 
-    world = out / "world"
-    paths = {"world": world, "features": out / "features_pixels", "tokenizer": out / "tokenizer",
+    world = synthesize_or_reuse(out / "world", num_videos, seed)
+    paths = {"world": world.path, "features": out / "features_pixels", "tokenizer": out / "tokenizer",
              "corpus_train": out / "corpus" / "train.txt", "corpus_val": out / "corpus" / "val.txt"}
-    fresh = not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos
-    if fresh:
-        synthesize_world(world, num_videos, seed=seed, overwrite=True, progress=False)
-    if fresh or not (paths["features"] / "extraction.json").is_file():
-        report = run_extraction(str(world / "videos"), "pooled-pixels", str(paths["features"]), dtype="float32",
-                                overwrite=True, progress=False,
-                                backbone_options={"grid": 8, "rows_per_second": 2.0})
-        if report.bad:
-            raise RuntimeError(f"feature extraction failed for {len(report.bad)} videos: {report.bad[:3]}")
-    corpus = [ln for ln in (world / "text" / "corpus.txt").read_text().splitlines() if ln.strip()]
-    if fresh or not (paths["tokenizer"] / "tokenizer.json").is_file():
-        captions = [json.loads(line)["caption"] for line in
-                    (world / "annotations" / "captions.jsonl").read_text().splitlines() if line.strip()]
-        build_wordpiece_tokenizer(captions + corpus + [" . "], paths["tokenizer"], vocab_size=1000, overwrite=True)
+    extract_features(world, paths["features"], "pooled-pixels", {"grid": 8, "rows_per_second": 2.0})
+    captions, corpus = world_texts(world)
+    corpus = [line for line in corpus if line.strip()]
+    build_tokenizer(world, paths["tokenizer"], captions + corpus + [" . "], vocab_size=1000)
     cut = int(len(corpus) * 0.9)
     atomic_write_text(paths["corpus_train"], "\n".join(corpus[:cut]) + "\n", overwrite=True)
     atomic_write_text(paths["corpus_val"], "\n".join(corpus[cut:]) + "\n", overwrite=True)
     return paths
-
-
-def _epochs(stage: str, scale: float) -> int:
-    return max(1, round(EPOCHS[stage] * scale))
 
 
 def _common(out: Path, seed: int) -> list[str]:
@@ -89,12 +81,12 @@ def _teacher(paths: dict[str, Path], out: Path, seed: int, scale: float) -> tupl
     from videolang.engine import fit
 
     h = paths["world"] / "formats" / "howto100m"
-    res = fit(CONFIGS / "synthetic_teacher.yaml", [
+    res = fit(demo_config("vidlankd", "synthetic_teacher.yaml"), [
         *_common(out, seed), f"name=teacher_s{seed}", f"data.features={paths['features']}",
         f"data.captions={h / 'raw_caption.json'}", f"data.train_list={h / 'train.lst'}",
         f"data.val_list={h / 'val.lst'}", f"data.tokenizer={paths['tokenizer']}",
-        f"trainer.max_epochs={_epochs('teacher', scale)}",
-        f"trainer.check_val_every_n_epoch={_epochs('teacher', scale)}",
+        f"trainer.max_epochs={scaled_epochs(EPOCHS['teacher'], scale)}",
+        f"trainer.check_val_every_n_epoch={scaled_epochs(EPOCHS['teacher'], scale)}",
     ])
     return res.run_dir / "export", res.metrics.get("final", {})
 
@@ -104,11 +96,11 @@ def _student(paths: dict[str, Path], out: Path, seed: int, scale: float, teacher
     from videolang.engine import fit
 
     tag = "kd" if teacher else "mlm"
-    res = fit(CONFIGS / "synthetic_student.yaml", [
+    res = fit(demo_config("vidlankd", "synthetic_student.yaml"), [
         *_common(out, seed), f"name=student_{tag}_s{seed}",
         f"model.teacher={teacher if teacher else 'null'}", f"model.kd={json.dumps(kd)}",
         f"data.train_files=[{paths['corpus_train']}]", f"data.val_files=[{paths['corpus_val']}]",
-        f"data.tokenizer={paths['tokenizer']}", f"trainer.max_epochs={_epochs('student', scale)}",
+        f"data.tokenizer={paths['tokenizer']}", f"trainer.max_epochs={scaled_epochs(EPOCHS['student'], scale)}",
     ])
     return res.run_dir / "export", res.metrics.get("final", {})
 
@@ -117,7 +109,7 @@ def _glue(model: Path, paths: dict[str, Path], out: Path, seed: int, scale: floa
     from videolang.cli.glue import run_glue
 
     res = run_glue(str(model), paths["world"] / "formats" / "glue", GLUE_TASKS, [seed], lr=5e-4,
-                   epochs=_epochs("glue", scale), batch_size=32, max_seq_length=64, runs=out / "runs",
+                   epochs=scaled_epochs(EPOCHS["glue"], scale), batch_size=32, max_seq_length=64, runs=out / "runs",
                    name=f"glue_{tag}_s{seed}",
                    overrides=[f"data.tokenizer={paths['tokenizer']}"])
     return {task: entry["metrics"]["accuracy"][0] for task, entry in res.items()}
@@ -126,7 +118,8 @@ def _glue(model: Path, paths: dict[str, Path], out: Path, seed: int, scale: floa
 def _stats(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:6.2f}"
-    return f"{statistics.fmean(values):6.2f} +- {statistics.stdev(values):5.2f}"
+    mean, std = mean_std(values)
+    return f"{mean:6.2f} +- {std:5.2f}"
 
 
 def _majority_rate(glue_dir: Path, task: str) -> float:
@@ -173,8 +166,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(per_seed: list[dict[str, Any]], args: argparse.Namespace, out: Path, seconds: float) -> None:
-    from videolang.utils.io import atomic_write_text
-
     def col(key: str, task: str | None = None) -> list[float]:
         return [r[key][task] if task else r[key] for r in per_seed]
 
@@ -184,7 +175,7 @@ def _report(per_seed: list[dict[str, Any]], args: argparse.Namespace, out: Path,
     print(f"student val perplexity: distilled {_stats(col('kd_val_perplexity'))}, "
           f"MLM-only {_stats(col('mlm_val_perplexity'))}")
     summary: dict[str, Any] = {"seeds": args.seeds, "kd": args.kd, "num_videos": args.num_videos,
-                               "epochs": {k: _epochs(k, args.epochs_scale) for k in EPOCHS},
+                               "epochs": {k: scaled_epochs(v, args.epochs_scale) for k, v in EPOCHS.items()},
                                "per_seed": per_seed, "seconds": round(seconds, 1), "tasks": {}}
     print(f"{'task (dev acc %)':<18} {'distilled':>16} {'MLM-only':>16} {'majority':>9} {'diff per seed':>20}")
     for task in GLUE_TASKS:
@@ -195,4 +186,4 @@ def _report(per_seed: list[dict[str, Any]], args: argparse.Namespace, out: Path,
               f"{' '.join(f'{d:+.1f}' for d in diffs):>18}")
         summary["tasks"][task] = {"distilled": kd, "mlm_only": base, "diff": diffs, "majority": majority}
     print(f"total time {seconds:.0f} s; summary in {out / 'summary.json'}")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2), overwrite=True)
+    write_summary(out, summary)

@@ -20,14 +20,24 @@ default shows the numbers in the README.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from importlib import resources
 from pathlib import Path
+
+from videolang.cli.demos.steps import (
+    Trained,
+    World,
+    build_tokenizer,
+    demo_config,
+    extract_features,
+    fit_then_test,
+    scaled_epochs,
+    synthesize_or_reuse,
+    world_texts,
+    write_summary,
+)
 
 HELP = "VLM on the synthetic world: pretrain, then retrieval, MC-QA, captioning, segmentation"
 
-CONFIGS = resources.files("videolang") / "configs" / "vlm"  # shipped in the package
 # 3,000 videos: a third of the epochs of the earlier 1,000-video default, the same steps. Three
 # times as many distinct training videos lifted multiple-choice QA most (26.7 -> 38.4 % on
 # validation, the same MC recipe): with 700 videos the MC model memorises their content.
@@ -51,84 +61,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multiple-choice training items per training video (fresh distractors each)")
 
 
-def _prepare(out: Path, num_videos: int, seed: int, backbone: str, grid: int) -> tuple[Path, Path, Path]:
-    from videolang.data.synth import load_manifest, synthesize_world
-    from videolang.data.text import build_wordpiece_tokenizer
-    from videolang.pipelines.features import run_extraction
-
+def _features(world: World, out: Path, backbone: str, grid: int) -> Path:
+    """Features at 4 rows per second with each row's change appended, in a folder named by backbone."""
     options: dict = {"rows_per_second": 4.0, "temporal_diff": True}
     if backbone == "pooled-pixels":
         options["grid"] = grid
-    name = f"features_{backbone}{grid if backbone == 'pooled-pixels' else ''}_4hz_diff"
-    world, features, tokenizer = out / "world", out / name, out / "tokenizer"
-    if not (world / "manifest.json").is_file() or load_manifest(world)["args"]["num_videos"] != num_videos:
-        synthesize_world(world, num_videos, seed=seed, overwrite=True)
-    report = run_extraction(str(world / "videos"), backbone, str(features), dtype="float32",
-                            backbone_options=options, progress=False)
-    if report.bad:
-        raise RuntimeError(f"feature extraction failed for {len(report.bad)} videos: {report.bad[:3]}")
-    if not (tokenizer / "tokenizer.json").is_file():
-        captions = [json.loads(line)["caption"] for line in
-                    (world / "annotations" / "captions.jsonl").read_text().splitlines() if line.strip()]
-        corpus = (world / "text" / "corpus.txt").read_text().splitlines()
-        build_wordpiece_tokenizer(captions + corpus, tokenizer, vocab_size=1000, overwrite=True)
-    return world, features, tokenizer
-
-
-def _stage(kind: str, config: str, overrides: list[str], epochs: int | None) -> dict:
-    from videolang.engine import fit, test
-
-    path = CONFIGS / config
-    if epochs is None:  # evaluation only
-        return {"metrics": test(path, overrides).metrics.get("test", {})}
-    fitted = fit(path, [*overrides, f"trainer.max_epochs={epochs}"])
-    # Test the export: the weights of the best validation epoch (else the last).
-    tested = test(path, [*overrides, f"model.init={fitted.run_dir / 'export'}"])
-    return {"run_dir": str(fitted.run_dir), "metrics": tested.metrics.get("test", {})}
+    features = out / f"features_{backbone}{grid if backbone == 'pooled-pixels' else ''}_4hz_diff"
+    extract_features(world, features, backbone, options)
+    return features
 
 
 def run(args: argparse.Namespace) -> int:
-    from videolang.errors import ConfigError
+    from videolang.synth import write_extra_multiple_choice
 
-    if not CONFIGS.is_dir():
-        raise ConfigError(f"demo configs not found: {CONFIGS} (videolang/configs is missing from this install)")
+    configs = {task: demo_config("vlm", f"synthetic_{task}.yaml") for task in EPOCHS}
     start = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    world, features, tokenizer = _prepare(out, args.num_videos, args.seed, args.backbone, args.grid)
-    runs = out / "runs"
-    common = [f"data.features={features}", f"data.tokenizer={tokenizer}", f"run.root={runs}",
+    world = synthesize_or_reuse(out / "world", args.num_videos, args.seed)
+    features = _features(world, out, args.backbone, args.grid)
+    captions, corpus = world_texts(world)
+    tokenizer = build_tokenizer(world, out / "tokenizer", captions + corpus, vocab_size=1000)
+    common = [f"data.features={features}", f"data.tokenizer={tokenizer}", f"run.root={out / 'runs'}",
               f"seed={args.seed}", f"model.name={args.model}"]
 
-    def epochs(kind: str) -> int:
-        return max(1, round(EPOCHS[kind] * args.epochs_scale))
+    def fit_test(task: str, overrides: list[str]) -> Trained:
+        return fit_then_test(configs[task], [*overrides, f"trainer.max_epochs={scaled_epochs(EPOCHS[task], args.epochs_scale)}"])
 
-    ann, fmt = world / "annotations", world / "formats"
-    pretrain = _stage("pretrain", "synthetic_pretrain.yaml", [
+    ann, fmt = world.path / "annotations", world.path / "formats"
+    pairs = [f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl"]
+    pretrain = fit_test("pretrain", [
         *common, f"data.captions={fmt}/howto100m/raw_caption.json", f"data.train_list={fmt}/howto100m/train.lst",
         f"data.val_pairs={ann}/captions.jsonl", f"data.test_pairs={fmt}/msrvtt/MSRVTT_JSFUSION_test.csv",
-        "trainer.check_val_every_n_epoch=1000"], epochs("pretrain"))
-    init = f"model.init={Path(pretrain['run_dir']) / 'export'}"
-    retrieval = _stage("retrieval", "synthetic_retrieval.yaml", [
-        *common, init, f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl",
-        f"data.test_pairs={fmt}/msrvtt/MSRVTT_JSFUSION_test.csv"], epochs("retrieval"))
-    from videolang.data.synth import write_extra_multiple_choice
-
+        "trainer.check_val_every_n_epoch=1000"])
+    init = f"model.init={pretrain.export}"
+    retrieval = fit_test("retrieval", [*common, init, *pairs, f"data.test_pairs={fmt}/msrvtt/MSRVTT_JSFUSION_test.csv"])
     train_mc = out / f"mc_train_{args.mc_per_video}.jsonl"
-    write_extra_multiple_choice(world, train_mc, args.mc_per_video, overwrite=True)
-    mcqa = _stage("mcqa", "synthetic_mcqa.yaml", [
-        *common, f"model.init={Path(retrieval['run_dir']) / 'export'}", f"data.train_mc={train_mc}",
-        f"data.val_mc={ann}/mc.jsonl", f"data.test_mc={fmt}/msrvtt/MSR_MC_test.csv"], epochs("mcqa"))
-    captioning = _stage("captioning", "synthetic_captioning.yaml", [
-        *common, init, f"data.train_pairs={ann}/captions.jsonl", f"data.val_pairs={ann}/captions.jsonl",
-        f"data.test_pairs={fmt}/msrvtt/MSRVTT_data.json"], epochs("captioning"))
-    segmentation = _stage("segmentation", "synthetic_segmentation.yaml", [
-        *[c for c in common if not c.startswith("data.tokenizer")], init,
-        f"data.annotations={fmt}/coin/COIN.json"], epochs("segmentation"))
+    write_extra_multiple_choice(world.path, train_mc, args.mc_per_video, overwrite=True)
+    mcqa = fit_test("mcqa", [*common, f"model.init={retrieval.export}", f"data.train_mc={train_mc}",
+                             f"data.val_mc={ann}/mc.jsonl", f"data.test_mc={fmt}/msrvtt/MSR_MC_test.csv"])
+    captioning = fit_test("captioning", [*common, init, *pairs, f"data.test_pairs={fmt}/msrvtt/MSRVTT_data.json"])
+    segmentation = fit_test("segmentation", [*[c for c in common if not c.startswith("data.tokenizer")], init,
+                                             f"data.annotations={fmt}/coin/COIN.json"])
+    stages = {"pretrain": pretrain, "retrieval": retrieval, "mcqa": mcqa, "captioning": captioning,
+              "segmentation": segmentation}
+    summary = _summary(args, features, stages, time.perf_counter() - start)
+    write_summary(out, summary)
+    _print(summary, args, features, out)
+    return 0
 
-    r, q, c, s = retrieval["metrics"], mcqa["metrics"], captioning["metrics"], segmentation["metrics"]
+
+def _summary(args: argparse.Namespace, features: Path, stages: dict[str, Trained], seconds: float) -> dict:
+    """The metrics that ``summary.json`` and the table hold, per task."""
+    r, q, c, s = (stages[k].test for k in ("retrieval", "mcqa", "captioning", "segmentation"))
     cap = "test/msrvtt-test"
-    summary = {
+    return {
         "videos": args.num_videos, "model": args.model, "epochs_scale": args.epochs_scale,
         "features": features.name,
         "retrieval": {"R1": r["test/R1"], "chance_R1": r["test/chance_R1"],
@@ -139,11 +125,12 @@ def run(args: argparse.Namespace) -> int:
         "captioning": {kind: {"BLEU-4": c[f"{cap}/{kind}/BLEU-4"], "ROUGE-L": c[f"{cap}/{kind}/ROUGE-L"]}
                        for kind in ("beam", "greedy", "most_frequent")},
         "segmentation": {"frame_accuracy": s["test/frame_accuracy"], "majority_rate": s["test/majority_rate"]},
-        "seconds": round(time.perf_counter() - start, 1),
-        "runs": {k: v.get("run_dir") for k, v in (("pretrain", pretrain), ("retrieval", retrieval), ("mcqa", mcqa),
-                                                 ("captioning", captioning), ("segmentation", segmentation))},
+        "seconds": round(seconds, 1),
+        "runs": {k: str(v.run_dir) for k, v in stages.items()},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _print(summary: dict, args: argparse.Namespace, features: Path, out: Path) -> None:
     rt, mc, sg = summary["retrieval"], summary["mcqa"], summary["segmentation"]
     print(f"\nVLM on the synthetic world ({args.num_videos} videos, {args.model}, {features.name}), "
           f"{summary['seconds']:.0f} s")
@@ -158,4 +145,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"  action segmentation (COIN format): frame accuracy {sg['frame_accuracy']:.1f} "
           f"vs majority rate {sg['majority_rate']:.1f}")
     print(f"  summary: {out / 'summary.json'}")
-    return 0

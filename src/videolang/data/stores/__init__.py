@@ -1,18 +1,10 @@
 """Storage backends for videos and precomputed features.
 
-- :mod:`~videolang.data.stores.lmdb_store`: raw video bytes in LMDB (ClipBERT layout) and
-  VIMPAC frame-token LMDBs.
-- :mod:`~videolang.data.stores.feature_store`: sharded memory-mapped feature arrays (MMPT
-  ``ShardedTensor`` layout), plus readers for MMPT's own shards and per-video ``.npy`` files.
-- :mod:`~videolang.data.stores.webdataset_store`: WebDataset tar shards of raw videos with a
-  rank- and worker-aware streaming reader.
-
-All writers are atomic (temporary file or directory, then rename) and refuse to replace an
-existing output unless ``overwrite=True``; all errors are :class:`videolang.errors.StoreError`
-naming the file or key at fault.
-
-Exports load lazily: ``from videolang.data.stores import FeatureStore`` does not import torch
-(only the WebDataset reader needs it).
+:mod:`~videolang.data.stores.lmdb_store` (raw video bytes, VIMPAC frame tokens),
+:mod:`~videolang.data.stores.feature_store` (sharded memory-mapped features, MMPT layout) and
+:mod:`~videolang.data.stores.webdataset_store` (tar shards of raw videos). Writers are atomic and
+refuse to overwrite unless ``overwrite=True``; errors are :class:`videolang.errors.StoreError`.
+Exports load lazily (``FeatureStore`` does not import torch). Layouts: docs/data.md ("Stores").
 """
 
 from __future__ import annotations

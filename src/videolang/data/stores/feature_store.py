@@ -1,23 +1,10 @@
 """Sharded, memory-mapped feature store (MMPT ``ShardedTensor`` layout).
 
-A *shard* is the MMPT/MARGE ``ShardedTensor`` on disk: ``<prefix>_data.npy`` holds the
-per-video ``(T_i, D)`` arrays concatenated along axis 0, ``<prefix>_starts.npy`` the int64
-offsets (``N + 1`` of them, item ``i`` = ``data[starts[i]:starts[i + 1]]``). Both are plain
-``.npy`` files, so MMPT's own ``ShardedTensor.load`` reads every shard of our stores.
-
-Our store adds ``root/index.json``::
-
-    {"format": "videolang-features", "version": 1, "dim": D, "dtype": "float16",
-     "name": "features", "shard_size": 4096, "n_items": N,
-     "shards": [{"prefix": "features_0", "ids": [...], "n_rows": R}, ...]}
-
-Readers map the data with ``np.load(mmap_mode="r")``: opening a store parses ``index.json``
-only, and reading one video pages in that video's rows only, so resident memory does not grow
-with the size of the data set (the id → location table, a few dozen bytes per video, does).
-
-Writers stream rows to a temporary data file (memory use independent of ``shard_size``), then
-rename it, write the starts file and rewrite ``index.json``, each atomically. A crash leaves a
-valid store holding every completed shard; reopen the writer with ``resume=True`` to continue.
+Each shard is ``<prefix>_data.npy`` (per-video ``(T_i, D)`` rows concatenated) and
+``<prefix>_starts.npy`` (offsets), so MMPT's ``ShardedTensor.load`` reads our shards;
+``root/index.json`` maps ids to shards. Readers memory-map, so resident memory does not grow with
+the data set; writers are atomic per shard and resume after a crash (``resume=True``). Layout:
+docs/data.md ("Stores").
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """LMDB stores: raw video bytes (ClipBERT layout) and VIMPAC frame-token archives.
 
-Video layout (ClipBERT ``file2lmdb``): one LMDB environment per corpus; key = the video's path
-relative to the corpus root without extension, POSIX separators, UTF-8 (``video7010``,
-``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01``); value = the container bytes, unchanged.
-Unreadable files are listed in ``<lmdb>/error_filepaths.log``.
-
-Token layout (VIMPAC): key as above; value = an uncompressed ``np.savez`` archive holding
-``tokens`` (T, h, w) int16 (int32 accepted) and ``label`` (0-d int16).
-
-Readers open the environment lazily and once per process: the process id is recorded and a
-forked child (a DataLoader worker) opens its own environment instead of reusing the parent's.
-Sharing one transaction across forked workers, as the original ClipBERT loader did, is
-undefined behaviour in LMDB.
+Keys are the video's path relative to the corpus root without extension; values are the
+container bytes, or an ``np.savez`` archive of ``tokens`` and ``label``. Readers open the
+environment lazily, once per process, so a forked DataLoader worker never shares the parent's
+(as the original ClipBERT loader did, undefined behaviour in LMDB). Layouts: docs/data.md
+("Stores").
 """
 
 from __future__ import annotations

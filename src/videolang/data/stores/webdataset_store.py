@@ -1,17 +1,9 @@
 """WebDataset-style tar shards of raw videos: writer and a shard-aware streaming reader.
 
-Shards are plain (uncompressed, PAX) tar files in the WebDataset convention: the members of one
-sample are consecutive and share a key, ``<key>.<ext>`` (``vid001.mp4``, ``vid001.json``), so
-``webdataset.WebDataset`` and ``tar`` read them too. Tar handling is done here with
-:mod:`tarfile` directly, which gives exact control over shard splitting and error handling.
-
-Keys: WebDataset splits a member name at the *first* dot of its base name, so a key must not
-contain a dot. :func:`write_webdataset` rejects such keys by default; with ``key_dots="replace"``
-dots become ``_`` and the original key is stored in a ``<key>.key.txt`` member, which
-:class:`WebVideoDataset` uses to return the original key.
-
-``<out_dir>/index.json`` lists the shards and their sample counts, so readers know the epoch
-length without scanning the tars.
+:func:`write_webdataset` writes plain tar shards in the WebDataset convention (members of a
+sample share a dot-free key) plus ``<out_dir>/index.json`` with the sample counts;
+:class:`WebVideoDataset` streams them, split by rank and worker. Key rules and layout:
+docs/data.md ("Stores").
 """
 
 from __future__ import annotations

@@ -1,32 +1,10 @@
 """Frozen video backbones that turn decoded frames into one feature row per second of video.
 
-A :class:`VideoBackbone` is an ``nn.Module`` with a small, uniform contract so that the
-extraction pipeline (:mod:`videolang.pipelines.features`) can batch clips of many videos together:
-
-1. :meth:`~VideoBackbone.frame_indices` — which source frame feeds each model-input frame
-   (S3D-G resamples to 30 fps by index arithmetic, the 2D CNNs keep the source rate);
-2. :meth:`~VideoBackbone.row_bounds` — where each output row's input frames start and end;
-3. :meth:`~VideoBackbone.transform` — the spatial part (resize, crop, scale to [0, 1]);
-4. :meth:`~VideoBackbone.to_clips` — group transformed frames into the clips ``forward`` eats
-   (S3D-G: 30-frame clips, zero-padded; 2D CNNs: single frames);
-5. :meth:`~VideoBackbone.forward` — ``(num_clips, ...) -> (num_clips, D)``;
-6. :meth:`~VideoBackbone.pool` — clip features to one row per second (S3D-G: identity; 2D
-   CNNs: mean over the frames of each second).
-
-:meth:`~VideoBackbone.preprocess` chains 1–4 for a whole decoded video and
-:func:`video_to_features` runs everything, which is what tests and notebooks use; the
-extraction pipeline runs the same steps on bounded chunks of each video.
-
-Registered backbones (:func:`list_backbones`):
-
-* ``s3dg`` — S3D-G with the parameter layout of the MIL-NCE HowTo100M release
-  (``s3d_howto100m.pth``), 512-d ``video_embedding`` per 30-frame clip at 30 fps, 224×224;
-  the features of VideoCLIP/VLM (``videoclip_vlm.md`` §1.1);
-* ``cnn2d-tiny`` / ``cnn2d-small`` — small 2D conv nets for CPU work, mean-pooled per second;
-* ``pooled-pixels`` — no learned weights: the per-second mean of ``grid x grid`` pooled RGB.
-
-Weights always come from a local file (``create_backbone(name, weights=path)``); nothing is
-downloaded. Without weights a backbone is initialised from ``seed`` (deterministic).
+:func:`create_backbone` builds a registered :class:`VideoBackbone` (``s3dg``, ``cnn2d-tiny``,
+``cnn2d-small``, ``pooled-pixels``; :func:`list_backbones`) from a local weights file, never a
+download; :func:`video_to_features` runs one on a decoded video. The six-step contract that lets
+:mod:`videolang.pipelines.features` batch clips of many videos: docs/inference.md ("Feature
+backbones").
 """
 
 from __future__ import annotations
@@ -43,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videolang.data.sampling import resample_frame_indices
 from videolang.errors import ConfigError
 from videolang.models.weights import load_strict
 
@@ -55,7 +34,6 @@ __all__ = [
     "load_state_dict_file",
     "per_second_bounds",
     "register_backbone",
-    "resample_indices",
     "resize_short_side_center_crop",
     "short_side_size",
     "video_to_features",
@@ -67,27 +45,6 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # frame arithmetic shared by the backbones
 # --------------------------------------------------------------------------------------------
-
-
-def resample_indices(num_frames: int, source_fps: float, target_fps: float) -> np.ndarray:
-    """Source frame index of every frame of the video resampled to ``target_fps``.
-
-    Mirrors ffmpeg's ``fps`` filter with its default ``round=near``, which is what MMPT's
-    extractor ran (``ffmpeg -vf fps=30``): source frame ``i`` lands on output slot
-    ``round(i * target / source)`` (halves away from zero) and output slot ``k`` shows the
-    latest source frame that landed on a slot ``<= k``, i.e. the largest ``i`` with
-    ``i < (k + 0.5) * source / target``. Slower sources repeat frames (10 fps -> each frame
-    3 times), faster ones drop them (60 fps -> every other frame). The output has
-    ``round(num_frames * target / source)`` frames (at least one for a non-empty video).
-    """
-    if num_frames <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if source_fps <= 0 or target_fps <= 0:
-        raise ValueError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
-    n_out = max(1, round(num_frames * target_fps / source_fps))
-    k = np.arange(n_out, dtype=np.float64)
-    idx = np.ceil((2.0 * k + 1.0) * source_fps / (2.0 * target_fps)).astype(np.int64) - 1
-    return np.clip(idx, 0, num_frames - 1)
 
 
 def per_second_bounds(num_frames: int, fps: float) -> np.ndarray:
@@ -219,7 +176,7 @@ class VideoBackbone(nn.Module):
         """Source frame index of every model-input frame, in order (int64)."""
         if self.fps is None:
             return np.arange(max(num_frames, 0), dtype=np.int64)
-        return resample_indices(num_frames, source_fps, self.fps)
+        return resample_frame_indices(num_frames, source_fps, self.fps)
 
     def row_bounds(self, num_frames: int, source_fps: float) -> np.ndarray:
         """Offsets into :meth:`frame_indices`: output row ``j`` uses inputs ``b[j]:b[j+1]``."""

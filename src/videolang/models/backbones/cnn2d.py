@@ -1,20 +1,9 @@
 """Small 2D conv nets for feature extraction on CPU (``cnn2d-tiny``, ``cnn2d-small``).
 
-Each frame is resized (short side) and centre-cropped to ``frame_size``, normalised to about
-zero mean, and passed through a few ``conv3x3 (stride 2) - BN - ReLU`` stages; the last map is
-average-pooled to a ``pool_grid x pool_grid`` grid and flattened, which keeps coarse position
-(left/right, top/bottom) that a global pool would throw away. One feature row per second of
-video is the mean over that second's frames (the source frame rate is kept).
-
-Without weights the network is initialised from a seed (Kaiming-normal convolutions, identity
-BatchNorm), so the same seed always gives the same features. Random conv features still
-separate colours, shapes and coarse positions; models trained on top (VideoCLIP) learn the rest.
-Trained weights load from a local ``.safetensors`` / ``.pt`` state_dict.
-
-| preset | frame | channels | grid | D | MACs/frame |
-|---|---|---|---|---|---|
-| ``cnn2d-tiny`` | 64 | 16-32-64-64 | 2x2 | 256 | ~3.4 M |
-| ``cnn2d-small`` | 112 | 32-64-128-128 | 2x2 | 512 | ~39 M |
+Frames are resized, centre-cropped and run through a few ``conv3x3 (stride 2) - BN - ReLU``
+stages pooled to a coarse grid; one feature row per second is the mean over that second's
+frames. Without weights the network is initialised from a seed, so a seed always gives the same
+features. Presets and sizes: docs/inference.md ("Small 2D CNNs").
 """
 
 from __future__ import annotations

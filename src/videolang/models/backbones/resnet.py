@@ -1,24 +1,11 @@
 """ResNet with frozen BatchNorm for end-to-end training on raw frames (ClipBERT's 2D CNN).
 
-A torchvision-style bottleneck ResNet (``conv1``/``bn1``, ``layer1..4``, ``downsample.0/1``)
-with the options of the detectron2/MSRA ResNet-50 that ClipBERT trains (``clipbert.md`` §2.1):
-
-* ``norm="frozen_bn"``: :class:`FrozenBatchNorm2d` everywhere (affine and statistics are
-  buffers, eps 1e-5), as detectron2's default; ``"bn"`` gives ordinary BatchNorm (ImageNet-style
-  training, and the torchvision parameter count).
-* ``stride_in_1x1=True`` (MSRA): the stride of a stage's first block sits on its 1x1 ``conv1``;
-  ``False`` puts it on the 3x3 ``conv2`` (torchvision v1.5).
-* ``freeze_at``: 0 trains everything, 1 freezes the stem, 2 the stem and ``layer1`` (res2),
-  ... (detectron2's ``BACKBONE.FREEZE_AT``; ClipBERT: 2).
-* ``res5_dilation``: 1 keeps the last stage's stride 2 (output stride 32, ClipBERT); 2 replaces
-  it by dilation 2 (output stride 16, how the grid-feats-vqa weights were trained).
-
+A torchvision-layout bottleneck ResNet with the options of the detectron2/MSRA ResNet-50 that
+ClipBERT trains (frozen BatchNorm, stride in the 1x1 conv, frozen stem and res2; see
+:class:`ResNetConfig`). :data:`PRESETS`: ``resnet50`` (25.6M parameters with the 1000-way
+classifier, as torchvision's) and ``resnet-small`` (about 0.2M, for CPU work).
 :func:`convert_detectron2_resnet` maps detectron2 keys (``stem.conv1.norm.*``,
 ``res{2..5}.{i}.conv{1..3}[.norm].*``, ``res{k}.0.shortcut[.norm].*``) onto this layout.
-
-Presets (:data:`PRESETS`): ``resnet50`` (25.6M parameters with the 1000-way classifier, the
-same count as torchvision's) and ``resnet-small`` (same code: 16-wide stem, one block per stage,
-about 0.2M parameters) for CPU work.
 """
 
 from __future__ import annotations
@@ -46,7 +33,18 @@ __all__ = [
 
 @dataclass
 class ResNetConfig:
-    """Shape and training options of a :class:`ResNet` (see the module docstring)."""
+    """Shape and training options of a :class:`ResNet`.
+
+    * ``norm="frozen_bn"``: :class:`FrozenBatchNorm2d` everywhere (affine and statistics are
+      buffers, eps 1e-5), detectron2's default; ``"bn"`` gives ordinary BatchNorm (ImageNet-style
+      training, and the torchvision parameter count).
+    * ``stride_in_1x1=True`` (MSRA): the stride of a stage's first block sits on its 1x1
+      ``conv1``; ``False`` puts it on the 3x3 ``conv2`` (torchvision v1.5).
+    * ``freeze_at``: 0 trains everything, 1 freezes the stem, 2 the stem and ``layer1`` (res2),
+      ... (detectron2's ``BACKBONE.FREEZE_AT``; ClipBERT: 2).
+    * ``res5_dilation``: 1 keeps the last stage's stride 2 (output stride 32, ClipBERT); 2
+      replaces it by dilation 2 (output stride 16, how the grid-feats-vqa weights were trained).
+    """
 
     blocks: tuple[int, ...] = (3, 4, 6, 3)
     stem_channels: int = 64

@@ -1,33 +1,10 @@
 """S3D-G (Xie et al. 2018) as released with MIL-NCE (Miech et al. 2020): VideoCLIP's features.
 
-Architecture of the HowTo100M MIL-NCE model (``s3d_howto100m.pth``), the video network MMPT
-ran offline to make VideoCLIP/VLM's features (``videoclip_vlm.md`` §1.1):
-
-* input ``(N, 3, T, H, W)`` in [0, 1], T/H/W even; a 2x2x2 *space-to-depth* rearrangement
-  turns it into ``(N, 24, T/2, H/2, W/2)`` (a TPU trick of the release), then a dense
-  ``2x4x4`` convolution (``conv1``) whose first temporal/spatial output is dropped to
-  reproduce TensorFlow "SAME" padding;
-* ``conv_2b`` (1x1x1), ``conv_2c`` (separable 3x3x3: spatial 1x3x3 then temporal 3x1x1),
-  self-gating, then the Inception stages ``mixed_3b..3c``, ``4b..4f``, ``5b..5c`` with
-  max-pooling in between (TF "SAME" padding emulated by zero-padding before the pool: inputs
-  are non-negative after ReLU, so zeros never win a max that -inf would not);
-* every Inception branch ends in a *self-gating* unit (``sigmoid(fc(mean_{t,h,w} x)) * x``);
-* global average pooling of ``mixed_5c`` (1024) and ``fc`` 1024 -> 512: ``video_embedding``,
-  the feature MMPT stores.
-
-Parameter names and shapes are those of the release, so its file loads by path with
-``create_backbone("s3dg", weights="s3d_howto100m.pth")``. The file also holds the word2vec text
-tower (``text_module.*``: a 66250x300 embedding and two linear layers) that MMPT never uses; its
-keys are dropped on purpose (:attr:`S3DG.ignored_prefixes`). BatchNorm uses PyTorch's default
-``eps=1e-5`` like the release's PyTorch port. The weights are the MIL-NCE authors' release; check
-its terms before redistributing features. This file is written from the paper and the release's
-parameter layout, not copied from either implementation; with the same weights its outputs were
-checked to equal the release module's exactly (max |diff| 0.0 on 30x224x224, 30x64x64 and
-16x112x96 clips, CPU fp32).
-
-Preprocessing (MMPT ``scripts/video_feature_extractor``): resample to 30 fps, short side to 224,
-224x224 centre crop, divide by 255 (no mean/std), zero-pad the frame count to a multiple of 30
-and cut into ``(N, 3, 30, 224, 224)`` clips: one 512-d row per second.
+:class:`S3DG` has the parameter names and shapes of the HowTo100M release
+(``s3d_howto100m.pth``), so ``create_backbone("s3dg", weights="s3d_howto100m.pth")`` loads it;
+one 512-d ``video_embedding`` per 30-frame clip at 30 fps, 224x224. Written from the paper and
+the release's layout; with the same weights its outputs equal the release's exactly.
+Architecture, preprocessing and dropped keys: docs/inference.md ("S3D-G").
 """
 
 from __future__ import annotations

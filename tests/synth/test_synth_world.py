@@ -10,9 +10,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from videolang.data.synth import language as lang
-from videolang.data.synth import render_video_frames, sample_video_spec
-from videolang.data.synth.world import (
+from videolang.errors import ConfigError
+from videolang.synth import language as lang
+from videolang.synth import render_video_frames, sample_video_spec
+from videolang.synth.world import (
     ACTIONS,
     SHAPES,
     VERB_BY_KEY,
@@ -27,7 +28,6 @@ from videolang.data.synth.world import (
     scene_chain,
     sequence_plausible,
 )
-from videolang.errors import ConfigError
 
 OPPOSITES = [
     ("move-left", "move-right"),

@@ -39,7 +39,7 @@ DEFAULT_GOP = 10
 DEFAULT_SIZE = 64
 DEFAULT_DURATION = 4.0
 MANIFEST = "manifest.json"
-GENERATOR = "videolang.data.synth"
+GENERATOR = "videolang.synth"
 _CODEC_LABEL = {"libx264": "h264", "mpeg4": "mpeg4"}
 
 
@@ -264,3 +264,15 @@ def write_extra_multiple_choice(
     with atomic_output(out_path, overwrite=overwrite) as tmp:
         TreeWriter(tmp.parent).jsonl(tmp.name, items)  # the serialization of the world's own files
     return len(items)
+
+
+def world_videos(world_dir: str | os.PathLike, split: str | None = None) -> tuple[list[Any], list[str]]:
+    """The videos of a synthetic world as :class:`~videolang.data.tokens.VideoEntry` (label =
+    motion class) and the class names: what ``videolang tokenize --world`` reads."""
+    from videolang.data.tokens import VideoEntry
+
+    from .world import CLASS_NAMES
+
+    root = Path(world_dir)
+    rows = load_videos(root, split)
+    return [VideoEntry(r["id"], root / r["path"], int(r["label"]["id"])) for r in rows], list(CLASS_NAMES)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import videolang.data.synth.generate as gen
-from videolang.data.synth import load_manifest, load_videos, render_video_frames, synthesize_world
-from videolang.data.synth.annotations import event_middle_frame
+import videolang.synth.generate as gen
 from videolang.errors import ConfigError, StoreError, VideolangError
+from videolang.synth import load_manifest, load_videos, render_video_frames, synthesize_world
+from videolang.synth.annotations import event_middle_frame
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -201,7 +201,7 @@ def test_none_means_default_fps_and_gop(tmp_path):
 
 
 def test_auto_codec_falls_back_to_mpeg4(monkeypatch):
-    import videolang.data.synth.render as render
+    import videolang.synth.render as render
 
     assert render.resolve_codec("auto") in ("libx264", "mpeg4")
     monkeypatch.setattr(render, "_encoder_available", lambda name: name == "mpeg4")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videolang.data.synth import synthesize_world
+from videolang.synth import synthesize_world
 
 # Small but complete: every split is non-empty, videos have several events, GOP divides T.
 WORLD_ARGS = {"num_videos": 10, "seed": 7, "size": 64, "fps": 10, "duration": 3.0, "gop": 5}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from videolang.data.synth import ACTIONS, CLASS_NAMES, SHAPES, VERB_KEYS, load_videos
-from videolang.data.synth import language as lang
-from videolang.data.synth.world import VERB_BY_KEY
+from videolang.synth import ACTIONS, CLASS_NAMES, SHAPES, VERB_KEYS, load_videos
+from videolang.synth import language as lang
+from videolang.synth.world import VERB_BY_KEY
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -140,7 +140,7 @@ def test_multiple_choice_has_exactly_one_correct_option(ctx):
 
 
 def test_extra_multiple_choice_items_for_training(ctx, tmp_path):
-    from videolang.data.synth import write_extra_multiple_choice
+    from videolang.synth import write_extra_multiple_choice
 
     root, _, videos, _ = ctx
     out = tmp_path / "mc_train.jsonl"

@@ -1,25 +1,10 @@
 """The synthetic world: vocabulary, the action grammar and per-video scene specifications.
 
-Why the world looks the way it does:
-
-* Every video shows 1 to 3 objects (distinct shapes, distinct colours) on a plain background.
-  A video is a sequence of 2 to 6 *events* that tile its duration; during an event exactly
-  one object performs one motion (the event's verb), the others stay still.
-* The event sequence is drawn from a fixed **reversible** first-order Markov chain over
-  verb-noun actions (noun = the object's shape). Its weight matrix is symmetric, sparse and
-  heavy-tailed, so the next action is predictable from the previous one (the world has
-  "habits" and some transitions never happen) but never certain.
-* Motion cannot be read from a single frame. Two properties guarantee it exactly:
-  (1) the weight matrix is invariant under swapping each pair of opposite verbs
-  (left/right, up/down, grow/shrink, clockwise/counter-clockwise), and (2) the chain is
-  reversible and durations and magnitudes are exchangeable, so a video and its time-reverse
-  (with opposite verbs) are equally likely. Trajectories are placed uniformly *as a whole*
-  inside the frame, and frames sample the motion at frame centres, so the set of single
-  frames seen during "moves left" events has the same distribution as during "moves right".
-
-Everything here is pure and deterministic given ``(seed, index)``; the spec is a plain JSON
-dict (rounded floats) so that ``render_video_frames(record)`` on a record read back from
-``videos.jsonl`` reproduces the drawn frames exactly.
+1 to 3 objects per video, 2 to 6 events drawn from a fixed reversible Markov chain over
+verb-noun actions (predictable but never certain), built so that motion cannot be read from a
+single frame. Everything is pure and deterministic given ``(seed, index)``; a spec is a plain
+JSON dict (rounded floats), so ``render_video_frames`` on a record read back from
+``videos.jsonl`` reproduces the frames exactly. Why and how: docs/data.md ("The world").
 """
 
 from __future__ import annotations

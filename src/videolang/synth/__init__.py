@@ -17,6 +17,7 @@ from .generate import (
     load_manifest,
     load_videos,
     synthesize_world,
+    world_videos,
     write_extra_multiple_choice,
 )
 from .render import encode_video, render_video_frames, resolve_codec
@@ -62,5 +63,6 @@ __all__ = [
     "scene_chain",
     "sequence_plausible",
     "synthesize_world",
+    "world_videos",
     "write_extra_multiple_choice",
 ]

@@ -1,0 +1,165 @@
+"""Every recipe's evaluation gives the same metrics in 2 processes (DDP, gloo) as in 1.
+
+Two worker processes are spawned once; each runs every evaluation below with a Lightning
+``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` (the processes already exist, so
+Lightning launches none), and the metrics of both ranks are compared with a one-process run.
+The evaluation sets have odd sizes, so the ``DistributedSampler`` repeats a sample that the
+evaluation buffer must drop, and small batches, so every rank sees several ragged batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from videolang.engine import get_recipe, load_run_config
+
+# Metrics of batch-level quantities: losses with in-batch negatives or masks drawn per batch,
+# and the multiple-choice control, which pairs each item with another item's video of its
+# batch. Batches differ between 1 and 2 processes, so these do too.
+BATCH_LEVEL = {
+    "vimpac.pretrain": {"val/loss", "val/mlm", "val/mlm_acc", "val/nce"},
+    "vidlankd.teacher": {"val/mlm", "val/hinge"},
+    "vlm.mcqa": {"test/other_video_accuracy"},
+}
+
+def _keep_first_lines(src: Path, dst: Path, n: int, header: int = 0) -> str:
+    lines = src.read_text().splitlines()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("\n".join(lines[: header + n]) + "\n")
+    return str(dst)
+
+
+def _odd_annotations(ws: Path, out: Path) -> dict[str, str]:
+    """Copies of the workspace's evaluation files with an odd number of samples."""
+    w = ws / "world"
+    tests = [json.loads(line) for line in (w / "annotations/captions.jsonl").read_text().splitlines()]
+    test_videos = sorted({r["video_id"] for r in tests if r["split"] == "test"})[:5]
+    (out / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tests
+                                                if r["split"] == "test" and r["video_id"] in test_videos))
+    mc = [line for line in (w / "annotations/mc.jsonl").read_text().splitlines() if json.loads(line)["split"] == "train"]
+    (out / "mc.jsonl").write_text("\n".join(mc[:27]) + "\n")  # the trained-on items: accuracy above 0
+    glue = out / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    shutil.copy(w / "formats/glue/SST-2/train.tsv", glue / "train.tsv")
+    c = w / "formats/clipbert"
+    return {
+        "captions": str(out / "captions.jsonl"), "mc": str(out / "mc.jsonl"),
+        "glue_dev": _keep_first_lines(w / "formats/glue/SST-2/dev.tsv", glue / "dev.tsv", 39, header=1),
+        "clipbert_retrieval": _keep_first_lines(c / "msrvtt_retrieval/test.jsonl", out / "cb_ret.jsonl", 5),
+        "clipbert_qa": _keep_first_lines(c / "tgif_qa/frameqa_test.jsonl", out / "cb_qa.jsonl", 23),
+        "clipbert_mc": _keep_first_lines(c / "tgif_qa/action_test.jsonl", out / "cb_mc.jsonl", 5),
+        "vimpac_list": _keep_first_lines(w / "formats/mmaction/synth_train_list_videos.txt", out / "vimpac.txt", 27),
+        "vidlankd_val": _keep_first_lines(w / "formats/howto100m/val.lst", out / "val.lst", 5),
+    }
+
+
+def evaluations(ws: Path, odd: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """(stage, config) of one evaluation per recipe family and task, all on initial or
+    one-step weights (the metrics need not be good, only equal)."""
+    w, m = ws / "world", ws / "models"
+    tok, feats = str(ws / "tok"), str(ws / "features")
+    clip = {"features": feats, "tokenizer": tok, "max_video_len": 4, "max_text_len": 24, "eval_batch_size": 2}
+    clipbert_model = {"name": "clipbert-tiny", "overrides": {
+        "bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 4,
+        "bert.intermediate_size": 64, "backbone.stem_channels": 8, "backbone.width": 4}}
+    clipbert = {"video_root": str(w / "videos"), "frame_size": 32, "max_text_len": 24, "target_fps": 2.0,
+                "frames_per_clip": 2, "test_clips": 2, "eval_batch_size": 2}
+    tiny_bert = {"bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 2,
+                 "bert.intermediate_size": 64, "bert.vocab_size": 400}
+    vimpac_tiny = {"hidden_size": 32, "num_heads": 2, "mlp_size": 64, "num_layers": 1, "pooling": "mean",
+                   "proj_hidden_size": 32, "proj_size": 16}
+    tokens = {"train_stores": [str(ws / "tokens_train")], "clip_len": 3, "stride": 2, "eval_batch_size": 2}
+    anticipation = {"format": "synthetic", "root": str(w), "anticipation_gap": 0.2, "hist_len": 3,
+                    "tokenizer": tok, "features": str(ws / "features_5hz"), "max_rows": 8, "eval_batch_size": 2,
+                    "val_split": None}
+    runs = [
+        ("test", "videoclip.retrieval", {"init": str(m / "videoclip"), "normalize": True},
+         {**clip, "tokenizer": "minilm", "max_text_len": 16, "test_pairs": odd["captions"], "test_format": "jsonl"}),
+        ("test", "vlm.mcqa", {"init": str(m / "vlm-mcqa"), "normalize": True},
+         {**clip, "test_mc": odd["mc"], "test_mc_format": "jsonl", "test_mc_split": "train",
+          "eval_batch_size": 10}),
+        ("test", "vlm.captioning", {"name": "vlm-tiny", "num_beams": 2, "max_decode_length": 4},
+         {**clip, "train_pairs": str(w / "annotations/captions.jsonl"), "train_format": "jsonl",
+          "test_pairs": odd["captions"], "test_format": "jsonl"}),
+        ("test", "vlm.segmentation", {"name": "vlm-tiny"},
+         {"features": feats, "annotations": str(w / "formats/coin/COIN.json"), "window": 4, "eval_stride": 3,
+          "eval_batch_size": 3}),
+        ("test", "clipbert.retrieval", {**clipbert_model, "init": str(m / "clipbert-retrieval")},
+         {**clipbert, "test_file": odd["clipbert_retrieval"], "sampling": "msrvtt_ret", "pair_batch_size": 7}),
+        ("test", "clipbert.qa", {**clipbert_model, "init": str(m / "clipbert-qa")},
+         {**clipbert, "test_file": odd["clipbert_qa"], "sampling": "tgif_frameqa",
+          "train_file": str(w / "formats/clipbert/tgif_qa/frameqa_train.jsonl"),
+          "ans2label": str(w / "formats/clipbert/tgif_qa/frameqa_trainval_ans2label.json")}),
+        ("test", "clipbert.mcqa", {**clipbert_model, "init": str(m / "clipbert-mcqa")},
+         {**clipbert, "test_file": odd["clipbert_mc"], "sampling": "tgif_action"}),
+        ("test", "vimpac.finetune", {"init": str(m / "vimpac")},
+         {**tokens, "test_stores": [str(ws / "tokens_train")], "test_list": odd["vimpac_list"]}),
+        ("validate", "vimpac.pretrain", {"name": "vimpac-tiny", "overrides": vimpac_tiny},
+         {**tokens, "val_stores": [str(ws / "tokens_train")], "val_list": odd["vimpac_list"]}),
+        ("test", "anticipation.student", {"init": str(m / "anticipation")}, anticipation),
+        ("test", "anticipation.teacher", {"name": "anticipation-teacher-tiny", "vocab_size": 400}, anticipation),
+        ("validate", "vidlankd.teacher", {"name": "vidlankd-teacher-tiny", "overrides": tiny_bert},
+         {"features": feats, "captions": str(w / "formats/howto100m/raw_caption.json"), "tokenizer": tok,
+          "val_list": odd["vidlankd_val"], "block_size": 24, "max_video_len": 4, "eval_batch_size": 3}),
+        ("validate", "vidlankd.glue", {"init": str(m / "vidlankd-student")},
+         {"task_dir": str(Path(odd["glue_dev"]).parent), "task": "SST-2", "max_seq_length": 32,
+          "eval_batch_size": 4}),
+    ]
+    return [(stage, {"recipe": recipe, "name": recipe, "seed": 0, "model": model, "data": data,
+                     "run": {"root": str(ws / "runs"), "plots": False}})
+            for stage, recipe, model, data in runs]
+
+
+def evaluate(stage: str, config: dict[str, Any], devices: int) -> dict[str, float]:
+    """The metrics of one evaluation (Lightning's ``callback_metrics`` of this process)."""
+    cfg, _ = load_run_config(config)
+    recipe = get_recipe(cfg.recipe)
+    L.seed_everything(cfg.seed, verbose=False)
+    module, datamodule = recipe.module_cls(cfg), recipe.datamodule_cls(cfg)
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    getattr(trainer, stage)(module, datamodule=datamodule, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _worker(rank: int, port: int, runs: list[tuple[str, dict[str, Any]]], out: str) -> None:
+    # Lightning's ddp strategy joins processes that a launcher started (LOCAL_RANK is set).
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    results = [evaluate(stage, config, devices=2) for stage, config in runs]
+    Path(out, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, tmp_path_factory) -> list[tuple[str, dict[str, Any]]]:
+    return evaluations(workspace, _odd_annotations(workspace, tmp_path_factory.mktemp("odd")))
+
+
+def test_two_processes_evaluate_like_one(runs, tmp_path, one_torch_thread):
+    mp.spawn(_worker, args=(_free_port(), runs, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for (stage, config), rank0, rank1 in zip(runs, *ranks, strict=True):
+        single = evaluate(stage, config, devices=1)
+        sample_level = {k: v for k, v in single.items() if k not in BATCH_LEVEL.get(config["recipe"], ())}
+        assert sample_level, f"{config['recipe']}: no metrics logged"
+        for name, value in sample_level.items():
+            assert rank0[name] == pytest.approx(value, abs=1e-4), f"{config['recipe']} {name}"
+            assert rank1[name] == rank0[name], f"{config['recipe']} {name}: the ranks disagree"
