@@ -129,13 +129,9 @@ def runs(tmp_path_factory):
     and RTE with exports; the exports are copied away, then the tokenizer, the store and the
     runs are deleted."""
     from videolang.cli.glue import run_glue
+    from videolang.data.vidlankd import TeacherDataConfig, caption_window, read_caption_tracks
     from videolang.pipelines.features import run_extraction
-    from videolang.recipes.vidlankd import (
-        TeacherDataConfig,
-        TeacherDataModule,
-        _read_captions,
-        caption_window,
-    )
+    from videolang.recipes.vidlankd import TeacherDataModule
 
     root = tmp_path_factory.mktemp("vkpipe")
     synthesize_world(root / "world", 24, seed=5, size=32, duration=3.0, progress=False)
@@ -153,7 +149,7 @@ def runs(tmp_path_factory):
                    "run": {"root": str(root / "runs"), "plots": False}})
     # what the teacher's validation read: caption windows (text) and their feature rows
     val = TeacherDataModule(SimpleNamespace(data=TeacherDataConfig(**data), seed=0)).dataset("val")
-    captions = _read_captions(data["captions"])
+    captions = read_caption_tracks(data["captions"])
     val_items = [(caption_window(captions[v]["text"], 0, 24)[0], val[k]["ids"], val[k]["vfeats"])
                  for k, v in enumerate(val.ids)]
     student = fit({"recipe": "vidlankd.student", "name": "student", "seed": 0,
@@ -211,7 +207,7 @@ def test_classify_does_not_depend_on_the_batch(runs):
 
 def test_glue_tokenization_is_the_recipes(runs):
     from videolang.data.glue import GlueData, GlueExample, get_task
-    from videolang.recipes.vidlankd import GlueFeatures, _collate_glue
+    from videolang.data.vidlankd import GlueFeatures, collate_glue
 
     pipe = videolang.load(runs["models"] / "RTE")
     dev = read_glue(runs["root"] / "glue/RTE", "RTE", "dev")
@@ -221,7 +217,7 @@ def test_glue_tokenization_is_the_recipes(runs):
     ids, types = glue_token_ids(pipe.tokenizer, a, b, 32)
     assert ids == want.ids and types == want.types and len(ids[-1]) == 32 and set(types[0]) == {0, 1}
     # the recipe's evaluation batch (one padded batch of everything) gives the pipeline's logits
-    batch = _collate_glue([want[i] for i in range(len(want))], pipe.tokenizer.pad_token_id)
+    batch = collate_glue([want[i] for i in range(len(want))], pipe.tokenizer.pad_token_id)
     with torch.no_grad():
         evaluated = pipe.model(batch["ids"], batch["mask"], batch["types"])
     torch.testing.assert_close(pipe.logits(a, b, batch_size=7), evaluated, atol=1e-5, rtol=0)

@@ -131,3 +131,26 @@ def test_config_list_and_show_commands(capsys):
         _run(["config", "list", "nomethod"])
     with pytest.raises(ConfigError, match="close matches: vimpac/synthetic_finetune"):
         _run(["config", "show", "vimpac/synthetic_finetun"])
+
+
+OBJECTIVES = {"videoclip.pretrain": "pretrain", "videoclip.retrieval": "retrieval", "vlm.pretrain": "pretrain",
+              "vlm.retrieval": "retrieval", "vlm.mcqa": "retrieval", "vlm.captioning": "retrieval",
+              "anticipation.mlm": "mlm", "anticipation.teacher": "teacher", "anticipation.student": "student",
+              "vimpac.pretrain": "pretrain", "vimpac.finetune": "finetune"}
+
+
+@pytest.mark.parametrize("recipe", sorted(OBJECTIVES))
+def test_the_data_objective_is_the_recipes_own(recipe):
+    """The data module reads the objective from a typed field that each recipe fixes: the
+    default is the recipe's, and any other value is a named error."""
+    assert load_config({"recipe": recipe}).data.objective == OBJECTIVES[recipe]
+    other = "finetune" if OBJECTIVES[recipe] != "finetune" else "pretrain"
+    with pytest.raises(ConfigError, match=r"data\.objective"):
+        load_config({"recipe": recipe}, [f"data.objective={other}"])
+
+
+def test_vlm_text_is_always_the_mmpt_layout():
+    assert load_config({"recipe": "vlm.retrieval"}).data.mmpt_text_layout is True
+    assert load_config({"recipe": "videoclip.retrieval"}).data.mmpt_text_layout is False
+    with pytest.raises(ConfigError, match=r"data\.mmpt_text_layout"):
+        load_config({"recipe": "vlm.captioning"}, ["data.mmpt_text_layout=false"])

@@ -18,9 +18,9 @@ from tests.recipes.test_videoclip_recipe import config, make_world
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
 from videolang.data.videoclip import TextLayout
+from videolang.data.vidlankd import TeacherDataConfig, VideoCaptionWindows
 from videolang.engine import fit, test
 from videolang.recipes.videoclip import _FineTunePairs
-from videolang.recipes.vidlankd import TeacherDataConfig, VideoCaptionWindows
 from videolang.recipes.vimpac import TokenClips
 
 

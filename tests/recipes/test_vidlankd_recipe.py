@@ -10,11 +10,11 @@ import torch
 
 import videolang
 from videolang.data.text import build_wordpiece_tokenizer
+from videolang.data.vidlankd import caption_window, remove_overlap
 from videolang.engine import fit
 from videolang.errors import ConfigError
 from videolang.models import load_pretrained
 from videolang.pipelines.features import run_extraction
-from videolang.recipes.vidlankd import caption_window, remove_overlap
 from videolang.synth import synthesize_world
 
 SMALL = {"bert.hidden_size": 32, "bert.num_hidden_layers": 1, "bert.num_attention_heads": 2,

@@ -183,8 +183,9 @@ def test_search_play_at_the_hits_start_keyboard_and_reload(server, browser):
 
     page.keyboard.press("Escape")
     page.wait_for_selector("#player", state="hidden")
-    assert page.evaluate("document.getElementById('video').paused")
-    assert page.evaluate("document.activeElement.classList.contains('hit')")  # focus back on the result
+    # the dialog's close event (pause, focus back on the result) is dispatched after it hides
+    _wait(page, "document.getElementById('video').paused", timeout=5)
+    _wait(page, "document.activeElement.classList.contains('hit')", timeout=5)
 
     # keyboard: arrow keys move between results, Enter plays the focused one
     page.focus("#q")
@@ -197,6 +198,7 @@ def test_search_play_at_the_hits_start_keyboard_and_reload(server, browser):
     page.wait_for_selector("#player[open]")
     page.keyboard.press("Escape")
     page.wait_for_selector("#player", state="hidden")
+    _wait(page, "!document.getElementById('video').hasAttribute('src')", timeout=5)  # the close handler ran
     page.keyboard.press("/")  # back to the search box, its text selected for a new query
     assert page.evaluate("document.activeElement.id") == "q"
 

@@ -55,8 +55,9 @@ __all__ = [
 
 @dataclass
 class AnticipationDataConfig:
-    """``data.*`` of both recipes."""
+    """``data.*`` of the anticipation recipes; each registers a subclass fixing ``objective``."""
 
+    objective: Literal["mlm", "teacher", "student"] = "teacher"  # which items the recipe reads
     format: Literal["synthetic", "epic55", "egtea"] = "synthetic"
     root: str = ""  # world folder / EPIC-55 folder / EGTEA folder
     fps: float | None = None  # EGTEA: frame rate of the frame numbers in the RULSTM lists
@@ -83,6 +84,27 @@ class AnticipationDataConfig:
     max_rows: int = 20  # observed rows kept (the newest)
     teacher_predictions: str | None = None  # a teacher export's predictions/<train split>.safetensors
     missing_teacher: Literal["error", "uniform"] = "error"  # uniform: KD term masked for that clip
+
+
+@dataclass
+class AnticipationMLMDataConfig(AnticipationDataConfig):
+    """``data.*`` of ``anticipation.mlm``: lines of ``mlm_corpus``."""
+
+    objective: Literal["mlm"] = "mlm"
+
+
+@dataclass
+class AnticipationTeacherDataConfig(AnticipationDataConfig):
+    """``data.*`` of ``anticipation.teacher``: history texts of the queries."""
+
+    objective: Literal["teacher"] = "teacher"
+
+
+@dataclass
+class AnticipationStudentDataConfig(AnticipationDataConfig):
+    """``data.*`` of ``anticipation.student``: observed feature rows of the queries."""
+
+    objective: Literal["student"] = "student"
 
 
 @dataclass
@@ -241,8 +263,8 @@ class AnticipationData(L.LightningDataModule):
     def __init__(self, cfg: RunConfig):
         super().__init__()
         self.cfg, self.d = cfg, cfg.data
-        self.student = cfg.recipe.endswith("student")
-        self.mlm = cfg.recipe.endswith("mlm")
+        self.student = self.d.objective == "student"
+        self.mlm = self.d.objective == "mlm"
         self.vocab = read_action_vocab(self.d.format, self.d.root)
         self._sets: dict[str, Dataset] = {}
         self._collate: Any = None
@@ -582,8 +604,8 @@ class AnticipationStudentModule(_AnticipationModule):
 
 
 register_recipe("anticipation.teacher", AnticipationTeacherModule, AnticipationData, TeacherModelConfig,
-                AnticipationDataConfig)
+                AnticipationTeacherDataConfig)
 register_recipe("anticipation.mlm", AnticipationMLMModule, AnticipationData, TeacherModelConfig,
-                AnticipationDataConfig)
+                AnticipationMLMDataConfig)
 register_recipe("anticipation.student", AnticipationStudentModule, AnticipationData, StudentModelConfig,
-                AnticipationDataConfig)
+                AnticipationStudentDataConfig)

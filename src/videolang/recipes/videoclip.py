@@ -63,8 +63,9 @@ class VideoCLIPModelConfig:
 
 @dataclass
 class VideoCLIPDataConfig:
-    """``data.*`` of the VideoCLIP recipes."""
+    """``data.*`` of the VideoCLIP recipes; each recipe registers a subclass fixing ``objective``."""
 
+    objective: Literal["pretrain", "retrieval"] = "retrieval"  # which training set the recipe builds
     features: str = ""
     feature_rate: float | None = None  # rows per second; None: from the store's extraction.json, else 1
     tokenizer: str = "minilm"
@@ -99,6 +100,20 @@ class VideoCLIPDataConfig:
     test_split: str = "test"
     eval_batch_size: int = 256
     num_workers: int = 0
+
+
+@dataclass
+class VideoCLIPPretrainDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``videoclip.pretrain``: (video window, caption span) pairs from timed captions."""
+
+    objective: Literal["pretrain"] = "pretrain"
+
+
+@dataclass
+class VideoCLIPRetrievalDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``videoclip.retrieval``: fine-tuning on (video, sentence) pairs."""
+
+    objective: Literal["retrieval"] = "retrieval"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +221,8 @@ class VideoCLIPDataModule(L.LightningDataModule):
         self.d: VideoCLIPDataConfig = cfg.data
         if not self.d.features:
             raise ConfigError("data.features: give the feature store folder (videolang extract-features --out)")
-        self.pretraining = cfg.recipe.endswith("pretrain")
-        # VLM splices the video in after caps[0], so its text must be MMPT's [CLS] [SEP] words
-        # [SEP]; VideoCLIP takes it with data.mmpt_text_layout (converted MMPT weights).
-        self.mmpt_text_layout = cfg.recipe.startswith("vlm.") or self.d.mmpt_text_layout
+        self.pretraining = self.d.objective == "pretrain"
+        self.mmpt_text_layout = self.d.mmpt_text_layout
         self._ready = False
         self._train_set: Dataset | None = None
 
@@ -511,5 +524,7 @@ class VideoCLIPPretrain(VideoCLIPModule):
         return out.cpu()
 
 
-register_recipe("videoclip.pretrain", VideoCLIPPretrain, VideoCLIPDataModule, VideoCLIPModelConfig, VideoCLIPDataConfig)
-register_recipe("videoclip.retrieval", VideoCLIPModule, VideoCLIPDataModule, VideoCLIPModelConfig, VideoCLIPDataConfig)
+register_recipe("videoclip.pretrain", VideoCLIPPretrain, VideoCLIPDataModule, VideoCLIPModelConfig,
+                VideoCLIPPretrainDataConfig)
+register_recipe("videoclip.retrieval", VideoCLIPModule, VideoCLIPDataModule, VideoCLIPModelConfig,
+                VideoCLIPRetrievalDataConfig)

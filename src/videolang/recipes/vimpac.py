@@ -79,8 +79,9 @@ class VimpacModelConfig:
 
 @dataclass
 class VimpacDataConfig:
-    """``data.*`` of the VIMPAC recipes."""
+    """``data.*`` of the VIMPAC recipes; each registers a subclass fixing ``objective``."""
 
+    objective: Literal["pretrain", "finetune"] = "finetune"  # clip pairs (pretrain) or labelled clips
     train_stores: list[str] = field(default_factory=list)  # spatial views (one drawn per sample)
     val_stores: list[str] = field(default_factory=list)  # evaluation views (all used)
     test_stores: list[str] = field(default_factory=list)
@@ -99,6 +100,20 @@ class VimpacDataConfig:
     # The frame tokenizer that made the stores (a tokenizer folder or dalle:PATH): the export
     # puts it into the model folder, so that videolang.load classifies raw videos.
     frame_tokenizer: str | None = None
+
+
+@dataclass
+class VimpacPretrainDataConfig(VimpacDataConfig):
+    """``data.*`` of ``vimpac.pretrain``: pairs of clips of one video."""
+
+    objective: Literal["pretrain"] = "pretrain"
+
+
+@dataclass
+class VimpacFinetuneDataConfig(VimpacDataConfig):
+    """``data.*`` of ``vimpac.finetune``: labelled clips."""
+
+    objective: Literal["finetune"] = "finetune"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +212,7 @@ class VimpacDataModule(L.LightningDataModule):
         header = self.train[0].header
         self.vocab_size, (self.height, self.width) = header.vocab_size, header.grid
         self.classes = header.classes
-        self.pairs = cfg.recipe.endswith("pretrain")
+        self.pairs = d.objective == "pretrain"
         self.train_keys = _keys(self.train, d.train_list, "train_stores")
         if not self.pairs and d.label_fraction < 1.0:
             # A fixed, seed-determined subset of labelled videos (low-label fine-tuning).
@@ -579,8 +594,8 @@ def export_model_folder(model: torch.nn.Module, cfg: RunConfig, out_dir: str | P
     return write_model_folder(out_dir, model, spec, extra=extra)
 
 
-register_recipe("vimpac.pretrain", VimpacPretrain, VimpacDataModule, VimpacModelConfig, VimpacDataConfig)
-register_recipe("vimpac.finetune", VimpacFinetune, VimpacDataModule, VimpacModelConfig, VimpacDataConfig)
+register_recipe("vimpac.pretrain", VimpacPretrain, VimpacDataModule, VimpacModelConfig, VimpacPretrainDataConfig)
+register_recipe("vimpac.finetune", VimpacFinetune, VimpacDataModule, VimpacModelConfig, VimpacFinetuneDataConfig)
 
 
 def split_averaged(config: Any, split_ids: Sequence[int] = (1, 2, 3), overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -122,7 +122,23 @@ class VLMSegmentationModelConfig(VLMModelConfig):
 
 
 @dataclass
-class VLMQADataConfig(VideoCLIPDataConfig):
+class VLMDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``vlm.retrieval``. VLM splices the video in after ``caps[0]``, so its text is
+    always MMPT's ``[CLS] [SEP] words [SEP]``."""
+
+    objective: Literal["retrieval"] = "retrieval"
+    mmpt_text_layout: Literal[True] = True
+
+
+@dataclass
+class VLMPretrainDataConfig(VLMDataConfig):
+    """``data.*`` of ``vlm.pretrain``: VideoCLIP's pretraining pairs."""
+
+    objective: Literal["pretrain"] = "pretrain"
+
+
+@dataclass
+class VLMQADataConfig(VLMDataConfig):
     """``data.*`` of ``vlm.mcqa``: retrieval pairs for training, multiple-choice items for
     evaluation (``msrvtt``: ``MSR_MC_test.csv``; ``jsonl``: our ``mc.jsonl``)."""
 
@@ -140,7 +156,7 @@ class VLMQADataConfig(VideoCLIPDataConfig):
 
 
 @dataclass
-class VLMCaptionDataConfig(VideoCLIPDataConfig):
+class VLMCaptionDataConfig(VLMDataConfig):
     """``data.*`` of ``vlm.captioning``."""
 
     # Train on every caption of a video (MSR-VTT practice) or only its first one (the
@@ -777,8 +793,8 @@ def row_predictions(video: torch.Tensor, offset: torch.Tensor, logits: torch.Ten
     return summed.argmax(-1), row_label
 
 
-register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VideoCLIPDataConfig)
-register_recipe("vlm.retrieval", VLMRetrieval, VideoCLIPDataModule, VLMRetrievalModelConfig, VideoCLIPDataConfig)
+register_recipe("vlm.pretrain", VLMPretrain, VideoCLIPDataModule, VLMPretrainModelConfig, VLMPretrainDataConfig)
+register_recipe("vlm.retrieval", VLMRetrieval, VideoCLIPDataModule, VLMRetrievalModelConfig, VLMDataConfig)
 register_recipe("vlm.mcqa", VLMMultipleChoice, VLMQADataModule, VLMMultipleChoiceModelConfig, VLMQADataConfig)
 register_recipe("vlm.captioning", VLMCaptioning, VLMCaptionDataModule, VLMCaptionModelConfig, VLMCaptionDataConfig)
 register_recipe("vlm.segmentation", VLMSegmentation, VLMSegmentationDataModule, VLMSegmentationModelConfig,

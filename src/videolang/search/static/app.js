@@ -149,7 +149,11 @@ dialog.addEventListener("close", () => {
   video.pause();
   video.removeAttribute("src");
   video.load();
-  if (lastHit) lastHit.focus();
+  // Back to the result that opened the player, unless the user has already moved on (the close
+  // event comes after the dialog hides, so a quick "/" may have focused the search box).
+  if (lastHit && (document.activeElement === document.body || dialog.contains(document.activeElement))) {
+    lastHit.focus();
+  }
 });
 
 window.addEventListener("popstate", () => {
