@@ -15,6 +15,7 @@ from tests.golden import load_golden
 
 import videolang
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
+from videolang.data.videoclip import read_eval_pairs
 from videolang.data.vlm import read_coin, read_mc_items, row_labels
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
@@ -32,7 +33,6 @@ from videolang.pipelines.folder import (
     write_model_folder,
 )
 from videolang.pipelines.vlm import VLMSpec
-from videolang.recipes.videoclip import _read_pairs
 from videolang.synth import synthesize_world
 
 # ------------------------------------------------------------------ MMPT parity, features in --
@@ -337,7 +337,7 @@ def test_captioning_export_decodes_as_the_evaluation(runs):
     pipe = videolang.load(folder)
     assert pipe.spec.captioning.num_beams == 2 and pipe.spec.captioning.max_length == 5
     refs: dict[str, list[str]] = defaultdict(list)
-    for vid, _, _, text in _read_pairs(str(world / "formats/msrvtt/MSRVTT_data.json"), "msrvtt", "test",
+    for vid, _, _, text in read_eval_pairs(str(world / "formats/msrvtt/MSRVTT_data.json"), "msrvtt", "test",
                                        all_captions=True):
         refs[vid].append(text)
     vids = list(refs)

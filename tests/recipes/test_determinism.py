@@ -17,10 +17,9 @@ from tests.recipes.test_videoclip_recipe import config, make_world
 
 from videolang.data.text import build_wordpiece_tokenizer
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
-from videolang.data.videoclip import TextLayout
+from videolang.data.videoclip import FineTunePairs, TextLayout
 from videolang.data.vidlankd import TeacherDataConfig, VideoCaptionWindows
 from videolang.engine import fit, test
-from videolang.recipes.videoclip import _FineTunePairs
 from videolang.recipes.vimpac import TokenClips
 
 
@@ -176,7 +175,7 @@ def test_videoclip_fine_tuning_pairs():
     def tokenize(texts):
         return [[100 + sum(map(ord, w)) % 900 for w in t.split()] for t in texts]
 
-    assert_worker_independent(lambda: _FineTunePairs(pairs, features, tokenize, TextLayout(max_text_len=8), 4, seed=2))
+    assert_worker_independent(lambda: FineTunePairs(pairs, features, tokenize, TextLayout(max_text_len=8), 4, seed=2))
 
 
 def test_vidlankd_caption_windows():

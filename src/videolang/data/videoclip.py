@@ -9,14 +9,16 @@ neighbours). Text is ``[CLS] w1..wn [SEP] [PAD]..`` (``max_text_len + 2``), vide
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
 import os
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CaptionTrack",
+    "EvalFormat",
+    "FineTunePairs",
     "PretrainPairs",
     "RetrievalBatchSampler",
     "TextLayout",
@@ -37,7 +41,11 @@ __all__ = [
     "collate_pairs",
     "kmeans",
     "load_timestamped_captions",
+    "protocol_name",
+    "read_eval_pairs",
+    "read_video_list",
     "retrieval_batches",
+    "scale_pairs",
 ]
 
 
@@ -408,3 +416,109 @@ class RetrievalBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         return (self.num_videos // self.k) // self.world_size
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and fine-tuning pairs: (video_id, start, end | None, sentence)
+
+EvalFormat = Literal["msrvtt", "youcook2", "jsonl"]
+
+
+def read_eval_pairs(path: str, fmt: EvalFormat, split: str, *, all_captions: bool = False) -> list[tuple]:
+    """Read evaluation or fine-tuning pairs.
+
+    * ``msrvtt``: a JSFusion-style CSV (``key,vid_key,video_id,sentence``) gives its rows; an
+      ``MSRVTT_data.json`` gives every sentence of the videos whose ``split`` matches.
+    * ``youcook2``: ``youcookii_annotations_trainval.json``: one pair per annotated segment of
+      the videos whose ``subset`` is ``split`` (``training`` / ``validation``).
+    * ``jsonl``: our ``captions.jsonl`` (video_id, caption, split): the first caption of each
+      video of the split (``all_captions`` keeps all, for fine-tuning).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"annotation file not found: {p}")
+    pairs: list[tuple] = []
+    if fmt == "msrvtt" and p.suffix == ".csv":
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for lineno, row in enumerate(reader, 2):
+                if "video_id" not in row or "sentence" not in row:
+                    raise ConfigError(f"{p}:{lineno}: expected columns key,vid_key,video_id,sentence")
+                pairs.append((row["video_id"], 0.0, None, row["sentence"]))
+    elif fmt == "msrvtt":
+        data = json.loads(p.read_text(encoding="utf-8"))
+        keep = {v["video_id"] for v in data["videos"] if v.get("split") == split}
+        seen: set[str] = set()
+        for s in data["sentences"]:
+            if s["video_id"] in keep and (all_captions or s["video_id"] not in seen):
+                seen.add(s["video_id"])
+                pairs.append((s["video_id"], 0.0, None, s["caption"]))
+    elif fmt == "youcook2":
+        db = json.loads(p.read_text(encoding="utf-8"))["database"]
+        for vid in sorted(db):
+            if db[vid].get("subset") != split:
+                continue
+            for seg in db[vid]["annotations"]:
+                pairs.append((vid, float(seg["segment"][0]), float(seg["segment"][1]), seg["sentence"]))
+    else:
+        seen = set()
+        with open(p, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    vid, caption, rec_split = rec["video_id"], rec["caption"], rec.get("split")
+                except (json.JSONDecodeError, KeyError) as exc:
+                    raise ConfigError(f"{p}:{lineno}: expected JSON with video_id, caption, split ({exc})") from None
+                if rec_split == split and (all_captions or vid not in seen):
+                    seen.add(vid)
+                    pairs.append((vid, 0.0, None, caption))
+    if not pairs:
+        raise ConfigError(f"{p}: no {fmt} pairs for split {split!r}")
+    return pairs
+
+
+def protocol_name(fmt: str, split: str) -> str:
+    return f"{fmt}-{split}"
+
+
+def scale_pairs(pairs: list[tuple], rate: float) -> list[tuple]:
+    if rate == 1.0:
+        return pairs
+    return [(v, s * rate, None if e is None else e * rate, t) for v, s, e, t in pairs]
+
+
+class FineTunePairs(Dataset):
+    """One item per video per epoch, a random caption of it each time (MSR-VTT ``dup``)."""
+
+    def __init__(self, pairs: list[tuple], features, tokenize, layout: TextLayout, max_video_len: int, seed: int):
+        by_video: dict[str, list[tuple]] = {}
+        for p in pairs:
+            by_video.setdefault(p[0], []).append(p)
+        self.videos = sorted(by_video)
+        self.by_video = by_video
+        self.inner = VideoTextPairs(pairs, features, tokenize, layout, max_video_len=max_video_len)
+        self.index_of = {p: i for i, p in enumerate(self.inner.pairs)}
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        options = self.by_video[self.videos[i]]
+        pick = random.Random(self.seed * 7919 + self.epoch * 104729 + i).randrange(len(options))
+        return self.inner[self.index_of[options[pick]]]
+
+
+def read_video_list(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data.train_list: file not found: {p}")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if p.suffix == ".csv" and lines and "," in lines[0]:
+        lines = [ln.split(",")[0] for ln in lines[1:]]  # first column, header dropped
+    return lines

@@ -6,11 +6,8 @@ names and protocols: docs/videoclip.md ("Implementation notes").
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,12 +20,18 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from videolang.data.datasets import DeferredDataLoader
 from videolang.data.stores import FeatureStore
 from videolang.data.videoclip import (
+    EvalFormat,
+    FineTunePairs,
     PretrainPairs,
     RetrievalBatchSampler,
     TextLayout,
     VideoTextPairs,
     collate_pairs,
     load_timestamped_captions,
+    protocol_name,
+    read_eval_pairs,
+    read_video_list,
+    scale_pairs,
 )
 from videolang.engine import RunConfig, StagedEvalModule, register_recipe
 from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
@@ -41,9 +44,6 @@ from videolang.models.videoclip import VideoCLIP
 from videolang.models.weights import read_checkpoint
 
 log = logging.getLogger(__name__)
-
-EvalFormat = Literal["msrvtt", "youcook2", "jsonl"]
-
 
 @dataclass
 class VideoCLIPModelConfig:
@@ -120,98 +120,8 @@ class VideoCLIPRetrievalDataConfig(VideoCLIPDataConfig):
 # annotation readers: (video_id, start, end | None, sentence) pairs
 
 
-def _read_pairs(path: str, fmt: EvalFormat, split: str, *, all_captions: bool = False) -> list[tuple]:
-    """Read evaluation or fine-tuning pairs.
-
-    * ``msrvtt``: a JSFusion-style CSV (``key,vid_key,video_id,sentence``) gives its rows; an
-      ``MSRVTT_data.json`` gives every sentence of the videos whose ``split`` matches.
-    * ``youcook2``: ``youcookii_annotations_trainval.json``: one pair per annotated segment of
-      the videos whose ``subset`` is ``split`` (``training`` / ``validation``).
-    * ``jsonl``: our ``captions.jsonl`` (video_id, caption, split): the first caption of each
-      video of the split (``all_captions`` keeps all, for fine-tuning).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"annotation file not found: {p}")
-    pairs: list[tuple] = []
-    if fmt == "msrvtt" and p.suffix == ".csv":
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for lineno, row in enumerate(reader, 2):
-                if "video_id" not in row or "sentence" not in row:
-                    raise ConfigError(f"{p}:{lineno}: expected columns key,vid_key,video_id,sentence")
-                pairs.append((row["video_id"], 0.0, None, row["sentence"]))
-    elif fmt == "msrvtt":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        keep = {v["video_id"] for v in data["videos"] if v.get("split") == split}
-        seen: set[str] = set()
-        for s in data["sentences"]:
-            if s["video_id"] in keep and (all_captions or s["video_id"] not in seen):
-                seen.add(s["video_id"])
-                pairs.append((s["video_id"], 0.0, None, s["caption"]))
-    elif fmt == "youcook2":
-        db = json.loads(p.read_text(encoding="utf-8"))["database"]
-        for vid in sorted(db):
-            if db[vid].get("subset") != split:
-                continue
-            for seg in db[vid]["annotations"]:
-                pairs.append((vid, float(seg["segment"][0]), float(seg["segment"][1]), seg["sentence"]))
-    else:
-        seen = set()
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    vid, caption, rec_split = rec["video_id"], rec["caption"], rec.get("split")
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise ConfigError(f"{p}:{lineno}: expected JSON with video_id, caption, split ({exc})") from None
-                if rec_split == split and (all_captions or vid not in seen):
-                    seen.add(vid)
-                    pairs.append((vid, 0.0, None, caption))
-    if not pairs:
-        raise ConfigError(f"{p}: no {fmt} pairs for split {split!r}")
-    return pairs
-
-
-def protocol_name(fmt: str, split: str) -> str:
-    return f"{fmt}-{split}"
-
-
-def _scale_pairs(pairs: list[tuple], rate: float) -> list[tuple]:
-    if rate == 1.0:
-        return pairs
-    return [(v, s * rate, None if e is None else e * rate, t) for v, s, e, t in pairs]
-
-
 # ---------------------------------------------------------------------------------------------
 # data module
-
-
-class _FineTunePairs(Dataset):
-    """One item per video per epoch, a random caption of it each time (MSR-VTT ``dup``)."""
-
-    def __init__(self, pairs: list[tuple], features, tokenize, layout: TextLayout, max_video_len: int, seed: int):
-        by_video: dict[str, list[tuple]] = {}
-        for p in pairs:
-            by_video.setdefault(p[0], []).append(p)
-        self.videos = sorted(by_video)
-        self.by_video = by_video
-        self.inner = VideoTextPairs(pairs, features, tokenize, layout, max_video_len=max_video_len)
-        self.index_of = {p: i for i, p in enumerate(self.inner.pairs)}
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        options = self.by_video[self.videos[i]]
-        pick = random.Random(self.seed * 7919 + self.epoch * 104729 + i).randrange(len(options))
-        return self.inner[self.index_of[options[pick]]]
 
 
 class VideoCLIPDataModule(L.LightningDataModule):
@@ -255,7 +165,7 @@ class VideoCLIPDataModule(L.LightningDataModule):
         if self.pretraining:
             if not d.captions:
                 raise ConfigError("data.captions: videoclip.pretrain needs timestamped captions (raw_caption.json)")
-            ids = _read_list(d.train_list) if d.train_list else None
+            ids = read_video_list(d.train_list) if d.train_list else None
             tracks = load_timestamped_captions(d.captions, self.tokenize, video_ids=ids)
             if self.feature_rate != 1.0:  # caption times are seconds, feature rows are not
                 for t in tracks.values():
@@ -269,9 +179,9 @@ class VideoCLIPDataModule(L.LightningDataModule):
             )
         if not d.train_pairs:
             raise ConfigError("data.train_pairs: videoclip.retrieval fine-tuning needs (video, sentence) pairs")
-        pairs = _scale_pairs(_read_pairs(d.train_pairs, d.train_format, d.train_split, all_captions=True),
+        pairs = scale_pairs(read_eval_pairs(d.train_pairs, d.train_format, d.train_split, all_captions=True),
                              self.feature_rate)
-        return _FineTunePairs(pairs, self.features, self.tokenize, self.layout, d.max_video_len, self.cfg.seed)
+        return FineTunePairs(pairs, self.features, self.tokenize, self.layout, d.max_video_len, self.cfg.seed)
 
     def eval_dataset(self, stage: str) -> tuple[VideoTextPairs, str]:
         self._prepare()
@@ -279,7 +189,7 @@ class VideoCLIPDataModule(L.LightningDataModule):
         fmt, split = getattr(self.d, f"{stage}_format"), getattr(self.d, f"{stage}_split")
         if not path:
             raise ConfigError(f"data.{stage}_pairs: no {stage} annotations given")
-        pairs = _scale_pairs(_read_pairs(path, fmt, split), self.feature_rate)
+        pairs = scale_pairs(read_eval_pairs(path, fmt, split), self.feature_rate)
         ds = VideoTextPairs(pairs, self.features, self.tokenize, self.layout, max_video_len=self.d.max_video_len)
         return ds, protocol_name(fmt, split)
 
@@ -320,16 +230,6 @@ def resolve_feature_rate(d: VideoCLIPDataConfig) -> float:
     if d.feature_rate is not None:
         return float(d.feature_rate)
     return float(extraction_info(d.features).get("rows_per_second", 1.0))
-
-
-def _read_list(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"data.train_list: file not found: {p}")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if p.suffix == ".csv" and lines and "," in lines[0]:
-        lines = [ln.split(",")[0] for ln in lines[1:]]  # first column, header dropped
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from videolang.data.datasets import DeferredDataLoader
 from videolang.data.stores import FeatureStore
 from videolang.data.text import mask_tokens
+from videolang.data.videoclip import protocol_name, read_eval_pairs, scale_pairs
 from videolang.data.vlm import (
     CaptionItems,
     CaptionVideos,
@@ -47,9 +48,6 @@ from videolang.recipes.videoclip import (
     VideoCLIPDataConfig,
     VideoCLIPDataModule,
     VideoCLIPModule,
-    _read_pairs,
-    _scale_pairs,
-    protocol_name,
     resolve_feature_rate,
 )
 
@@ -583,7 +581,7 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
         d = self.d
         if not d.train_pairs:
             raise ConfigError("data.train_pairs: vlm.captioning needs (video, caption) pairs")
-        pairs = _scale_pairs(_read_pairs(d.train_pairs, d.train_format, d.train_split,
+        pairs = scale_pairs(read_eval_pairs(d.train_pairs, d.train_format, d.train_split,
                                          all_captions=d.train_all_captions), self.feature_rate)
         return CaptionItems(pairs, self.features, self.tokenize, self.layout, max_video_len=d.max_video_len,
                             seed=self.cfg.seed)
@@ -591,7 +589,7 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
     def most_frequent_caption(self) -> str:
         """The baseline: the most frequent caption of the training captions the model learns
         from (lower-cased, ties: first seen)."""
-        pairs = _read_pairs(self.d.train_pairs, self.d.train_format, self.d.train_split,
+        pairs = read_eval_pairs(self.d.train_pairs, self.d.train_format, self.d.train_split,
                             all_captions=self.d.train_all_captions)
         counts = Counter(p[3].strip().lower() for p in pairs)
         return counts.most_common(1)[0][0]
@@ -602,7 +600,7 @@ class VLMCaptionDataModule(VideoCLIPDataModule):
         fmt, split = getattr(self.d, f"{stage}_format"), getattr(self.d, f"{stage}_split")
         if not path:
             raise ConfigError(f"data.{stage}_pairs: no {stage} captions given")
-        pairs = _scale_pairs(_read_pairs(path, fmt, split, all_captions=True), self.feature_rate)
+        pairs = scale_pairs(read_eval_pairs(path, fmt, split, all_captions=True), self.feature_rate)
         ds = CaptionVideos(pairs, self.features, max_video_len=self.d.max_video_len)
         setattr(self, f"{stage}_protocol", protocol_name(fmt, split))
         setattr(self, f"{stage}_references", ds.references)
