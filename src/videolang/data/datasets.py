@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "SkippedSample",
     "VideoFramesDataset",
     "collate_skipping",
+    "epoch_choice",
     "item_generator",
 ]
 
@@ -48,6 +50,12 @@ class SkippedSample:
     index: int
     source: str
     reason: str
+
+
+def epoch_choice(seed: int, epoch: int, index: int, n: int) -> int:
+    """Which of an item's ``n`` options (captions, caption windows) it uses this epoch: fixed by
+    (seed, epoch, index) alone, so workers, order and resumes agree."""
+    return random.Random(seed * 7919 + epoch * 104729 + index).randrange(n)
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import random
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
-from videolang.data.datasets import item_generator
+from videolang.data.datasets import epoch_choice, item_generator
 from videolang.data.sampling import videoclip_overlapped_pair
 from videolang.errors import ConfigError, VideolangError
 
@@ -510,7 +509,7 @@ class FineTunePairs(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         options = self.by_video[self.videos[i]]
-        pick = random.Random(self.seed * 7919 + self.epoch * 104729 + i).randrange(len(options))
+        pick = epoch_choice(self.seed, self.epoch, i, len(options))
         return self.inner[self.index_of[options[pick]]]
 
 

@@ -5,7 +5,6 @@ teacher's items), tokenised GLUE examples (fine-tuning), their readers and colla
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videolang.data.datasets import epoch_choice
 from videolang.data.glue import glue_token_ids
 from videolang.errors import ConfigError
 
@@ -125,7 +125,7 @@ class VideoCaptionWindows(Dataset):
         rec = self.captions[vid]
         start = 0
         if self.random_window and len(rec["text"]) > 1:
-            start = random.Random(self.seed * 7919 + self.epoch * 104729 + i).randrange(len(rec["text"]))
+            start = epoch_choice(self.seed, self.epoch, i, len(rec["text"]))
         text, last = caption_window(rec["text"], start, self.d.block_size)
         enc = self.tok(text, truncation=True, max_length=self.d.block_size)
         feats = np.asarray(self.features[vid], dtype=np.float32)

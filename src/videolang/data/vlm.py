@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videolang.data.datasets import epoch_choice
 from videolang.data.sampling import window_spans
 from videolang.data.videoclip import TextLayout, _video_window
 from videolang.errors import ConfigError, VideolangError
@@ -164,8 +164,7 @@ class CaptionItems(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         options = self.by_video[self.videos[index]]
-        (vid, start, end, _), words = options[random.Random(self.seed * 7919 + self.epoch * 104729 + index)
-                                              .randrange(len(options))]
+        (vid, start, end, _), words = options[epoch_choice(self.seed, self.epoch, index, len(options))]
         v, vm = _segment_window(self.features[vid], start, end, self.max_video_len)
         ids, cm = caption_layout(self.layout, words)
         return {"vfeats": v, "vmask": vm, "caps": ids, "cmask": cm, "index": index}

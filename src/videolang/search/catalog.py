@@ -71,6 +71,15 @@ class VideoRecord:
     id: int | None = None
 
 
+_VIDEO_COLUMNS = "id, path, size, mtime_ns, sha256, duration, fps, width, height, num_frames"
+
+
+def _video_record(r: tuple) -> VideoRecord:
+    """A ``videos`` row selected as ``_VIDEO_COLUMNS``."""
+    return VideoRecord(id=r[0], path=r[1], size=r[2], mtime_ns=r[3], sha256=r[4], duration=r[5], fps=r[6],
+                       width=r[7], height=r[8], num_frames=r[9])
+
+
 class Catalog:
     """The SQLite catalog of an index folder (see the module docstring).
 
@@ -141,16 +150,16 @@ class Catalog:
 
     def videos(self) -> dict[str, VideoRecord]:
         """Every indexed video by relative path."""
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, sha256, duration, fps, width, height, num_frames "
-                               "FROM videos").fetchall()
-        return {r[1]: VideoRecord(id=r[0], path=r[1], size=r[2], mtime_ns=r[3], sha256=r[4], duration=r[5],
-                                  fps=r[6], width=r[7], height=r[8], num_frames=r[9]) for r in rows}
+        return {r[1]: _video_record(r) for r in self.db.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos")}
 
     def video(self, video_id: int) -> VideoRecord | None:
-        r = self.db.execute("SELECT id, path, size, mtime_ns, sha256, duration, fps, width, height, num_frames "
-                            "FROM videos WHERE id = ?", (int(video_id),)).fetchone()
-        return None if r is None else VideoRecord(id=r[0], path=r[1], size=r[2], mtime_ns=r[3], sha256=r[4],
-                                                  duration=r[5], fps=r[6], width=r[7], height=r[8], num_frames=r[9])
+        r = self.db.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE id = ?", (int(video_id),)).fetchone()
+        return None if r is None else _video_record(r)
+
+    def video_at(self, path: str) -> VideoRecord | None:
+        """The indexed video at ``path`` (relative to the indexed folder, POSIX separators)."""
+        r = self.db.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE path = ?", (path,)).fetchone()
+        return None if r is None else _video_record(r)
 
     def failures(self) -> dict[str, tuple[int, int, str]]:
         """``path -> (size, mtime_ns, reason)`` of files that could not be indexed."""

@@ -166,13 +166,7 @@ class SearchIndex:
         """The indexed file of a video id, only if it is (still) inside the indexed folder."""
         with self._lock:
             video = self.catalog.video(video_id)
-        if video is None:
-            return None
-        root = self.root.resolve()
-        path = (root / video.path).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            return None
-        return path
+        return None if video is None else _file_inside(self.root, video.path)
 
     def thumbnail(self, window_id: int) -> bytes | None:
         with self._lock:
@@ -234,16 +228,24 @@ def ask(index_dir: str | os.PathLike, video: str, question: str, model: str | os
     return [(choices[j], float(scores[j])) for j in order]
 
 
+def _file_inside(root: str | os.PathLike, rel: str) -> Path | None:
+    """The regular file ``root / rel`` with links resolved, or None when it is gone or its real
+    path leads outside ``root`` (what search, the server and ``ask`` may ever open)."""
+    root = Path(root).resolve()
+    path = (root / rel).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
 def _indexed_file(index_dir: str | os.PathLike, video: str) -> Path:
     """The file of a video of the index (its path relative to the indexed folder)."""
     with Catalog(Path(index_dir) / CATALOG_FILE, readonly=True) as catalog:
         root = Path(catalog.get_meta("root")).resolve()
         rel = Path(video)
         rel = rel.resolve().relative_to(root) if rel.is_absolute() and rel.resolve().is_relative_to(root) else rel
-        if rel.as_posix() not in catalog.videos():
+        if catalog.video_at(rel.as_posix()) is None:
             raise ConfigError(f"{video} is not in the index {index_dir} (give the path as `videolang search` prints it)")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    path = _file_inside(root, rel.as_posix())
+    if path is None:
         raise ConfigError(f"{video}: the indexed file is gone from {root}")
     return path
 
