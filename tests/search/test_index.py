@@ -169,3 +169,14 @@ def test_scan_follows_links_inside_once_and_never_outside(workspace, tmp_path):
     (videos / "more").symlink_to(outside)
     found = [f.path for f in scan_videos(videos)]
     assert found == ["sub/vid00000.mp4", "vid00001.mp4", "vid00002.mp4"]
+
+
+@pytest.mark.parametrize("argv", [["search", "IDX", "q", "--top-k", "0"], ["search", "IDX", "q", "--rerank-top", "x"],
+                                  ["index", "M", "V", "IDX", "--workers", "-1"], ["serve", "IDX", "--threads", "0"],
+                                  ["ask", "IDX", "v.mp4", "q", "--model", "M", "--top-k", "0"]])
+def test_bad_counts_are_usage_errors_naming_the_flag(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    flag = next(a for a in argv if a.startswith("--") and a != "--model")
+    assert f"argument {flag}:" in capsys.readouterr().err

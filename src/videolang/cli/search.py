@@ -85,6 +85,21 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (argparse names the flag on error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(max(seconds, 0.0), 60)
     h, m = divmod(int(m), 60)
@@ -101,15 +116,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("index", help="the index folder (created, or updated when it exists)")
     p.add_argument("--window", type=float, default=None, help="seconds per window (default: the model's)")
     p.add_argument("--stride", type=float, default=None, help="seconds between windows (default: half a window)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding and embedding")
+    p.add_argument("--workers", type=_count(0), default=2, help="DataLoader worker processes decoding and embedding")
     p.add_argument("--device", default="cpu")
     p.add_argument("--vector-index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"],
                    help="faiss index kind (default: exact for small collections, approximate beyond)")
     p.add_argument("--no-thumbnails", action="store_true", help="store no thumbnail per window")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--devices", type=int, default=1,
+    p.add_argument("--devices", type=_count(1), default=1,
                    help="processes per machine (one per GPU): Lightning predict over DDP when above 1")
-    p.add_argument("--num-nodes", type=int, default=1, help="machines (torchrun or SLURM starts each one)")
+    p.add_argument("--num-nodes", type=_count(1), default=1, help="machines (torchrun or SLURM starts each one)")
     p.add_argument("--strategy", choices=["ddp", "ddp_spawn"], default=None,
                    help="Lightning strategy (default ddp beyond one process; giving one runs the distributed "
                    "path even with one device)")
@@ -120,12 +135,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("search", help="find moments in an index by text")
     p.add_argument("index", help="an index folder (videolang index)")
     p.add_argument("query", nargs="+", help="what to look for, e.g. 'a person opens a red door'")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=_count(1), default=10)
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     p.add_argument("--model", help="the index's model folder, if it moved (its identity is checked)")
     p.add_argument("--rerank", metavar="MODEL_DIR",
                    help="re-score the best hits with a ClipBERT retrieval or VLM model folder (second stage)")
-    p.add_argument("--rerank-top", type=int, default=50, help="first-stage hits the re-ranker scores")
+    p.add_argument("--rerank-top", type=_count(1), default=50, help="first-stage hits the re-ranker scores")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_search)
 
@@ -141,8 +156,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="the index's model folder, if it moved (its identity is checked)")
     p.add_argument("--rerank", metavar="MODEL_DIR", help="re-score the best hits with a ClipBERT retrieval or "
                    "VLM model folder (second stage)")
-    p.add_argument("--rerank-top", type=int, default=50, help="first-stage hits the re-ranker scores")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--rerank-top", type=_count(1), default=50, help="first-stage hits the re-ranker scores")
+    p.add_argument("--threads", type=_count(1), default=None,
                    help="intra-op threads of the model's query thread (default: half the cores, at most 4)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_serve)
@@ -156,7 +171,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--choices", nargs="+", help="answer options (multiple-choice models)")
     p.add_argument("--start", type=float, default=None, help="ask about the moment from START seconds ...")
     p.add_argument("--end", type=float, default=None, help="... to END seconds (default: the whole video)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=_count(1), default=3)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_ask)
 
