@@ -125,7 +125,7 @@ def evaluate(stage: str, config: dict[str, Any], devices: int) -> dict[str, floa
     cfg, _ = load_run_config(config)
     recipe = get_recipe(cfg.recipe)
     L.seed_everything(cfg.seed, verbose=False)
-    module, datamodule = recipe.module_cls(cfg), recipe.datamodule_cls(cfg)
+    module, datamodule = recipe.module_cls(cfg), recipe.make_datamodule(cfg)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)

@@ -46,8 +46,10 @@ def export_checkpoint(config: ConfigSource, checkpoint: str | os.PathLike, out_d
 def has_predict_loop(recipe_name: str) -> bool:
     """Whether a recipe defines Lightning's ``predict_step`` and a predict dataloader."""
     recipe = get_recipe(recipe_name)
-    return is_overridden("predict_step", recipe.module_cls, parent=L.LightningModule) and is_overridden(
-        "predict_dataloader", recipe.datamodule_cls, parent=L.LightningDataModule)
+    datamodule = recipe.datamodule_cls
+    return (is_overridden("predict_step", recipe.module_cls, parent=L.LightningModule)
+            and issubclass(datamodule, L.LightningDataModule)
+            and is_overridden("predict_dataloader", datamodule, parent=L.LightningDataModule))
 
 
 def export_provenance(cfg: RunConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 from torch import nn
 
+from videolang.data.splits import DataSplits
 from videolang.engine.config import (
     OptimConfig,
     RunConfig,
@@ -42,10 +43,18 @@ class Recipe:
 
     name: str
     module_cls: type[L.LightningModule]
-    datamodule_cls: type[L.LightningDataModule]
+    datamodule_cls: type[L.LightningDataModule] | type[DataSplits]
     model_config_cls: type
     data_config_cls: type
     section_classes: Mapping[str, type] = field(default_factory=dict)
+
+    def make_datamodule(self, cfg: RunConfig) -> L.LightningDataModule:
+        """The run's DataModule: the recipe's own, or its data splits served by the engine's."""
+        if issubclass(self.datamodule_cls, DataSplits):
+            from videolang.engine.datamodule import SplitsDataModule
+
+            return SplitsDataModule(cfg, self.datamodule_cls)
+        return self.datamodule_cls(cfg)
 
     def schema(self) -> dict[str, type]:
         """Section name -> dataclass, for :func:`videolang.engine.config.validate_config`."""
@@ -63,7 +72,7 @@ def _check_dataclass(cls: type, what: str, name: str) -> None:
 def register_recipe(
     name: str,
     module_cls: type[L.LightningModule],
-    datamodule_cls: type[L.LightningDataModule],
+    datamodule_cls: type[L.LightningDataModule] | type[DataSplits],
     model_config_cls: type,
     data_config_cls: type,
     *,
@@ -74,7 +83,9 @@ def register_recipe(
     """Register a recipe under ``name``; returns the :class:`Recipe`.
 
     ``optim_config_cls`` / ``trainer_config_cls`` / ``run_config_cls`` may be subclasses of
-    the engine's sections that add keys the recipe reads.
+    the engine's sections that add keys the recipe reads. ``datamodule_cls`` is a
+    :class:`~videolang.data.splits.DataSplits` subclass (served by the engine's DataModule) or,
+    for a recipe with unusual loaders, a LightningDataModule taking the run config.
     """
     _check_dataclass(model_config_cls, "the model config", name)
     _check_dataclass(data_config_cls, "the data config", name)
@@ -94,7 +105,7 @@ def register_recipe(
 
 
 def recipe(
-    name: str, *, datamodule: type[L.LightningDataModule], model_config: type, data_config: type, **sections: type
+    name: str, *, datamodule: type[L.LightningDataModule] | type[DataSplits], model_config: type, data_config: type, **sections: type
 ) -> Callable[[type[L.LightningModule]], type[L.LightningModule]]:
     """Class decorator form of :func:`register_recipe` for the LightningModule."""
 

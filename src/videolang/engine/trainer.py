@@ -219,7 +219,7 @@ def _run(stage: str, cfg: RunConfig, ckpt: Path | None, callbacks: Sequence[Call
     extra = {"resumed_from" if stage == "fit" else "checkpoint": str(ckpt) if ckpt else None,
              "torch_threads": torch.get_num_threads()}
     module = recipe.module_cls(cfg)
-    datamodule = recipe.datamodule_cls(cfg)
+    datamodule = recipe.make_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, stage=stage, callbacks=callbacks, extra_metrics=extra)
     if stage != "fit" and ckpt is None:
         log.warning("%s without a checkpoint (--resume/--ckpt): the model keeps its initial weights", stage)
