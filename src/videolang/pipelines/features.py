@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from videolang.data.stores.feature_store import EXTRACTION_INFO_NAME, read_extraction_info
 from videolang.data.video import VideoReader, VideoSource
 from videolang.errors import ConfigError, FrameIndexError, StoreError, VideoDecodeError
 from videolang.pipelines.inputs import Frames
@@ -47,7 +48,6 @@ __all__ = [
     "video_features",
 ]
 
-EXTRACTION_INFO_NAME = "extraction.json"
 _INFO_FORMAT = "videolang-extraction"
 _INFO_VERSION = 1
 # Decoded + transformed frames held per chunk: bounds memory for long or large videos.
@@ -758,17 +758,6 @@ def run_extraction(
 
 # describe() keys that are create_backbone options, for stores written before "options" existed
 _LEGACY_OPTION_KEYS = ("grid", "rows_per_second", "temporal_diff", "output")
-
-
-def read_extraction_info(features: str | os.PathLike) -> dict[str, Any]:
-    """A feature store's ``extraction.json`` (what made its features), or ``{}`` without one."""
-    path = Path(features) / EXTRACTION_INFO_NAME
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
 
 
 def backbone_from_store(features: str | os.PathLike):

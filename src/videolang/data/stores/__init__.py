@@ -13,7 +13,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from videolang.data.stores.feature_store import FeatureStore, FeatureStoreWriter, ShardedTensor
+    from videolang.data.stores.feature_store import (
+        EXTRACTION_INFO_NAME,
+        FeatureStore,
+        FeatureStoreWriter,
+        ShardedTensor,
+        feature_rows_per_second,
+        read_extraction_info,
+    )
     from videolang.data.stores.lmdb_store import (
         DEFAULT_VIDEO_EXTENSIONS,
         LmdbTokenStore,
@@ -32,6 +39,9 @@ _EXPORTS = {
     "FeatureStore": "feature_store",
     "FeatureStoreWriter": "feature_store",
     "ShardedTensor": "feature_store",
+    "EXTRACTION_INFO_NAME": "feature_store",
+    "feature_rows_per_second": "feature_store",
+    "read_extraction_info": "feature_store",
     "DEFAULT_VIDEO_EXTENSIONS": "lmdb_store",
     "LmdbTokenStore": "lmdb_store",
     "LmdbVideoStore": "lmdb_store",
@@ -45,6 +55,7 @@ _EXPORTS = {
 
 __all__ = [
     "DEFAULT_VIDEO_EXTENSIONS",
+    "EXTRACTION_INFO_NAME",
     "VIDEO_EXTENSIONS",
     "FeatureStore",
     "FeatureStoreWriter",
@@ -53,7 +64,9 @@ __all__ = [
     "PackReport",
     "ShardedTensor",
     "WebVideoDataset",
+    "feature_rows_per_second",
     "pack_videos",
+    "read_extraction_info",
     "write_token_lmdb",
     "write_webdataset",
 ]

@@ -832,3 +832,25 @@ class FeatureStore:
         return (
             f"FeatureStore({str(self.root)!r}, n={len(self)}, dim={self._dim}, dtype={self._dtype})"
         )
+
+
+EXTRACTION_INFO_NAME = "extraction.json"
+
+
+def read_extraction_info(features: str | os.PathLike) -> dict[str, Any]:
+    """A feature store's ``extraction.json`` (what made its features), or ``{}`` without one."""
+    path = Path(features) / EXTRACTION_INFO_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+
+
+def feature_rows_per_second(features: str | os.PathLike, configured: float | None = None) -> float:
+    """Feature rows per second of video: ``configured`` (a config's ``feature_rate``) when given,
+    else what the store's ``extraction.json`` recorded, else 1 (one row per second, MMPT's S3D)."""
+    if configured is not None:
+        return float(configured)
+    return float(read_extraction_info(features).get("rows_per_second", 1.0))
