@@ -166,7 +166,7 @@ def test_converter_round_trip_and_missing_key(tmp_path):
 def test_config_errors():
     with pytest.raises(ConfigError, match="num_labels must be 2"):
         tiny(task="retrieval", num_labels=3)
-    with pytest.raises(ConfigError, match="unknown ClipBERT config keys: nope"):
+    with pytest.raises(ConfigError, match="ClipBERT config: unknown key 'nope'"):
         from videolang.models.clipbert import ClipBertConfig
 
         ClipBertConfig.from_dict({"nope": 1})

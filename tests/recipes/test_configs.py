@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from videolang.cli.train import register
-from videolang.engine import config_to_dict, load_config
+from videolang.engine import config_to_dict, list_recipes, load_config
 from videolang.engine.config import (
     list_configs,
     packaged_config,
@@ -154,3 +154,29 @@ def test_vlm_text_is_always_the_mmpt_layout():
     assert load_config({"recipe": "videoclip.retrieval"}).data.mmpt_text_layout is False
     with pytest.raises(ConfigError, match=r"data\.mmpt_text_layout"):
         load_config({"recipe": "vlm.captioning"}, ["data.mmpt_text_layout=false"])
+
+
+RECIPES = list_recipes()
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_the_schema_dump_lists_every_key_with_its_default(recipe, capsys):
+    """`videolang config show RECIPE` prints every key; read back as a config it is the defaults."""
+    assert _run(["config", "show", recipe]) == 0
+    text = capsys.readouterr().out
+    dumped = yaml.safe_load(text)
+    assert dumped["recipe"] == recipe and set(dumped) == {"recipe", "name", "seed", "model", "data", "optim",
+                                                          "trainer", "run"}
+    if "(required)" in text:  # a key without a default: the dump names it, a config must set it
+        return
+    dumped["name"] = recipe
+    assert config_to_dict(load_config(dumped)) == config_to_dict(load_config({"recipe": recipe}))
+
+
+def test_bad_values_name_the_key_and_the_allowed_values():
+    with pytest.raises(ConfigError, match=r"key 'trainer\.precision' expects one of 16, 32, 64, '16'"):
+        load_config({"recipe": "vimpac.pretrain"}, ["trainer.precision=8"])
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.batch_sise' \(did you mean 'data\.batch_size'\?\)"):
+        load_config({"recipe": "vimpac.pretrain"}, ["data.batch_sise=4"])
+    with pytest.raises(ConfigError, match=r"key 'optim\.lr' expects float, got True \(bool\)"):
+        load_config({"recipe": "vimpac.pretrain"}, ["optim.lr=true"])

@@ -114,8 +114,9 @@ def _add_config_parser(subparsers: Any) -> None:
     q.add_argument("method", nargs="?", help="only this method's configs (e.g. videoclip)")
     q.add_argument("--paths", action="store_true", help="print each config's file path too")
     q.set_defaults(func=run_config_list)
-    q = csub.add_parser("show", help="print a packaged config (copy it to edit it)")
-    q.add_argument("name", help="a packaged config, e.g. videoclip/synthetic_pretrain")
+    q = csub.add_parser("show", help="print a packaged config (copy it to edit it), or a recipe's every key")
+    q.add_argument("name", help="a packaged config (videoclip/synthetic_pretrain) or a recipe (videoclip.pretrain): "
+                                "its every key with default and type")
     q.set_defaults(func=run_config_show)
     p.set_defaults(func=lambda args: run_config_list(argparse.Namespace(method=None, paths=False)))
 
@@ -171,9 +172,15 @@ def run_config_list(args: argparse.Namespace) -> int:
 
 
 def run_config_show(args: argparse.Namespace) -> int:
-    """``videolang config show NAME``: the packaged config's YAML (after a comment naming its file)."""
-    from videolang.engine.config import packaged_config
+    """``videolang config show NAME``: the packaged config's YAML (after a comment naming its file),
+    or for a recipe name (``videoclip.pretrain``) every key of its schema with default and type."""
+    from videolang.engine.config import describe_schema, packaged_config
+    from videolang.engine.registry import get_recipe
 
+    if "/" not in args.name and "." in args.name and not args.name.endswith((".yaml", ".yml")):
+        recipe = get_recipe(args.name)
+        _write(describe_schema(recipe.name, recipe.schema()))
+        return 0
     path = packaged_config(args.name)
     _write(f"# {path}\n{path.read_text(encoding='utf-8')}")
     return 0

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
-from videolang.config_types import value_fits
+from videolang.config_types import SchemaMismatch, type_name, validate_as
 from videolang.errors import ConfigError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "RunFolderConfig",
     "TrainerConfig",
     "config_to_dict",
+    "describe_schema",
     "dump_config",
     "list_configs",
     "load_config_dict",
@@ -426,185 +427,98 @@ def load_config_dict(
 # validation
 
 
-@dataclass
-class _Context:
-    origins: Origins
-    source: str
-    candidates: list[str]
-
-    def where(self, key: str) -> str:
-        """The file (or override) that set ``key``, or its closest parent section."""
-        parts = key.split(".")
-        for n in range(len(parts), 0, -1):
-            origin = self.origins.get(".".join(parts[:n]))
-            if origin is not None:
-                return origin
-        return self.source
+def _where(origins: Origins, source: str, key: str) -> str:
+    """The file (or override) that set ``key``, or its closest parent section."""
+    parts = key.replace("[", ".[").split(".")
+    for n in range(len(parts), 0, -1):
+        origin = origins.get(".".join(parts[:n]).replace(".[", "["))
+        if origin is not None:
+            return origin
+    return source
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple, dict):
-        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(tp))
-        return f"{origin.__name__}[{args}]" if args else origin.__name__
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping ({tp.__name__})"
-    return getattr(tp, "__name__", str(tp))
-
-
-class _Mismatch(Exception):
-    """A value does not fit a type (internal: turned into a ConfigError naming the key)."""
-
-    def __init__(self, key: str, tp: Any, value: Any):
-        self.key, self.tp, self.value = key, tp, value
-
-
-def _convert(value: Any, tp: Any, key: str, ctx: _Context) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted (list -> tuple, ...)."""
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if value is None:  # an empty section (`model:` with every key commented out)
-            value = {}
-        if not isinstance(value, Mapping):
-            raise _Mismatch(key, tp, value)
-        return _build(tp, value, key, ctx)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return _convert_union(value, args, tp, key, ctx)
-    if origin is Literal:
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        raise _Mismatch(key, tp, value)
-    if origin in (list, tuple):
-        return _convert_sequence(value, origin, args, tp, key, ctx)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise _Mismatch(key, tp, value)
-        key_tp, value_tp = args or (Any, Any)
-        return {
-            _convert(k, key_tp, f"{key}.{k}", ctx): _convert(v, value_tp, f"{key}.{k}", ctx)
-            for k, v in value.items()
-        }
-    return _convert_scalar(value, tp, key)
-
-
-def _convert_union(value: Any, args: tuple, tp: Any, key: str, ctx: _Context) -> Any:
-    if value is None:
-        if type(None) in args:
-            return None
-        raise _Mismatch(key, tp, value)
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return _convert(value, arg, key, ctx)
-        except _Mismatch:
-            continue
-    raise _Mismatch(key, tp, value)
-
-
-def _convert_sequence(value: Any, origin: type, args: tuple, tp: Any, key: str, ctx: _Context) -> Any:
-    if not isinstance(value, (list, tuple)):
-        raise _Mismatch(key, tp, value)
-    if origin is list:
-        item_tp = args[0] if args else Any
-        return [_convert(v, item_tp, f"{key}[{i}]", ctx) for i, v in enumerate(value)]
-    if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(_convert(v, args[0], f"{key}[{i}]", ctx) for i, v in enumerate(value))
-    if args and len(args) != len(value):
-        raise _Mismatch(key, tp, value)
-    item_tps = args or (Any,) * len(value)
-    return tuple(_convert(v, t, f"{key}[{i}]", ctx) for i, (v, t) in enumerate(zip(value, item_tps, strict=True)))
-
-
-def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
-    ok = value_fits(value, tp)
-    if ok is None:  # another class: an instance of it; an annotation this validator does not know: as is
-        ok = isinstance(value, tp) if isinstance(tp, type) else True
-    if not ok:
-        raise _Mismatch(key, tp, value)
-    return float(value) if tp is float else value
-
-
-def _field_types(cls: type, field_overrides: Mapping[str, type] | None = None) -> dict[str, Any]:
-    try:
-        hints = typing.get_type_hints(cls)
-    except NameError as exc:
-        raise ConfigError(f"cannot read the field types of {cls.__qualname__} ({exc}): define config "
-                          "dataclasses, and the types they use, at module level") from None
-    types_ = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
-    types_.update(field_overrides or {})
-    return types_
-
-
-def _unknown_key(key: str, ctx: _Context) -> ConfigError:
-    close = difflib.get_close_matches(key, ctx.candidates, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{ctx.where(key)}: unknown key '{key}'{hint}")
-
-
-def _build(
-    cls: type, data: Mapping, prefix: str, ctx: _Context, field_overrides: Mapping[str, type] | None = None
-) -> Any:
-    """Instantiate the dataclass ``cls`` from ``data``, checking every key and type."""
-    fields = _field_types(cls, field_overrides)
-    dotted = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
-    for name in data:
-        if name not in fields:
-            raise _unknown_key(dotted(str(name)), ctx)
-    kwargs = {}
-    for name, tp in fields.items():
-        if name in data:
-            try:
-                kwargs[name] = _convert(data[name], tp, dotted(name), ctx)
-            except _Mismatch as exc:
-                raise ConfigError(
-                    f"{ctx.where(exc.key)}: key '{exc.key}' expects {_type_name(exc.tp)}, "
-                    f"got {exc.value!r} ({type(exc.value).__name__})"
-                ) from None
-        elif dataclasses.is_dataclass(tp):  # an absent section: its defaults
-            kwargs[name] = _build(tp, {}, dotted(name), ctx)
-    missing = [n for n in fields if n not in kwargs and _is_required(cls, n)]
-    if missing:
-        raise ConfigError(f"{ctx.where(prefix)}: missing required key '{dotted(missing[0])}'")
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        section = f"'{prefix}'" if prefix else "the config"
-        raise ConfigError(f"{ctx.where(prefix)}: invalid {section}: {exc}") from None
-
-
-def _is_required(cls: type, name: str) -> bool:
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def _all_keys(cls: type, prefix: str = "", field_overrides: Mapping[str, type] | None = None) -> list[str]:
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
     """Every valid dotted key of the schema (for 'did you mean' suggestions)."""
     keys = []
-    for name, tp in _field_types(cls, field_overrides).items():
-        dotted = f"{prefix}{name}"
-        keys.append(dotted)
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls).get(f.name)
+        keys.append(f"{prefix}{f.name}")
         if dataclasses.is_dataclass(tp):
-            keys.extend(_all_keys(tp, f"{dotted}."))
+            keys.extend(_all_keys(tp, f"{prefix}{f.name}."))
     return keys
 
 
+_SECTIONS = ("model", "data", "optim", "trainer", "run")
+
+
+@functools.cache
+def _run_schema(sections: tuple[tuple[str, type], ...]) -> type:
+    """:class:`RunConfig` with the recipe's section classes in place of ``Any`` (validation only)."""
+    fields = [("recipe", str), *sections, ("name", str, field(default="")), ("seed", int, field(default=0))]
+    return dataclasses.make_dataclass("RunConfig", fields)
+
+
 def validate_config(data: Mapping, schema: Mapping[str, type], origins: Origins, source: str) -> RunConfig:
-    """Build a :class:`RunConfig` from a merged mapping; ``schema`` maps sections to classes."""
-    ctx = _Context(origins, source, _all_keys(RunConfig, field_overrides=schema))
-    return _build(RunConfig, data, "", ctx, field_overrides=schema)
+    """Build a :class:`RunConfig` from a merged mapping with pydantic; ``schema`` maps sections
+    to classes (``model``, ``data``, and subclasses of the engine's ``optim`` / ``trainer`` / ``run``).
+    Absent or empty sections get their defaults."""
+    classes = {"optim": OptimConfig, "trainer": TrainerConfig, "run": RunFolderConfig, **schema}
+    sections = tuple((name, classes[name]) for name in _SECTIONS)
+    payload = dict(data)
+    for name in _SECTIONS:
+        if payload.get(name) is None:
+            payload[name] = {}
+    run_schema = _run_schema(sections)
+    try:
+        checked = validate_as(run_schema, payload)
+    except SchemaMismatch as problem:
+        message = problem.describe()
+        if problem.kind == "unknown":
+            close = difflib.get_close_matches(problem.key, _all_keys(run_schema), n=1, cutoff=0.6)
+            message += f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{_where(origins, source, problem.key)}: {message}") from None
+    except TypeError as exc:  # a section's own check raised TypeError (pydantic passes it through)
+        raise ConfigError(f"{source}: invalid config: {exc}") from None
+    return RunConfig(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(RunConfig)})
 
 
 # --------------------------------------------------------------------------------------------
 # public entry points
+
+
+def describe_schema(recipe: str, schema: Mapping[str, type]) -> str:
+    """Every key of ``recipe``'s run config as YAML: its default, and its type as a comment."""
+    classes = {"optim": OptimConfig, "trainer": TrainerConfig, "run": RunFolderConfig, **schema}
+    lines = [f"# every key of recipe {recipe}: its default, then its type as a comment",
+             f"recipe: {recipe}", "name: ''  # str (default: the recipe name)", "seed: 0  # int"]
+    for section in _SECTIONS:
+        lines.append(f"{section}:  # {classes[section].__name__}")
+        lines += _describe_fields(classes[section], "  ")
+    return "\n".join(lines) + "\n"
+
+
+def _describe_fields(cls: type, indent: str) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints.get(f.name, Any)
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            lines.append(f"{indent}{f.name}:  # {type_name(tp)} (required)")
+            continue
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{indent}{f.name}:  # {tp.__name__}")
+            lines += _describe_fields(tp, indent + "  ")
+            continue
+        value = yaml.dump(_copy(default), Dumper=_Dumper, default_flow_style=True, width=10_000).strip()
+        value = value.removesuffix("\n...").strip()
+        lines.append(f"{indent}{f.name}: {value}  # {type_name(tp)}")
+    return lines
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

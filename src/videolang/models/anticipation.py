@@ -10,12 +10,13 @@ and noun heads. Details and the differences from the original: docs/anticipation
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 from videolang.models.layers import TransformerLayer
 
@@ -34,11 +35,7 @@ TEACHER_TYPES = ("bert", "roberta", "distilbert", "albert", "deberta", "electra"
 
 
 def _from_dict(cls: type, d: dict, what: str) -> Any:
-    d = {k: v for k, v in d.items() if k != "architecture"}
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ConfigError(f"unknown {what} config keys: {', '.join(unknown)}")
-    return cls(**d)
+    return dataclass_from_dict(cls, d, f"{what} config", ignore=("architecture",))
 
 
 # --------------------------------------------------------------------------------------------

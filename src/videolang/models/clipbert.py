@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videolang.config_types import check_field_types
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 from videolang.models.backbones.resnet import ResNet, ResNetConfig
 from videolang.models.bert import BertConfig, BertEncoder, BertMLMHead
@@ -67,17 +67,12 @@ class ClipBertConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ClipBertConfig:
-        d = {k: v for k, v in d.items() if k not in ("architecture", "model_type")}
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown ClipBERT config keys: {', '.join(unknown)}")
+        d = dict(d)
         if isinstance(d.get("backbone"), dict):
             d["backbone"] = ResNetConfig.from_dict(d["backbone"])
         if isinstance(d.get("bert"), dict):
             d["bert"] = BertConfig.from_dict(d["bert"], source="ClipBERT config 'bert'")
-        cfg = cls(**d)
-        check_field_types(cfg, "ClipBERT config")
-        return cfg
+        return dataclass_from_dict(cls, d, "ClipBERT config", ignore=("architecture", "model_type"))
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from videolang.config_types import check_field_types
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 from videolang.models.bert import BertConfig, BertEncoder
 from videolang.models.layers import ProjectionHead, masked_mean
@@ -49,18 +49,10 @@ class VideoCLIPConfig:
     @classmethod
     def from_dict(cls, d: dict) -> VideoCLIPConfig:
         d = dict(d)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known - {"model_type", "architecture"})
-        if unknown:
-            raise ConfigError(f"unknown VideoCLIP config keys: {', '.join(unknown)}")
         for tower in ("video", "text"):
             if isinstance(d.get(tower), dict):
                 d[tower] = BertConfig.from_dict(d[tower], source=f"VideoCLIP config '{tower}'")
-        d.pop("model_type", None)
-        d.pop("architecture", None)
-        cfg = cls(**d)
-        check_field_types(cfg, "VideoCLIP config")
-        return cfg
+        return dataclass_from_dict(cls, d, "VideoCLIP config", ignore=("architecture", "model_type"))
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 from videolang.models.bert import BertConfig, BertEncoder, BertMLMHead
 from videolang.models.layers import ProjectionHead, masked_mean
@@ -46,12 +47,13 @@ def _bert_from(d: dict, key: str, source: str) -> BertConfig | None:
     return BertConfig.from_dict(value, source=f"{source} '{key}'")
 
 
-def _check_keys(cls: type, d: Mapping[str, Any], source: str) -> dict:
-    d = {k: v for k, v in d.items() if k not in ("architecture", "model_type")}
-    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"unknown {source} keys: {', '.join(unknown)}")
-    return d
+def _from_dict(cls: type, d: Mapping[str, Any], source: str) -> Any:
+    """``cls`` from a config mapping whose BERT sections may carry Hugging Face extras."""
+    d = dict(d)
+    for key in ("bert", "video"):
+        if key in d:
+            d[key] = _bert_from(d, key, source)
+    return dataclass_from_dict(cls, d, source, ignore=("architecture", "model_type"))
 
 
 @dataclass
@@ -76,10 +78,7 @@ class VidLanKDTeacherConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VidLanKDTeacherConfig:
-        d = _check_keys(cls, d, "VidLanKD teacher config")
-        d["bert"] = _bert_from(d, "bert", "VidLanKD teacher config") or BertConfig()
-        d["video"] = _bert_from(d, "video", "VidLanKD teacher config")
-        return cls(**d)
+        return _from_dict(cls, d, "VidLanKD teacher config")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "architecture": "vidlankd-teacher"}
@@ -102,9 +101,7 @@ class VidLanKDStudentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VidLanKDStudentConfig:
-        d = _check_keys(cls, d, "VidLanKD student config")
-        d["bert"] = _bert_from(d, "bert", "VidLanKD student config") or BertConfig()
-        return cls(**d)
+        return _from_dict(cls, d, "VidLanKD student config")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "architecture": "vidlankd-student"}
@@ -122,11 +119,7 @@ class VidLanKDClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VidLanKDClassifierConfig:
-        d = _check_keys(cls, d, "VidLanKD classifier config")
-        d["bert"] = _bert_from(d, "bert", "VidLanKD classifier config") or BertConfig()
-        cfg = cls(**d)
-        if cfg.problem not in ("classification", "regression"):
-            raise ConfigError(f"classifier problem must be 'classification' or 'regression', got {cfg.problem!r}")
+        cfg = _from_dict(cls, d, "VidLanKD classifier config")
         if cfg.problem == "regression" and cfg.num_labels != 1:
             raise ConfigError(f"a regression head has num_labels 1, got {cfg.num_labels}")
         return cfg

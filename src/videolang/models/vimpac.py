@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videolang.config_types import check_field_types
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 from videolang.models import layers
 
@@ -108,12 +108,7 @@ class VimpacConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VimpacConfig:
-        d = dict(d)
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__) - {"model_type"})
-        if unknown:
-            raise ConfigError(f"unknown VIMPAC config keys: {', '.join(unknown)}")
-        d.pop("model_type", None)
-        cfg = cls(**d)
+        cfg = dataclass_from_dict(cls, d, "VIMPAC config", ignore=("model_type",))
         cfg.validate()
         return cfg
 
@@ -121,7 +116,6 @@ class VimpacConfig:
         return asdict(self)
 
     def validate(self) -> None:
-        check_field_types(self, "VIMPAC config")
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"VIMPAC config: architecture {self.architecture!r} is not one of {sorted(ARCHITECTURES)}")
         if self.architecture == "vimpac-classifier" and self.num_classes < 1:

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from videolang.config_types import check_field_types
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 from videolang.models.bert import BertConfig, BertEncoder, BertMLMHead
 from videolang.models.layers import masked_mean
@@ -46,15 +46,10 @@ class VLMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VLMConfig:
-        d = {k: v for k, v in d.items() if k not in ("architecture", "model_type")}
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown VLM config keys: {', '.join(unknown)}")
+        d = dict(d)
         if isinstance(d.get("bert"), dict):
             d["bert"] = BertConfig.from_dict(d["bert"], source="VLM config 'bert'")
-        cfg = cls(**d)
-        check_field_types(cfg, "VLM config")
-        return cfg
+        return dataclass_from_dict(cls, d, "VLM config", ignore=("architecture", "model_type"))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "architecture": "vlm"}

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from videolang.config_types import dataclass_from_dict
 from videolang.errors import ConfigError
 
 __all__ = [
@@ -77,11 +78,7 @@ class ResNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ResNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown resnet config keys: {', '.join(unknown)}")
-        return cls(**dict(d))
+        return dataclass_from_dict(cls, d, "resnet config")
 
     def to_dict(self) -> dict:
         out = asdict(self)
