@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -177,3 +179,17 @@ def test_nested_dataclasses_lists_optional_and_extended_sections():
         load_config({"recipe": "nested.test"}, ["model.encoder.layer=3"])
     with pytest.raises(ConfigError, match=r"key 'model\.encoder\.kind' expects one of 'mlp', 'transformer'"):
         load_config({"recipe": "nested.test"}, ["model.encoder.kind=cnn"])
+
+
+@pytest.mark.parametrize(("key", "value"), [("name", "../escape"), ("name", "/abs"), ("name", ".hidden"),
+                                            ("name", "a/../b"), ("name", "tab\tname"), ("run.version", "v/1"),
+                                            ("run.version", "..")])
+def test_run_names_cannot_leave_the_runs_folder(configs, key, value):
+    _, task = configs
+    with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}' must be"):
+        load_config(task, [f"{key}={json.dumps(value)}"])
+
+
+def test_nested_run_names_are_folders_below_the_root(configs):
+    _, task = configs
+    assert load_config(task, ["name=ablations/lr-1e-4_b+"]).name == "ablations/lr-1e-4_b+"

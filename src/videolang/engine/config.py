@@ -479,7 +479,25 @@ def validate_config(data: Mapping, schema: Mapping[str, type], origins: Origins,
         raise ConfigError(f"{_where(origins, source, problem.key)}: {message}") from None
     except TypeError as exc:  # a section's own check raised TypeError (pydantic passes it through)
         raise ConfigError(f"{source}: invalid config: {exc}") from None
-    return RunConfig(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(RunConfig)})
+    cfg = RunConfig(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(RunConfig)})
+    _check_folder_name(cfg.name, "name", origins, source, nested=True)
+    if isinstance(cfg.run.version, str):
+        _check_folder_name(cfg.run.version, "run.version", origins, source, nested=False)
+    return cfg
+
+
+# A run's name and version become folders below run.root: no "..", no absolute path, no hidden
+# or odd names ("a/b" makes nested folders).
+_FOLDER_PART = r"[A-Za-z0-9_][A-Za-z0-9._+-]*"
+
+
+def _check_folder_name(value: str, key: str, origins: Origins, source: str, *, nested: bool) -> None:
+    pattern = rf"{_FOLDER_PART}(/{_FOLDER_PART})*" if nested else _FOLDER_PART
+    if value and not re.fullmatch(pattern, value):
+        allowed = "'/'-separated parts of " if nested else ""
+        raise ConfigError(f"{_where(origins, source, key)}: key '{key}' must be {allowed}letters, digits and "
+                          f"'._+-' (not starting with '.', '-' or '+': it names a folder below run.root), "
+                          f"got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------
