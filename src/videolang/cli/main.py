@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"videolang {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (errors print one line without it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="make, pack and inspect datasets")
@@ -314,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except VideolangError as exc:
+        if args.debug:
+            raise
         print(f"videolang: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -322,6 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `videolang search ... | head`: the reader left, which is not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
         return 0
+    except Exception as exc:  # a failure we did not foresee: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"videolang: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

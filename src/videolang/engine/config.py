@@ -254,6 +254,10 @@ def _read_file(path: Path, origins: Origins, stack: tuple[Path, ...] = ()) -> di
         raise ConfigError(f"{where}: config file not found{parent}") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{where}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                          f"at offset {exc.start})") from None
     data = _parse_yaml(text, where)
     if data is None:
         data = {}
