@@ -28,6 +28,7 @@ from videolang.errors import FrameIndexError, VideoDecodeError
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 __all__ = [
+    "VIDEO_EXTENSIONS",
     "VideoMetadata",
     "VideoReader",
     "VideoSource",
@@ -37,6 +38,14 @@ __all__ = [
     "read_frames_at",
     "torchcodec_unavailable_reason",
 ]
+
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".flv", ".wmv", ".ogv", ".3gp", ".vob",
+})
+"""File name suffixes that folder scans (``data pack``, ``data shards``, ``index``) take as videos;
+any container FFmpeg decodes reads the same way whatever its name."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,8 @@ def _probe_by_demux(container, desc: str) -> VideoMetadata:
 
     stream = container.streams.video[0]
     pts: list[int] = []
-    key_pts: list[int] = []
+    key_pts: dict[int, int] = {}  # a keyframe's pts -> the timestamp to seek to it (its dts)
+    first_dts: int | None = None
     with contextlib.suppress(av.error.FFmpegError):  # unseekable input: already at the start
         container.seek(0, stream=stream, backward=True)
     try:
@@ -208,21 +218,24 @@ def _probe_by_demux(container, desc: str) -> VideoMetadata:
             if p is None:
                 continue
             pts.append(p)
+            # Demuxers seek by decoding time: with reordered frames (MPEG-TS, B-frames) a pts
+            # target lands on the packet after the keyframe, so seek to the keyframe's dts.
+            dts = packet.dts if packet.dts is not None else p
+            first_dts = dts if first_dts is None else min(first_dts, dts)
             if packet.is_keyframe:
-                key_pts.append(p)
+                key_pts[p] = dts
     except av.error.FFmpegError as exc:
         raise VideoDecodeError(desc, f"demuxing failed, file truncated or corrupt ({exc})") from exc
     if not pts:
         raise VideoDecodeError(desc, "video stream has no frames")
     order = sorted(pts)
     index_of = {p: i for i, p in enumerate(order)}
-    key_pts.sort()
-    keyframes = [index_of[p] for p in key_pts]
-    seek_ts = list(key_pts)
+    keyframes = [index_of[p] for p in sorted(key_pts)]
+    seek_ts = [key_pts[p] for p in sorted(key_pts)]
     if not keyframes or keyframes[0] != 0:
         # Decoding from the very first packet is always possible.
         keyframes.insert(0, 0)
-        seek_ts.insert(0, order[0])
+        seek_ts.insert(0, first_dts)
     tb = float(stream.time_base) if stream.time_base is not None else 1.0
     times = tuple((p - order[0]) * tb for p in order)
     fps = _stream_fps(stream)

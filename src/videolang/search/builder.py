@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from videolang.data.video import VIDEO_EXTENSIONS
 from videolang.errors import ConfigError, StoreError, VideolangError
 from videolang.search.catalog import CATALOG_FILE, Catalog, VideoRecord, WindowRecord
 from videolang.utils.io import atomic_write_text, sha256_file
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE, LOCK_FILE = "report.json", ".lock"
 THUMBNAIL_WIDTH = 192
-_VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv",
-                         ".wmv", ".ogv", ".gif"})  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +82,7 @@ def scan_videos(root: str | os.PathLike) -> list[FileInfo]:
                              and Path(dirpath, d).resolve().is_relative_to(root))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if name.startswith(".") or path.suffix.lower() not in _VIDEO_EXTS:
+            if name.startswith(".") or path.suffix.lower() not in VIDEO_EXTENSIONS:
                 continue
             real = path.resolve()
             if not real.is_relative_to(root):

@@ -23,6 +23,7 @@ from typing import Any
 import lmdb
 import numpy as np
 
+from videolang.data.video import VIDEO_EXTENSIONS
 from videolang.errors import StoreError
 from videolang.utils.io import atomic_output
 
@@ -37,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
+DEFAULT_VIDEO_EXTENSIONS: tuple[str, ...] = tuple(sorted(VIDEO_EXTENSIONS))
 ERROR_LOG_NAME = "error_filepaths.log"
 
 _PAGE = 4096
@@ -199,6 +200,9 @@ def _scan_videos(root: Path, extensions: frozenset[str]) -> list[tuple[str, Path
             if ext.lower() not in extensions or not stem:
                 continue
             path = Path(dirpath) / name
+            if path.exists() and not path.is_file():  # a FIFO or device would block the reader
+                log.warning("skipping %s: not a regular file", path)
+                continue
             key = Path(os.path.relpath(path, root)).with_name(stem).as_posix()
             if key in found:
                 raise StoreError(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from videolang.data.video import VIDEO_EXTENSIONS as ALL_VIDEO_EXTENSIONS
 from videolang.errors import StoreError
 from videolang.utils.io import atomic_output, atomic_write_text
 
@@ -35,9 +36,7 @@ INDEX_NAME = "index.json"
 FORMAT_NAME = "videolang-webdataset"
 FORMAT_VERSION = 1
 ORIG_KEY_EXT = "key.txt"
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    {"mp4", "avi", "mkv", "webm", "mov", "gif", "m4v", "mpg", "mpeg", "ts", "flv", "wmv", "ogv"}
-)
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(ext.lstrip(".") for ext in ALL_VIDEO_EXTENSIONS)  # tar keys: no dot
 _MTIME = 946684800  # 2000-01-01: fixed so that the same samples give byte-identical shards
 _TAR_BLOCK = 512
 
