@@ -30,9 +30,9 @@ import time
 import torch
 
 from videolang.data.tokens import TokenStore
+from videolang.data.vimpac import TokenClips
 from videolang.models.registry import load_pretrained
 from videolang.models.vimpac import masked_mean
-from videolang.recipes.vimpac import TokenClips
 from videolang.synth.world import VERB_BY_KEY, VERB_KEYS
 
 

@@ -58,3 +58,22 @@ def test_the_checker_sees_lazy_and_from_imports(tmp_path):
     source.write_text("def f():\n    from videolang.models import registry\n    import lightning.pytorch as pl\n")
     modules = [m for _, m in imported_modules(source)]
     assert "videolang.models.registry" in modules and "lightning.pytorch" in modules
+
+
+def test_recipes_are_thin():
+    """A recipe file is the LightningModules of one method (model, loss, metrics): data code lives
+    in data/, and no recipe file grows past 300 lines."""
+    lengths = {path.relative_to(PACKAGE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+               for path in (PACKAGE / "recipes").rglob("*.py")}
+    assert lengths and not {path: n for path, n in lengths.items() if n >= 300}
+
+
+def test_every_recipe_is_served_by_the_engines_one_datamodule():
+    from videolang.data.splits import DataSplits
+    from videolang.engine import get_recipe, list_recipes
+
+    packaged = [get_recipe(name) for name in list_recipes()]
+    packaged = [r for r in packaged if r.module_cls.__module__.startswith("videolang.recipes.")]
+    assert len(packaged) >= 20
+    own = [r.name for r in packaged if not issubclass(r.datamodule_cls, DataSplits)]
+    assert not own, f"recipes with a DataModule of their own: {own}"

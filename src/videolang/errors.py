@@ -32,6 +32,11 @@ class StoreError(VideolangError):
     overwritten without permission."""
 
 
+class DataError(VideolangError):
+    """A run cannot go on with its data: more samples were unreadable than the configured share
+    allows, or a batch gave a non-finite loss. The message names the files or samples."""
+
+
 class ConfigError(VideolangError):
     """A configuration key or value is wrong; the message names the key (and file)."""
 

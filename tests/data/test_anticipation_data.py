@@ -1,28 +1,40 @@
 """Anticipation data: action text, the three annotation layouts, queries, teacher predictions,
-observed clips."""
+observed clips, and the splits the recipes read by objective."""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from videolang.data.anticipation import (
+    AnticipationMLMDataConfig,
+    AnticipationSplits,
+    AnticipationStudentDataConfig,
+    AnticipationTeacherDataConfig,
+    CorpusLines,
     ObservedClips,
     Segment,
     TeacherPredictions,
+    TextCollator,
     build_queries,
+    class_balanced_weights,
     collate_clips,
     egtea_action_text,
     epic_action_text,
     history_text,
     read_action_vocab,
+    read_many_shot_classes,
+    read_queries,
     read_segments,
     save_teacher_predictions,
 )
+from videolang.data.stores import FeatureStoreWriter
+from videolang.data.text import build_wordpiece_tokenizer
 from videolang.errors import ConfigError
 from videolang.synth import synthesize_world
 
@@ -127,3 +139,77 @@ def test_observed_clips_never_see_the_gap(tmp_path):
     with pytest.raises(ConfigError, match="no rows for video"):
         ObservedClips(build_queries([Segment("c", "w", 0, 1, 0, 0, 1), Segment("d", "w", 2, 3, 0, 0, 1)],
                                     anticipation_gap=0.5), store, rate, 4)
+
+
+def test_class_balanced_weights_like_sklearn():
+    targets = torch.tensor([0, 0, 0, 1, 2, 2])
+    w = class_balanced_weights(targets, 4)
+    assert w.tolist() == pytest.approx([6 / 9, 6 / 3, 6 / 6, 1.0])
+
+
+def test_many_shot_classes_read_the_first_column(tmp_path):
+    (tmp_path / "EPIC_many_shot_verbs.csv").write_text("verb_class,verb\n0,take\n3,open\n")
+    (tmp_path / "EPIC_many_shot_nouns.csv").write_text("noun_class,noun\n2,bag\n\n")
+    assert read_many_shot_classes(tmp_path) == ({0, 3}, {2})
+    with pytest.raises(ConfigError, match=r"data\.many_shot_dir: file not found"):
+        read_many_shot_classes(tmp_path / "missing")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("antic_tok")
+    build_wordpiece_tokenizer(world / "text/action_sequences.txt", folder, vocab_size=120)
+    return str(folder)
+
+
+def test_teacher_splits_read_the_configured_annotation_splits(world, tokenizer):
+    d = AnticipationTeacherDataConfig(root=str(world), anticipation_gap=0.2, hist_len=3, max_text_len=16,
+                                      tokenizer=tokenizer, val_split=None, test_split="train")
+    splits = AnticipationSplits(d)
+    assert not splits.has_split("val") and splits.has_split("test")
+    test_set = splits.dataset("test")
+    assert test_set.queries == read_queries(d, "train", splits.vocab) == splits.dataset("train").queries
+    assert splits.dataset("test") is test_set  # built once
+    collate = splits.collate_fn("train")
+    assert isinstance(collate, TextCollator) and splits.collate_fn("test") is collate
+    batch = collate([test_set[i] for i in range(3)])
+    assert batch["input_ids"].shape[1] <= 16 and batch["index"].tolist() == [0, 1, 2]
+    weights = test_set.class_weights(splits.vocab)
+    assert {head: w.shape[0] for head, w in weights.items()} == {"action": 52, "verb": 9, "noun": 6}
+    actions = torch.tensor([q.action for q in test_set.queries])
+    assert torch.equal(weights["action"], class_balanced_weights(actions, 52))
+    with pytest.raises(ConfigError, match="max_text_len must be >= 3"):
+        AnticipationSplits(AnticipationTeacherDataConfig(root=str(world), tokenizer=tokenizer,
+                                                         max_text_len=2)).collate_fn("train")
+
+
+def test_mlm_splits_train_on_the_corpus_lines_only(world, tokenizer):
+    corpus = world / "text/action_sequences.txt"
+    splits = AnticipationSplits(AnticipationMLMDataConfig(root=str(world), mlm_corpus=str(corpus), tokenizer=tokenizer))
+    assert [splits.has_split(s) for s in ("train", "val", "test")] == [True, False, False]
+    lines = splits.dataset("train")
+    assert isinstance(lines, CorpusLines)
+    assert lines.lines == [ln.strip() for ln in corpus.read_text().splitlines() if ln.strip()]
+    with pytest.raises(ConfigError, match="needs an action-sequence text file"):
+        AnticipationSplits(AnticipationMLMDataConfig(root=str(world))).dataset("train")
+
+
+def test_student_splits_carry_the_teacher_on_the_training_split_only(world, tmp_path):
+    vocab = read_action_vocab("synthetic", world)
+    videos = {s.video_id for split in ("train", "test") for s in read_segments("synthetic", world, split)}
+    with FeatureStoreWriter(tmp_path / "features", dtype="float32") as w:
+        for vid in sorted(videos):
+            w.add(vid, np.random.default_rng(0).standard_normal((15, 4)).astype(np.float32))
+    d = AnticipationStudentDataConfig(root=str(world), anticipation_gap=0.2, features=str(tmp_path / "features"),
+                                      feature_rate=5.0, max_rows=6)
+    train = read_queries(d, "train", vocab)
+    save_teacher_predictions(tmp_path / "t.safetensors", [q.uid for q in train], torch.randn(len(train), 52))
+    splits = AnticipationSplits(replace(d, teacher_predictions=str(tmp_path / "t.safetensors")))
+    assert splits.collate_fn("train") is collate_clips
+    assert "teacher" in splits.dataset("train")[0] and "teacher" not in splits.dataset("test")[0]
+    assert splits.dataset("train")[0]["feats"].shape[0] <= 6
+    save_teacher_predictions(tmp_path / "small.safetensors", [q.uid for q in train], torch.randn(len(train), 3))
+    with pytest.raises(ConfigError, match="3 classes, the dataset has 52 actions"):
+        AnticipationSplits(replace(d, teacher_predictions=str(tmp_path / "small.safetensors"))).dataset("train")
+    with pytest.raises(ConfigError, match=r"data\.features"):
+        AnticipationSplits(AnticipationStudentDataConfig(root=str(world))).dataset("test")

@@ -11,12 +11,19 @@ import torch
 from tests.conftest import decoded_index, write_index_video
 
 from videolang.data.clipbert import (
+    DATA_CONFIG_OF_RECIPE,
     AnswerVocab,
+    ClipBertDataConfig,
     ClipBertItems,
+    ClipBertQADataConfig,
+    ClipBertSplits,
+    ClipBertVQADataConfig,
     TextEncoder,
     VisualSource,
+    answer_vocab,
     collate_clipbert,
     load_annotations,
+    majority_answer_rate,
 )
 from videolang.data.sampling import (
     CLIPBERT_TASK_SAMPLING,
@@ -109,7 +116,43 @@ def test_answer_vocab(tmp_path):
     with pytest.raises(ConfigError, match="without gaps"):
         AnswerVocab.from_file(tmp_path / "gap.json")
     built = AnswerVocab.from_records([{"answer": "b"}, {"answer": "a"}, {"answer": "b"}])
-    assert built.ans2label == {"b": 0, "a": 1}
+    assert built.ans2label == {"b": 0, "a": 1} and built.answers == ["b", "a"]
+
+
+def test_each_recipe_fixes_its_task():
+    tasks = {name: cls().task for name, cls in DATA_CONFIG_OF_RECIPE.items()}
+    assert tasks == {"retrieval": "retrieval", "qa": "qa", "mcqa": "mc", "vqa": "vqa", "pretrain": "pretrain"}
+    assert ClipBertDataConfig().task == "retrieval"
+
+
+def test_answer_vocab_of_a_run(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", [{"gif_name": "a", "question": "q", "answer": x} for x in "bab"])
+    assert answer_vocab(ClipBertDataConfig()) is None  # retrieval: no answers
+    assert answer_vocab(ClipBertQADataConfig(train_file=str(train))).ans2label == {"b": 0, "a": 1}
+    with pytest.raises(ConfigError, match=r"data\.ans2label: clipbert\.vqa needs an answer vocabulary"):
+        ClipBertSplits(ClipBertVQADataConfig(train_file=str(train)))
+
+
+def test_majority_answer_rate(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", [{"gif_name": "a", "question": "q", "answer": x} for x in "abba"])
+    records = [{"answer": "b"}, {"answer": "a"}, {"answer": "a"}, {"answer": "c"}]
+    assert majority_answer_rate(str(train), records) == 25.0  # a tie: the answer that sorts last
+    assert np.isnan(majority_answer_rate(None, records))
+
+
+def test_splits_read_the_task_from_the_config(tmp_path):
+    rows = [{"clip_name": v, "caption": c} for v, c in (("a", "one"), ("b", "two"), ("a", "three"))]
+    test = _jsonl(tmp_path / "test.jsonl", rows)
+    splits = ClipBertSplits(ClipBertDataConfig(test_file=str(test), video_root=str(tmp_path)), seed=3)
+    splits._text = TextEncoder(_Tok(), max_len=8)
+    assert not splits.has_split("val") and splits.has_split("test")
+    ds = splits.dataset("test")
+    assert ds.eval_visual_only and len(ds) == 2 and ds.seed == 3  # retrieval evaluation: one item per video
+    assert ds.captions_of([1]) == (["two"], [0])  # video a unreadable: its captions leave the ranking
+    assert ds.captions_of([1, 0]) == (["one", "two", "three"], [1, 0, 1])
+    assert splits.collate_fn("test").keywords == {"pad_id": 0}
+    with pytest.raises(ConfigError, match=r"data\.train_file: no train annotations given"):
+        splits.dataset("train")
 
 
 class _Tok:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videolang.data.glue import GLUE_TASKS, get_task, read_glue
+from videolang.data.glue import GLUE_TASKS, get_task, glue_task_folder, read_glue
 from videolang.errors import ConfigError
 
 # One tiny file per task in the official layout (header names as in the GLUE download).
@@ -102,3 +102,8 @@ def test_synthetic_world_glue_files(tmp_path):
     assert [e.label for e in sst.examples] == [0, 1, 0]
     rte = read_glue(tmp_path / "formats/glue/RTE", "RTE", "dev")
     assert rte.examples[1].text_b == "h 1" and rte.examples[1].label == 0
+
+
+def test_task_folder_under_the_glue_root_or_the_folder_itself(glue_root):
+    assert glue_task_folder(glue_root, "sst2") == glue_root / "SST-2"
+    assert glue_task_folder(glue_root / "RTE", "RTE") == glue_root / "RTE"

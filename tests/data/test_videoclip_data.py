@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from videolang.data.stores import FeatureStoreWriter
 from videolang.data.videoclip import (
+    FineTunePairs,
     PretrainPairs,
     RetrievalBatchSampler,
     TextLayout,
+    VideoCLIPDataConfig,
+    VideoCLIPPretrainDataConfig,
+    VideoCLIPRetrievalDataConfig,
+    VideoCLIPSplits,
     VideoTextPairs,
     collate_pairs,
     kmeans,
@@ -134,3 +140,36 @@ def test_batch_sampler_random_then_retrieval_and_rank_split():
     assert len(b0) == len(b1) == len(ranks[0]) == 7 and not {tuple(x) for x in b0} & {tuple(x) for x in b1}
     with pytest.raises(VideolangError, match="too few"):
         RetrievalBatchSampler(DistributedSampler(range(10), num_replicas=2, rank=0), 8)
+
+
+def write_store(root, features) -> str:
+    with FeatureStoreWriter(root, dtype="float32") as w:
+        for vid, feats in features.items():
+            w.add(vid, feats)
+    return str(root)
+
+
+def test_splits_build_the_objective_s_training_set(world, tmp_path):
+    path, features = world
+    store = write_store(tmp_path / "feats", features)
+    pre = VideoCLIPSplits(VideoCLIPPretrainDataConfig(features=store, captions=str(path), feature_rate=2.0,
+                                                      videos_per_batch=1), seed=3)
+    train = pre.dataset("train")
+    assert isinstance(train, PretrainPairs) and train.seed == 3
+    assert train.captions["a"].starts.tolist() == [0.0, 4.0, 10.0]  # caption seconds -> feature rows
+    assert isinstance(pre.train_batch_sampler(train), RetrievalBatchSampler)
+    assert pre.collate_fn("train") is collate_pairs and pre.collate_fn("test") is None
+    assert not pre.has_split("val") and pre.dataset("train") is train  # built once
+
+    pairs = tmp_path / "captions.jsonl"
+    pairs.write_text("".join(json.dumps({"video_id": v, "caption": c, "split": s}) + "\n"
+                             for v, c, s in [("a", "red ball", "train"), ("b", "blue box", "train"),
+                                             ("a", "a ball", "val")]))
+    data = VideoCLIPRetrievalDataConfig(features=store, train_pairs=str(pairs), val_pairs=str(pairs), feature_rate=1.0)
+    ft = VideoCLIPSplits(data)
+    assert isinstance(ft.dataset("train"), FineTunePairs) and ft.train_batch_sampler(ft.dataset("train")) is None
+    assert ft.has_split("val") and isinstance(ft.dataset("val"), VideoTextPairs) and ft.protocol("val") == "jsonl-val"
+    with pytest.raises(ConfigError, match=r"data\.test_pairs"):
+        ft.dataset("test")
+    with pytest.raises(ConfigError, match=r"data\.features"):
+        VideoCLIPSplits(VideoCLIPDataConfig())

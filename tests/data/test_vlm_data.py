@@ -1,4 +1,4 @@
-"""VLM's downstream data: multiple-choice readers, COIN segments and sliding windows."""
+"""VLM's data: masking, multiple-choice readers, COIN segments and sliding windows, splits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from videolang.data.stores import FeatureStoreWriter
 from videolang.data.videoclip import TextLayout
 from videolang.data.vlm import (
     CaptionVideos,
@@ -15,10 +16,18 @@ from videolang.data.vlm import (
     MultipleChoiceItems,
     SegmentationWindows,
     VideoSegments,
+    VLMCaptionDataConfig,
+    VLMCaptionSplits,
+    VLMQADataConfig,
+    VLMQASplits,
+    VLMSegmentationDataConfig,
+    VLMSegmentationSplits,
     caption_layout,
+    coin_label_names,
     read_coin,
     read_mc_items,
     row_labels,
+    whole_modality_masks,
 )
 from videolang.errors import ConfigError
 
@@ -66,13 +75,19 @@ def test_caption_videos_group_references():
     assert ds.references == [["a", "b"], ["c"]] and len(ds) == 2
 
 
-def test_coin_reader_and_row_labels(tmp_path):
+@pytest.fixture()
+def coin_json(tmp_path):
     coin = {"database": {
         "a": {"subset": "training", "annotation": [{"id": "4", "segment": [1.0, 2.0], "label": "x"}]},
         "b": {"subset": "testing", "annotation": [{"id": "9", "segment": [0.0, 0.5], "label": "y"}]},
     }}
     path = tmp_path / "COIN.json"
     path.write_text(json.dumps(coin))
+    return path
+
+
+def test_coin_reader_and_row_labels(coin_json):
+    path = coin_json
     videos, num_classes = read_coin(path, "training")
     assert [v.video_id for v in videos] == ["a"] and num_classes == 10  # 1 + max id over the file
     # 2 rows per second: centres 0.25, 0.75, 1.25, 1.75, 2.25 -> rows 2 and 3 are in [1, 2)
@@ -93,3 +108,66 @@ def test_segmentation_windows_cover_every_row():
     assert covered.all()
     short = SegmentationWindows([VideoSegments("a", ())], {"a": np.zeros((2, 2))}, window=4, stride=3)
     assert len(short) == 1 and short[0]["labels"].tolist() == [0, 0, -100, -100]
+
+
+def test_whole_modality_masking_shares():
+    torch.manual_seed(0)
+    b, length, frames = 4000, 12, 6
+    caps = torch.randint(10, 100, (b, length))
+    caps[:, 0], caps[:, 1], caps[:, -1] = 2, 3, 3  # [CLS] [SEP] words [SEP]
+    cmask, vmask = torch.ones(b, length, dtype=torch.bool), torch.ones(b, frames, dtype=torch.bool)
+    vmask[:, -2:] = False
+    masked, labels, video = whole_modality_masks(
+        caps, cmask, vmask, special_ids=[0, 2, 3, 4], mask_token_id=4, vocab_size=100, mm_prob=0.5,
+        mlm_probability=0.15, mfm_probability=0.15, generator=torch.Generator().manual_seed(1))
+    words = labels != -100
+    all_text = words[:, 2:-1].all(1)
+    all_video = video[:, :4].all(1)
+    assert not (video & ~vmask).any()  # padding frames are never masked
+    assert not words[:, [0, 1, -1]].any()  # special tokens never chosen
+    assert all_text.float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (all_video & ~words.any(1)).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    standard = ~all_text & ~(all_video & ~words.any(1))
+    assert words[standard][:, 2:-1].float().mean().item() == pytest.approx(0.15, abs=0.02)
+    assert (masked[words] == 4).float().mean().item() == pytest.approx(0.8, abs=0.03)  # 80 % [MASK]
+
+
+def write_store(root, features) -> str:
+    with FeatureStoreWriter(root, dtype="float32") as w:
+        for vid, feats in features.items():
+            w.add(vid, feats)
+    return str(root)
+
+
+def test_multiple_choice_batches_count_texts(tmp_path):
+    store = write_store(tmp_path / "feats", {v: np.zeros((4, 2), dtype=np.float32) for v in "vw"})
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text("".join(json.dumps({"video_id": v, "options": ["a", "b", "c"], "answer": 0, "split": s}) + "\n"
+                          for v, s in [("v", "train"), ("w", "train"), ("v", "test")]))
+    splits = VLMQASplits(VLMQADataConfig(features=store, train_mc=str(mc), test_mc=str(mc), test_mc_format="jsonl",
+                                         batch_size=7, eval_batch_size=2))
+    assert splits.items_per_batch("train") == 2 and splits.items_per_batch("test") == 1  # 3 options each
+    sampler = splits.train_batch_sampler(splits.dataset("train"))
+    assert sampler.batch_size == 2 and sampler.drop_last
+    assert splits.protocol("test") == "jsonl-test-mc" and not splits.has_split("val")
+
+
+def test_caption_baseline_is_the_most_frequent_training_caption(tmp_path):
+    pairs = tmp_path / "captions.jsonl"
+    pairs.write_text("".join(json.dumps({"video_id": v, "caption": c, "split": "train"}) + "\n"
+                             for v, c in [("v", "A dog"), ("w", "a cat"), ("v", "a dog ")]))
+    data = VLMCaptionDataConfig(features=str(tmp_path), train_pairs=str(pairs))
+    assert VLMCaptionSplits(data).most_frequent_caption() == "a dog"
+
+
+def test_segmentation_splits_stride_by_split(coin_json, tmp_path):
+    path = coin_json
+    store = write_store(tmp_path / "feats", {v: np.zeros((8, 2), dtype=np.float32) for v in "ab"})
+    splits = VLMSegmentationSplits(VLMSegmentationDataConfig(features=store, annotations=str(path), feature_rate=1.0,
+                                                             window=4, train_stride=2, eval_stride=4))
+    assert [o for _, o in splits.dataset("train").windows] == [0, 2, 4]
+    assert [o for _, o in splits.dataset("test").windows] == [0, 4]
+    assert splits.majority_label() == 0 and splits.protocol("test") == "coin-testing" and not splits.has_split("val")
+    assert coin_label_names(str(path), 5) == ["background", "1", "2", "3", "x"]
+    with pytest.raises(ConfigError, match=r"data\.annotations"):
+        VLMSegmentationSplits(VLMSegmentationDataConfig(features=store))

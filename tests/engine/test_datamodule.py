@@ -31,6 +31,9 @@ class ToySplits(DataSplits[ToyData]):
     def has_split(self, split):
         return split != "val" or self.data.with_val
 
+    def eval_loaders(self, stage):
+        return [stage, "train"] if stage == "test" and self.data.pairs else [stage]
+
     def collate_fn(self, split):
         return lambda items: torch.stack([x for (x,) in items]) * (1 if split == "train" else -1)
 
@@ -65,3 +68,8 @@ def test_an_absent_validation_split_gives_no_loader_and_a_batch_sampler_is_used(
 def test_batch_sizes_must_be_positive(key):
     with pytest.raises(ValueError, match=key):
         ToyData(**{key: 0})
+
+
+def test_a_stage_may_read_several_splits():
+    loaders = _module(pairs=True).test_dataloader()
+    assert len(loaders) == 2 and [len(b) for b in loaders[1]] == [3, 3, 3, 1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ("anticipation", "captioning", "classification", "glue", "retrieval")
+MODULES = ("anticipation", "captioning", "classification", "glue", "knn", "retrieval")
 
 
 def test_importing_the_metrics_loads_no_data_models_or_lightning():

@@ -13,10 +13,13 @@ import torch
 import videolang
 from videolang.data.anticipation import (
     ActionVocab,
+    AnticipationDataConfig,
     TeacherPredictions,
+    TextCollator,
     history_text,
     history_token_ids,
     read_action_vocab,
+    read_queries,
 )
 from videolang.data.stores import FeatureStore
 from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
@@ -24,7 +27,6 @@ from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.metrics.anticipation import anticipation_metrics
 from videolang.pipelines import Features
-from videolang.recipes.anticipation import AnticipationDataConfig, TextCollator, read_queries
 from videolang.synth import synthesize_world
 
 TRAINER = {"enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1}

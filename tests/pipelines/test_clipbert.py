@@ -85,7 +85,7 @@ class CapturedTestBatches(L.Callback):
 
     @torch.no_grad()
     def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-        keys = trainer.datamodule.dataset("test").visual_keys
+        keys = trainer.datamodule.splits.dataset("test").visual_keys
         for j, v in enumerate(batch["visual_id"].tolist()):
             self.frames[keys[v]] = batch["frames"][j]
         if "input_ids" in batch:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,9 +128,13 @@ def runs(tmp_path_factory):
     and RTE with exports; the exports are copied away, then the tokenizer, the store and the
     runs are deleted."""
     from videolang.cli.glue import run_glue
-    from videolang.data.vidlankd import TeacherDataConfig, caption_window, read_caption_tracks
+    from videolang.data.vidlankd import (
+        TeacherDataConfig,
+        TeacherSplits,
+        caption_window,
+        read_caption_tracks,
+    )
     from videolang.pipelines.features import run_extraction
-    from videolang.recipes.vidlankd import TeacherDataModule
 
     root = tmp_path_factory.mktemp("vkpipe")
     synthesize_world(root / "world", 24, seed=5, size=32, duration=3.0, progress=False)
@@ -148,7 +151,7 @@ def runs(tmp_path_factory):
                    "optim": {"lr": 1e-3}, "trainer": {**QUIET, "max_epochs": 2},
                    "run": {"root": str(root / "runs"), "plots": False}})
     # what the teacher's validation read: caption windows (text) and their feature rows
-    val = TeacherDataModule(SimpleNamespace(data=TeacherDataConfig(**data), seed=0)).dataset("val")
+    val = TeacherSplits(TeacherDataConfig(**data), seed=0).dataset("val")
     captions = read_caption_tracks(data["captions"])
     val_items = [(caption_window(captions[v]["text"], 0, 24)[0], val[k]["ids"], val[k]["vfeats"])
                  for k, v in enumerate(val.ids)]
@@ -270,7 +273,7 @@ def test_teacher_raw_video_and_long_videos(runs):
 
 
 def test_glue_from_a_model_folder_uses_its_tokenizer(runs, tmp_path):
-    from videolang.recipes.vidlankd import load_glue_encoder, load_glue_encoder_tokenizer
+    from videolang.recipes.vidlankd_glue import load_glue_encoder, load_glue_encoder_tokenizer
 
     folder = runs["models"] / "student"
     _, name = load_glue_encoder(str(folder))

@@ -15,6 +15,7 @@ from tests.golden import load_golden
 
 import videolang
 from videolang.data.video import VideoReader, read_frames
+from videolang.data.vimpac import VimpacSplits
 from videolang.engine import fit, load_run_config, test
 from videolang.engine.export import export_checkpoint
 from videolang.errors import ConfigError
@@ -31,7 +32,6 @@ from videolang.pipelines import Frames
 from videolang.pipelines.convert import convert_checkpoint
 from videolang.pipelines.folder import write_model_folder
 from videolang.pipelines.vimpac import Tokens, converted_frame_tokenizer, tokenize_videos
-from videolang.recipes.vimpac import VimpacDataModule
 from videolang.synth import synthesize_world, world_videos
 
 # ------------------------------------------------------------------ the original's outputs --
@@ -195,7 +195,7 @@ def run(world, one_torch_thread):
     ckpt = fitted.run_dir / "checkpoints" / "last.ckpt"
     tested = test(cfg, resume=ckpt)
     run_cfg, _ = load_run_config(cfg)
-    ds = VimpacDataModule(run_cfg).eval_dataset("test")
+    ds = VimpacSplits(run_cfg.data, run_cfg.seed).dataset("test")
     evaluated = {key: ds[i][1:] for i, key in enumerate(ds.keys)}  # video id -> (views, label)
     stored = {key: [s[key] for s in ds.stores] for key in ds.keys[:2]}  # every frame of both views
     return {"cfg": cfg, "export": fitted.run_dir / "export", "ckpt": ckpt, "logged": tested.metrics["test"],

@@ -18,7 +18,6 @@ from videolang.data.text import build_wordpiece_tokenizer, load_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.pipelines.features import run_extraction
-from videolang.recipes.anticipation import class_balanced_weights
 from videolang.synth import synthesize_world
 
 TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1}
@@ -52,12 +51,6 @@ def _data(root, **kw):
     return {"format": "synthetic", "root": str(root / "world"), "anticipation_gap": 0.2, "hist_len": 3,
             "tokenizer": str(root / "tokenizer"),
             "max_text_len": 32, "features": str(root / "features"), "max_rows": 8, "batch_size": 8, **kw}
-
-
-def test_class_balanced_weights_like_sklearn():
-    targets = torch.tensor([0, 0, 0, 1, 2, 2])
-    w = class_balanced_weights(targets, 4)
-    assert w.tolist() == pytest.approx([6 / 9, 6 / 3, 6 / 6, 1.0])
 
 
 def test_mlm_teacher_then_student_with_kd(world):

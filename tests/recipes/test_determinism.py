@@ -19,8 +19,8 @@ from videolang.data.text import build_wordpiece_tokenizer
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
 from videolang.data.videoclip import FineTunePairs, TextLayout
 from videolang.data.vidlankd import TeacherDataConfig, VideoCaptionWindows
+from videolang.data.vimpac import TokenClips
 from videolang.engine import fit, test
-from videolang.recipes.vimpac import TokenClips
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The VIMPAC recipes end to end on tiny token stores: pretraining (masked tokens + long-range
 contrast + kNN monitor), its export (a model folder), fine-tuning from it with interpolated
-positions and multi-view evaluation, the fine-tuning's export (the test protocol); the clip
-sampling, the multi-view protocol and the kNN vote."""
+positions and multi-view evaluation, the fine-tuning's export (the test protocol); the
+pretraining options. The clips: tests/data/test_vimpac_data.py; the kNN vote:
+tests/metrics/test_knn.py; the split protocol: tests/engine/test_protocols.py."""
 
 from __future__ import annotations
 
@@ -11,19 +12,12 @@ import torch
 
 import videolang
 from videolang.data.tokens import TokenStore, TokenStoreHeader, write_token_store
+from videolang.data.vimpac import TokenClips, VimpacSplits
 from videolang.engine import fit, load_run_config, test
 from videolang.errors import ConfigError
 from videolang.models import load_pretrained
 from videolang.pipelines.vimpac import Tokens
-from videolang.recipes.vimpac import (
-    TokenClips,
-    VimpacDataModule,
-    VimpacPretrain,
-    build_classifier,
-    build_pretrain_model,
-    knn_predict,
-    split_averaged,
-)
+from videolang.recipes.vimpac import VimpacPretrain, build_classifier, build_pretrain_model
 
 TINY = {"hidden_size": 32, "num_heads": 2, "mlp_size": 64, "num_layers": 1, "proj_hidden_size": 32, "proj_size": 16}
 
@@ -83,7 +77,7 @@ def test_pretrain_then_finetune(stores, one_torch_thread):
     # the fine-tuning model starts from the pretrained backbone (temporal table interpolated)
     # with a zero classifier
     run_cfg, _ = load_run_config(cfg)
-    model = build_classifier(run_cfg, VimpacDataModule(run_cfg))
+    model = build_classifier(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
     pretrained = load_pretrained(export)
     assert torch.equal(model.backbone.layers[0].mlp.fc1.weight, pretrained.backbone.layers[0].mlp.fc1.weight)
     assert model.backbone.pos_embed.temporal.shape == (4, 32) and model.config.length == 4
@@ -91,8 +85,8 @@ def test_pretrain_then_finetune(stores, one_torch_thread):
     # model.reinit_temporal_positions: only the temporal table is drawn afresh, at the initial
     # ratio to the trained token embeddings (std 0.02 / sqrt(3) against 0.02), reproducibly
     run_cfg.model.reinit_temporal_positions = True
-    redrawn = build_classifier(run_cfg, VimpacDataModule(run_cfg))
-    again = build_classifier(run_cfg, VimpacDataModule(run_cfg))
+    redrawn = build_classifier(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
+    again = build_classifier(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
     table = redrawn.backbone.pos_embed.temporal
     assert torch.equal(table, again.backbone.pos_embed.temporal)
     assert not torch.allclose(table, model.backbone.pos_embed.temporal)
@@ -138,7 +132,7 @@ def test_mask_last_frames(stores, one_torch_thread):
     """model.mask_last_frames masks the end of every clip on top of the blocks, never PAD."""
     run_cfg, _ = load_run_config(_cfg(stores, "vimpac.pretrain", mask_last_frames=2))
     module = VimpacPretrain(run_cfg)
-    module.model = build_pretrain_model(run_cfg, VimpacDataModule(run_cfg))
+    module.model = build_pretrain_model(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
     pairs = torch.randint(5, 16, (4, 2, 3, 4, 4))
     assert module.losses(pairs)["mask_ratio"] >= 200 / 3 - 1e-3  # 2 of 3 frames, plus blocks
     pad = torch.zeros(8, 3, 4, 4, dtype=torch.bool)
@@ -147,7 +141,7 @@ def test_mask_last_frames(stores, one_torch_thread):
     assert not mask[pad].any() and mask[:4, 1].all() and mask[4:, 1:].all()
     run_cfg.model.mask_last_frames = 3
     with pytest.raises(ConfigError, match=r"model\.mask_last_frames=3"):
-        build_pretrain_model(run_cfg, VimpacDataModule(run_cfg))
+        build_pretrain_model(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
 
 
 def test_bad_override_names_the_key(stores):
@@ -155,7 +149,7 @@ def test_bad_override_names_the_key(stores):
     for recipe, build in (("vimpac.pretrain", build_pretrain_model), ("vimpac.finetune", build_classifier)):
         run_cfg, _ = load_run_config(_cfg(stores, recipe, overrides={**TINY, "pooling": "foo"}))
         with pytest.raises(ConfigError, match=r"model\.overrides=.*pooling 'foo'"):
-            build(run_cfg, VimpacDataModule(run_cfg))
+            build(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
 
 
 def test_order_loss(stores, one_torch_thread):
@@ -163,7 +157,7 @@ def test_order_loss(stores, one_torch_thread):
     arrow-of-time loss; the masked-token and contrastive losses are unchanged."""
     run_cfg, _ = load_run_config(_cfg(stores, "vimpac.pretrain", order_weight=0.5))
     module = VimpacPretrain(run_cfg)
-    module.model = build_pretrain_model(run_cfg, VimpacDataModule(run_cfg)).eval()
+    module.model = build_pretrain_model(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed)).eval()
     seen = []
     forward = module.model.forward
     module.model.forward = lambda codes, mlm_mask=None: seen.append((codes, mlm_mask)) or forward(codes, mlm_mask)
@@ -182,45 +176,5 @@ def test_order_loss(stores, one_torch_thread):
     assert float(with_order["loss"]) == pytest.approx(float(plain["loss"] + 0.5 * with_order["order"]), abs=1e-5)
     run_cfg.model.order_weight = -1.0
     with pytest.raises(ConfigError, match=r"model\.order_weight"):
-        build_pretrain_model(run_cfg, VimpacDataModule(run_cfg))
+        build_pretrain_model(run_cfg, VimpacSplits(run_cfg.data, run_cfg.seed))
 
-
-def test_token_clips_sampling(stores):
-    store = TokenStore(stores / "center")
-    keys = store.keys()[:4]
-    pairs = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)
-    clip, label = pairs[0]
-    n = store[keys[0]].shape[0]
-    assert clip.shape == (2, 8, 4, 4) and label == 0
-    assert (clip[:, n:] == 17).all() if n < 8 else True
-    again, _ = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)[0]
-    assert torch.equal(clip, again)  # determined by (seed, epoch, index)
-    views = TokenClips([store, TokenStore(stores / "flip")], keys, clip_len=2, stride=2, pad_id=17, mode="eval",
-                       num_clips=3)
-    index, x, label = views[1]
-    assert index == 1 and x.shape == (6, 2, 4, 4)
-    tokens = store[keys[1]]
-    last = tokens.shape[0] + 1 - 4  # delta of uniform clips; the third starts at the end
-    assert torch.equal(x[2], torch.from_numpy(tokens[[last, last + 2]].astype(np.int64)))
-    assert torch.equal(x[3], x[0].flip(-1))
-
-
-def test_knn_vote():
-    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    labels = torch.tensor([0, 0, 1])
-    scores = knn_predict(torch.tensor([[1.0, 0.05], [0.1, 1.0]]), bank, labels, 2, k=2)
-    assert scores.argmax(1).tolist() == [0, 1]
-
-
-def test_split_averaged(stores, one_torch_thread):
-    for sid, held_out in ((1, range(18, 24)), (2, range(0, 6))):
-        train = [i for i in range(24) if i not in held_out]
-        (stores / f"train_split_{sid}.txt").write_text("".join(f"v{i:02d}.mp4 {i % 3}\n" for i in train))
-        (stores / f"test_split_{sid}.txt").write_text("".join(f"v{i:02d}.mp4 {i % 3}\n" for i in held_out))
-    cfg = _cfg(stores, "vimpac.finetune")
-    cfg["trainer"]["max_epochs"] = 1
-    cfg["data"].update(train_list=str(stores / "train_split_1.txt"), val_list=str(stores / "test_split_1.txt"),
-                       test_list=str(stores / "test_split_1.txt"))
-    result = split_averaged(cfg, split_ids=(1, 2))
-    assert set(result["per_split"]) == {1, 2}
-    assert result["mean_top1"] == pytest.approx(sum(result["per_split"].values()) / 2)

@@ -1,5 +1,5 @@
 """The VLM recipes end to end on a tiny synthetic world: pretraining with exact resume, then
-retrieval, multiple-choice QA, captioning and segmentation from its export; the masking."""
+retrieval, multiple-choice QA, captioning and segmentation from its export."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from videolang.data.text import build_wordpiece_tokenizer
 from videolang.engine import fit, test
 from videolang.errors import ConfigError
 from videolang.pipelines.features import run_extraction
-from videolang.recipes.vlm import whole_modality_masks
 from videolang.synth import synthesize_world
 
 
@@ -254,25 +253,3 @@ def test_pretrained_text_weights_need_their_tokenizer(world):
     cfg["model"]["name"] = "vlm-minilm"
     with pytest.raises(ConfigError, match="30522-token vocabulary"):
         fit(cfg)
-
-
-def test_whole_modality_masking_shares():
-    torch.manual_seed(0)
-    b, length, frames = 4000, 12, 6
-    caps = torch.randint(10, 100, (b, length))
-    caps[:, 0], caps[:, 1], caps[:, -1] = 2, 3, 3  # [CLS] [SEP] words [SEP]
-    cmask, vmask = torch.ones(b, length, dtype=torch.bool), torch.ones(b, frames, dtype=torch.bool)
-    vmask[:, -2:] = False
-    masked, labels, video = whole_modality_masks(
-        caps, cmask, vmask, special_ids=[0, 2, 3, 4], mask_token_id=4, vocab_size=100, mm_prob=0.5,
-        mlm_probability=0.15, mfm_probability=0.15, generator=torch.Generator().manual_seed(1))
-    words = labels != -100
-    all_text = words[:, 2:-1].all(1)
-    all_video = video[:, :4].all(1)
-    assert not (video & ~vmask).any()  # padding frames are never masked
-    assert not words[:, [0, 1, -1]].any()  # special tokens never chosen
-    assert all_text.float().mean().item() == pytest.approx(0.25, abs=0.03)
-    assert (all_video & ~words.any(1)).float().mean().item() == pytest.approx(0.25, abs=0.03)
-    standard = ~all_text & ~(all_video & ~words.any(1))
-    assert words[standard][:, 2:-1].float().mean().item() == pytest.approx(0.15, abs=0.02)
-    assert (masked[words] == 4).float().mean().item() == pytest.approx(0.8, abs=0.03)  # 80 % [MASK]

@@ -11,7 +11,12 @@ import sys
 import pytest
 
 from videolang.errors import StoreError
-from videolang.utils.io import atomic_output, atomic_write_text, current_umask, remove_stale_temporaries
+from videolang.utils.io import (
+    atomic_output,
+    atomic_write_text,
+    current_umask,
+    remove_stale_temporaries,
+)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ One small dataset abstraction shared by the language-model teacher and the video
 :class:`ActionVocab`, :func:`build_queries` (history and observation end per segment),
 :func:`history_text` (the teacher's input), :class:`TeacherPredictions` (logits and features per
 clip uid; a missing uid is an error unless a fallback is asked for) and :class:`ObservedClips`
-(the student's feature rows). Details: docs/anticipation.md ("Data").
+(the student's feature rows); :class:`AnticipationSplits` serves them to the recipes by
+``data.objective``. Details: docs/anticipation.md ("Data").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videolang.data.splits import DataSplits, LoaderConfig
+from videolang.data.stores import FeatureStore, feature_rows_per_second
 from videolang.errors import ConfigError
 from videolang.utils.io import atomic_output
 
@@ -32,17 +35,28 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ActionVocab",
+    "AnticipationDataConfig",
+    "AnticipationMLMDataConfig",
+    "AnticipationSplits",
+    "AnticipationStudentDataConfig",
+    "AnticipationTeacherDataConfig",
+    "CorpusLines",
+    "HistoryTexts",
     "ObservedClips",
     "Query",
     "Segment",
     "TeacherPredictions",
+    "TextCollator",
     "build_queries",
+    "class_balanced_weights",
     "collate_clips",
     "egtea_action_text",
     "epic_action_text",
     "history_text",
     "history_token_ids",
     "read_action_vocab",
+    "read_many_shot_classes",
+    "read_queries",
     "read_segments",
     "save_teacher_predictions",
 ]
@@ -87,6 +101,11 @@ class ActionVocab:
     @property
     def num_nouns(self) -> int:
         return max(self.nouns) + 1
+
+    @property
+    def head_sizes(self) -> dict[str, int]:
+        """Class counts of the action, verb and noun heads, keyed as the models' configs."""
+        return {"num_actions": self.num_actions, "num_verbs": self.num_verbs, "num_nouns": self.num_nouns}
 
     def action_of(self) -> dict[tuple[int, int], int]:
         return {(v, n): a for a, (v, n) in enumerate(zip(self.verbs, self.nouns, strict=True))}
@@ -487,3 +506,210 @@ def history_token_ids(tokenizer: Any, texts: Sequence[str], max_len: int) -> lis
     sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     pieces = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
     return [[cls, *p[-(max_len - 2):], sep] for p in pieces]
+
+
+# --------------------------------------------------------------------------------------------
+# a run's data: the config, the teacher's text items, the MLM corpus and the splits
+
+
+@dataclass
+class AnticipationDataConfig(LoaderConfig):
+    """``data.*`` of the anticipation recipes; each registers a subclass fixing ``objective``."""
+
+    objective: Literal["mlm", "teacher", "student"] = "teacher"  # which items the recipe reads
+    format: Format = "synthetic"
+    root: str = ""  # world folder / EPIC-55 folder / EGTEA folder
+    fps: float | None = None  # EGTEA: frame rate of the frame numbers in the RULSTM lists
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str = "test"
+    anticipation_gap: float = 1.0  # seconds between the end of the observation and the action
+    min_observed: float = 0.0  # seconds of video a query must observe at least
+    history_from_train: bool = False  # EGTEA "gappy" history: train segments as context too
+    many_shot_dir: str | None = None  # folder with EPIC_many_shot_{verbs,nouns}.csv
+    verb_noun_mode: Literal["marginalize", "decompose"] = "marginalize"  # RULSTM / the repo's verb_action_acc
+    absent_classes: Literal["skip", "zero"] = "skip"  # class means: over present classes / all (AVT)
+    eval_batch_size: int = 256
+    # teacher
+    tokenizer: str = "minilm"
+    hist_len: int = 5
+    max_text_len: int = 128
+    mlm_corpus: str | None = None  # anticipation.mlm: action-sequence text, one sequence per line
+    # student
+    features: str = ""  # feature store (videolang extract-features --out)
+    feature_rate: float | None = None  # rows per second; None: from the store's extraction.json
+    max_rows: int = 20  # observed rows kept (the newest)
+    teacher_predictions: str | None = None  # a teacher export's predictions/<train split>.safetensors
+    missing_teacher: Literal["error", "uniform"] = "error"  # uniform: KD term masked for that clip
+
+
+@dataclass
+class AnticipationMLMDataConfig(AnticipationDataConfig):
+    """``data.*`` of ``anticipation.mlm``: lines of ``mlm_corpus``."""
+
+    objective: Literal["mlm"] = "mlm"
+
+
+@dataclass
+class AnticipationTeacherDataConfig(AnticipationDataConfig):
+    """``data.*`` of ``anticipation.teacher``: history texts of the queries."""
+
+    objective: Literal["teacher"] = "teacher"
+
+
+@dataclass
+class AnticipationStudentDataConfig(AnticipationDataConfig):
+    """``data.*`` of ``anticipation.student``: observed feature rows of the queries."""
+
+    objective: Literal["student"] = "student"
+
+
+def read_queries(d: AnticipationDataConfig, split: str, vocab: ActionVocab) -> list[Query]:
+    """The anticipation queries of annotation split ``split`` (see :func:`build_queries`)."""
+    if not d.root:
+        raise ConfigError("data.root: give the dataset folder (synthetic world, EPIC-55 or EGTEA)")
+    segments = read_segments(d.format, d.root, split, vocab=vocab, fps=d.fps)
+    context = (read_segments(d.format, d.root, d.train_split, vocab=vocab, fps=d.fps)
+               if d.history_from_train and split != d.train_split else [])
+    queries = build_queries(segments, anticipation_gap=d.anticipation_gap, min_observed=d.min_observed,
+                            context=context)
+    if not queries:
+        raise ConfigError(f"data.root {d.root}: no anticipation queries in split {split!r} "
+                          f"(gap {d.anticipation_gap} s, min_observed {d.min_observed} s)")
+    return queries
+
+
+def read_many_shot_classes(folder: str | os.PathLike) -> tuple[set[int], set[int]]:
+    """The many-shot verb and noun ids of ``EPIC_many_shot_{verbs,nouns}.csv`` in ``folder``
+    (first column, after a header row)."""
+
+    def ids(name: str) -> set[int]:
+        path = _need_file(Path(folder) / name, "data.many_shot_dir")
+        with open(path, newline="", encoding="utf-8") as f:
+            return {int(row[0]) for row in list(csv.reader(f))[1:] if row}
+
+    return ids("EPIC_many_shot_verbs.csv"), ids("EPIC_many_shot_nouns.csv")
+
+
+def class_balanced_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """sklearn's ``'balanced'`` weights ``n / (n_present * count_c)`` for the classes present;
+    absent classes get 1 (they never are a target, so their weight does not matter; the
+    original's sklearn ``compute_class_weight`` call fails on them instead)."""
+    counts = torch.bincount(targets, minlength=num_classes).double()
+    present = counts > 0
+    weights = torch.ones(num_classes, dtype=torch.float64)
+    weights[present] = targets.numel() / (present.sum() * counts[present])
+    return weights.float()
+
+
+class HistoryTexts(Dataset):
+    """Teacher items: the history text of each query and its targets."""
+
+    def __init__(self, queries: list[Query], vocab: ActionVocab, hist_len: int):
+        self.queries = queries
+        self.texts = [history_text(q.history, vocab, hist_len) for q in queries]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        q = self.queries[i]
+        return {"text": self.texts[i], "action": q.action, "verb": q.verb, "noun": q.noun, "index": i}
+
+    def class_weights(self, vocab: ActionVocab) -> dict[str, torch.Tensor]:
+        """Balanced cross-entropy weights of the action, verb and noun targets, by head."""
+        sizes = {"action": vocab.num_actions, "verb": vocab.num_verbs, "noun": vocab.num_nouns}
+        return {head: class_balanced_weights(torch.tensor([getattr(q, head) for q in self.queries]), n)
+                for head, n in sizes.items()}
+
+
+class TextCollator:
+    """Tokenises a batch with :func:`history_token_ids` and right-pads it."""
+
+    def __init__(self, tokenizer: Any, max_len: int):
+        if max_len < 3:
+            raise ConfigError(f"data.max_text_len must be >= 3, got {max_len}")
+        self.tok, self.max_len = tokenizer, max_len
+        self.pad = tokenizer.pad_token_id or 0
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = history_token_ids(self.tok, [it["text"] for it in items], self.max_len)
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.pad, dtype=torch.long)
+        mask = torch.zeros(len(rows), length, dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = torch.tensor(r)
+            mask[b, : len(r)] = 1
+        out = {"input_ids": ids, "attention_mask": mask}
+        for key in ("action", "verb", "noun", "index"):
+            if key in items[0]:
+                out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
+        return out
+
+
+class CorpusLines(Dataset):
+    """``anticipation.mlm`` items: the non-empty lines of an action-sequence text file
+    (``text/action_sequences.txt`` of the synthetic world; Recipe1M action text)."""
+
+    def __init__(self, path: str | os.PathLike):
+        p = _need_file(Path(path), "data.mlm_corpus")
+        self.lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not self.lines:
+            raise ConfigError(f"data.mlm_corpus: {p} has no text")
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"text": self.lines[i]}
+
+
+class AnticipationSplits(DataSplits[AnticipationDataConfig]):
+    """The items of ``data.objective``: corpus lines (``mlm``, training only), history texts
+    (``teacher``) or observed feature rows (``student``, with the teacher's predictions on the
+    training split). The ``train`` / ``val`` / ``test`` roles read the annotation splits that
+    ``data.{train,val,test}_split`` name."""
+
+    def __init__(self, data: AnticipationDataConfig, seed: int = 0):
+        super().__init__(data, seed)
+        self.vocab = read_action_vocab(data.format, data.root)
+        self._text_collator: TextCollator | None = None
+
+    def has_split(self, split: str) -> bool:
+        if self.data.objective == "mlm":
+            return split == "train"
+        return split != "val" or self.data.val_split is not None
+
+    def build(self, split: str) -> Dataset:
+        d = self.data
+        return self.annotation_split({"train": d.train_split, "val": d.val_split, "test": d.test_split}[split])
+
+    def annotation_split(self, name: str) -> Dataset:
+        """The items of annotation split ``name`` (e.g. for a teacher's predictions), uncached."""
+        d = self.data
+        if d.objective == "mlm":
+            if not d.mlm_corpus:
+                raise ConfigError("data.mlm_corpus: anticipation.mlm needs an action-sequence text file")
+            return CorpusLines(d.mlm_corpus)
+        queries = read_queries(d, name, self.vocab)
+        if d.objective == "teacher":
+            return HistoryTexts(queries, self.vocab, d.hist_len)
+        if not d.features:
+            raise ConfigError("data.features: the student needs a feature store (videolang extract-features)")
+        teacher = None
+        if name == d.train_split and d.teacher_predictions:
+            teacher = TeacherPredictions(d.teacher_predictions)
+            if teacher.num_classes != self.vocab.num_actions:
+                raise ConfigError(f"data.teacher_predictions {teacher.path}: {teacher.num_classes} classes, "
+                                  f"the dataset has {self.vocab.num_actions} actions")
+        return ObservedClips(queries, FeatureStore(d.features), feature_rows_per_second(d.features, d.feature_rate),
+                             d.max_rows, teacher=teacher, missing_teacher=d.missing_teacher)
+
+    def collate_fn(self, split: str) -> Callable[[list[Any]], Any]:
+        if self.data.objective == "student":
+            return collate_clips
+        if self._text_collator is None:  # one tokenizer load for every split
+            from videolang.data.text import load_tokenizer
+
+            self._text_collator = TextCollator(load_tokenizer(self.data.tokenizer), self.data.max_text_len)
+        return self._text_collator

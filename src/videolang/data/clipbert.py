@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,26 +24,115 @@ import torch
 from torch.utils.data import Dataset
 
 from videolang.data.datasets import SkippedSample, VideoFramesDataset, item_generator
-from videolang.data.sampling import ClipBertTaskSampling, clipbert_task_indices
+from videolang.data.sampling import (
+    ClipBertTaskSampling,
+    clipbert_task_indices,
+    clipbert_task_sampling,
+)
+from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.data.transforms import resize_longer_and_pad, to_float_tchw
 from videolang.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DATA_CONFIG_OF_RECIPE",
     "AnswerVocab",
+    "ClipBertDataConfig",
     "ClipBertItems",
+    "ClipBertMCQADataConfig",
+    "ClipBertPretrainDataConfig",
+    "ClipBertQADataConfig",
+    "ClipBertRetrievalDataConfig",
+    "ClipBertSplits",
+    "ClipBertTask",
+    "ClipBertVQADataConfig",
     "TextEncoder",
     "VisualSource",
     "choice_text",
     "collate_clipbert",
     "load_annotations",
+    "majority_answer_rate",
     "read_jsonl",
+    "task_sampling",
 ]
 
-AnnotationKind = Literal["retrieval", "qa", "mc", "vqa", "pretrain"]
+ClipBertTask = Literal["retrieval", "qa", "mc", "vqa", "pretrain"]
 VIDEO_KEYS = ("clip_name", "gif_name", "video_id")
 IMAGE_KEYS = ("image_id", "coco_id", "vg_id")
+
+
+@dataclass
+class ClipBertDataConfig(LoaderConfig):
+    """``data.*`` of the ClipBERT recipes; each recipe registers a subclass fixing ``task``."""
+
+    task: ClipBertTask = "retrieval"  # what the annotations hold and the model is trained for
+    train_file: str | None = None  # ClipBERT JSONL
+    val_file: str | None = None
+    test_file: str | None = None
+    video_root: str | None = None  # <root>/<clip_name><extension>
+    video_lmdb: str | None = None  # LMDB store keyed by file basename (videolang data pack)
+    image_root: str | None = None  # images (vqa, pretrain): <root>/<image_id>[.jpg|.png]
+    extension: str = ".mp4"
+    ans2label: str | None = None  # qa / vqa answer vocabulary; None: built from train_file
+    min_num_labels: int = 0  # the original: 1540 (TGIF FrameQA), 1500 (MSRVTT-QA), 3129 (VQA)
+    tokenizer: str = "minilm"
+    max_text_len: int = 20
+    frame_size: int = 448
+    antialias: bool = True  # False: the original's resize without antialiasing
+    sampling: str = "msrvtt_ret"  # per-task defaults (videolang.data.sampling.CLIPBERT_TASK_SAMPLING)
+    target_fps: float | None = None
+    frames_per_clip: int | None = None
+    train_clips: int | None = None
+    test_clips: int | None = None
+    compat_sampling: bool = False  # the original's frame positions and test windows
+    itm_neg_size: int = 1
+    itm_neg_prob: float = 0.5
+    mlm_probability: float = 0.15
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    pair_batch_size: int = 2048  # retrieval evaluation: (text, clip) pairs per fusion pass
+
+
+@dataclass
+class ClipBertRetrievalDataConfig(ClipBertDataConfig):
+    """``data.*`` of ``clipbert.retrieval``: captions of videos."""
+
+    task: Literal["retrieval"] = "retrieval"
+
+
+@dataclass
+class ClipBertQADataConfig(ClipBertDataConfig):
+    """``data.*`` of ``clipbert.qa``: open-ended questions about videos."""
+
+    task: Literal["qa"] = "qa"
+
+
+@dataclass
+class ClipBertMCQADataConfig(ClipBertDataConfig):
+    """``data.*`` of ``clipbert.mcqa``: multiple-choice questions about videos."""
+
+    task: Literal["mc"] = "mc"
+
+
+@dataclass
+class ClipBertVQADataConfig(ClipBertDataConfig):
+    """``data.*`` of ``clipbert.vqa``: questions about images with soft answer scores."""
+
+    task: Literal["vqa"] = "vqa"
+
+
+@dataclass
+class ClipBertPretrainDataConfig(ClipBertDataConfig):
+    """``data.*`` of ``clipbert.pretrain``: captions of images (MLM + ITM)."""
+
+    task: Literal["pretrain"] = "pretrain"
+
+
+DATA_CONFIG_OF_RECIPE: dict[str, type[ClipBertDataConfig]] = {
+    "retrieval": ClipBertRetrievalDataConfig, "qa": ClipBertQADataConfig, "mcqa": ClipBertMCQADataConfig,
+    "vqa": ClipBertVQADataConfig, "pretrain": ClipBertPretrainDataConfig,
+}  # clipbert.<name> -> its data section
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -73,7 +164,7 @@ def _field(row: Mapping, names: Sequence[str], where: str) -> Any:
     raise ConfigError(f"{where}: missing field {' / '.join(names)}")
 
 
-def load_annotations(path: str | os.PathLike, kind: AnnotationKind) -> list[dict]:
+def load_annotations(path: str | os.PathLike, kind: ClipBertTask) -> list[dict]:
     """Read a ClipBERT JSONL file as records with our field names.
 
     * ``retrieval`` / ``pretrain``: ``{visual, text}`` (``caption``);
@@ -152,6 +243,11 @@ class AnswerVocab:
             counts[r["answer"]] = counts.get(r["answer"], 0) + 1
         order = sorted(counts, key=lambda a: (-counts[a], a))
         return cls({a: i for i, a in enumerate(order)}, min_labels)
+
+    @property
+    def answers(self) -> list[str]:
+        """The answer of each label index."""
+        return sorted(self.ans2label, key=self.ans2label.__getitem__)
 
     @property
     def num_labels(self) -> int:
@@ -277,7 +373,7 @@ class ClipBertItems(Dataset):
     ITM label 1 if kept). Draws come from (seed, epoch, index) generators.
     """
 
-    def __init__(self, records: Sequence[Mapping], kind: AnnotationKind, text: TextEncoder,
+    def __init__(self, records: Sequence[Mapping], kind: ClipBertTask, text: TextEncoder,
                  visual_factory: Callable[[Sequence[str]], VisualSource], *, vocab: AnswerVocab | None = None,
                  itm_neg_size: int = 1, itm_neg_prob: float = 0.5, eval_visual_only: bool = False, seed: int = 0):
         self.records = list(records)
@@ -299,6 +395,13 @@ class ClipBertItems(Dataset):
 
     def __len__(self) -> int:
         return len(self.visual_keys) if self.eval_visual_only else len(self.records)
+
+    def captions_of(self, visual_ids: Sequence[int]) -> tuple[list[str], list[int]]:
+        """The captions of the visuals ``visual_ids`` (positions in ``visual_keys``) in record
+        order, and for each the position of its visual in ``visual_ids``."""
+        column = {v: j for j, v in enumerate(visual_ids)}
+        kept = [r for r in self.records if self.visual_pos[r["visual"]] in column]
+        return [r["text"] for r in kept], [column[self.visual_pos[r["visual"]]] for r in kept]
 
     def _other_caption(self, visual: str, g: torch.Generator) -> str:
         # Uniform over captions of *other* videos (re-draw on a hit, as the original).
@@ -374,3 +477,84 @@ def choice_text(question: str | None, option: str) -> str:
     """The text row of one multiple-choice option, as the annotation reader builds it
     (``question + " " + option``, the option alone without a question)."""
     return f"{question} {option}" if question else str(option)
+
+
+def task_sampling(d: ClipBertDataConfig) -> ClipBertTaskSampling:
+    """The run's clip layout: the defaults of ``data.sampling`` with the data section's overrides."""
+    return clipbert_task_sampling(d.sampling, target_fps=d.target_fps, frames_per_clip=d.frames_per_clip,
+                                  train_clips=d.train_clips, test_clips=d.test_clips)
+
+
+def answer_vocab(d: ClipBertDataConfig) -> AnswerVocab | None:
+    """The answer vocabulary of a qa / vqa run (``data.ans2label``, else built from train_file)."""
+    if d.task not in ("qa", "vqa"):
+        return None
+    if d.ans2label:
+        return AnswerVocab.from_file(d.ans2label, d.min_num_labels)
+    if d.task == "vqa" or not d.train_file:
+        raise ConfigError(f"data.ans2label: clipbert.{d.task} needs an answer vocabulary file")
+    return AnswerVocab.from_records(load_annotations(d.train_file, "qa"), d.min_num_labels)
+
+
+def majority_answer_rate(train_file: str | None, records: Sequence[Mapping]) -> float:
+    """Accuracy (%) on ``records`` of always giving the most frequent answer of ``train_file``
+    (ties: the answer that sorts last); NaN without training answers."""
+    train = load_annotations(train_file, "qa") if train_file else []
+    if not train:
+        return float("nan")
+    counts = Counter(r["answer"] for r in train)
+    top = max(counts, key=lambda a: (counts[a], a))
+    return 100.0 * sum(r["answer"] == top for r in records) / len(records)
+
+
+class ClipBertSplits(DataSplits[ClipBertDataConfig]):
+    """The ``{split}_file`` annotations of ``data.task`` as :class:`ClipBertItems` over videos
+    (a folder or LMDB store) or images; retrieval evaluation reads one item per video."""
+
+    def __init__(self, data: ClipBertDataConfig, seed: int = 0):
+        super().__init__(data, seed)
+        self.vocab = answer_vocab(data)
+        self.sampling = task_sampling(data)
+        self._text: TextEncoder | None = None
+
+    @property
+    def text(self) -> TextEncoder:
+        if self._text is None:
+            from videolang.data.text import load_tokenizer
+
+            self._text = TextEncoder(load_tokenizer(self.data.tokenizer), self.data.max_text_len)
+        return self._text
+
+    def _visual_factory(self, train: bool) -> Callable[[Sequence[str]], VisualSource]:
+        d = self.data
+        store = None
+        if d.video_lmdb:
+            from videolang.data.stores import LmdbVideoStore
+
+            store = LmdbVideoStore(d.video_lmdb)
+        reads_images = d.task in ("vqa", "pretrain")
+        if reads_images and not d.image_root:
+            raise ConfigError(f"data.image_root: clipbert.{d.task} reads images")
+
+        def make(keys: Sequence[str]) -> VisualSource:
+            return VisualSource(keys, sampling=self.sampling, train=train, frame_size=d.frame_size,
+                                video_root=d.video_root, video_store=store,
+                                image_root=d.image_root if reads_images else None, extension=d.extension,
+                                antialias=d.antialias, compat=d.compat_sampling, seed=self.seed)
+        return make
+
+    def build(self, split: str) -> ClipBertItems:
+        d = self.data
+        path = getattr(d, f"{split}_file")
+        if not path:
+            raise ConfigError(f"data.{split}_file: no {split} annotations given")
+        train = split == "train"
+        return ClipBertItems(load_annotations(path, d.task), d.task, self.text, self._visual_factory(train),
+                             vocab=self.vocab, itm_neg_size=d.itm_neg_size, itm_neg_prob=d.itm_neg_prob,
+                             eval_visual_only=not train and d.task == "retrieval", seed=self.seed)
+
+    def has_split(self, split: str) -> bool:
+        return split != "val" or bool(self.data.val_file)
+
+    def collate_fn(self, split: str) -> Callable[[list[Any]], dict[str, Any]]:
+        return partial(collate_clipbert, pad_id=self.text.pad)

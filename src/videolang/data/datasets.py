@@ -43,9 +43,10 @@ FrameSampler = Callable[[VideoMetadata, torch.Generator], np.ndarray]
 and reshaped back)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SkippedSample:
-    """Marker returned for an item whose video could not be read."""
+    """Marker returned for an item whose video could not be read. Not frozen: Lightning rebuilds
+    the dataclasses of a batch when it moves the batch to the device."""
 
     index: int
     source: str

@@ -17,7 +17,8 @@ from typing import Any
 
 from videolang.errors import ConfigError
 
-__all__ = ["GLUE_TASKS", "GlueData", "GlueExample", "GlueTask", "get_task", "glue_token_ids", "read_glue"]
+__all__ = ["GLUE_TASKS", "GlueData", "GlueExample", "GlueTask", "get_task", "glue_task_folder", "glue_token_ids",
+           "read_glue"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ def get_task(name: str) -> GlueTask:
         if task.name.replace("-", "").lower() == key:
             return task
     raise ConfigError(f"unknown GLUE task {name!r}; known: {', '.join(GLUE_TASKS)}")
+
+
+def glue_task_folder(root: str | os.PathLike, task: str) -> Path:
+    """The folder of ``task``'s TSV files: ``root/<task name>`` when ``root`` is the GLUE root
+    holding it, else ``root`` itself."""
+    folder = Path(root) / get_task(task).name
+    return folder if folder.is_dir() else Path(root)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 :func:`load_timestamped_captions` reads HowTo100M's ``raw_caption.json``; :class:`PretrainPairs`
 gives overlapped (video window, text span) positives; :class:`VideoTextPairs` is the evaluation
 side; :class:`RetrievalBatchSampler` builds retrieval-augmented batches (a video and its nearest
-neighbours). Text is ``[CLS] w1..wn [SEP] [PAD]..`` (``max_text_len + 2``), video features
-``(max_video_len, D)`` with a mask. Details: docs/videoclip.md ("Data").
+neighbours); :class:`VideoCLIPSplits` serves them by split. Text is ``[CLS] w1..wn [SEP] [PAD]..``
+(``max_text_len + 2``), video features ``(max_video_len, D)`` with a mask. Details:
+docs/videoclip.md ("Data").
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from videolang.data.datasets import epoch_choice, item_generator
 from videolang.data.sampling import videoclip_overlapped_pair
+from videolang.data.splits import DataSplits, LoaderConfig
+from videolang.data.stores import FeatureStore, feature_rows_per_second
 from videolang.errors import ConfigError, VideolangError
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,10 @@ __all__ = [
     "PretrainPairs",
     "RetrievalBatchSampler",
     "TextLayout",
+    "VideoCLIPDataConfig",
+    "VideoCLIPPretrainDataConfig",
+    "VideoCLIPRetrievalDataConfig",
+    "VideoCLIPSplits",
     "VideoTextPairs",
     "collate_pairs",
     "kmeans",
@@ -521,3 +529,153 @@ def read_video_list(path: str) -> list[str]:
     if p.suffix == ".csv" and lines and "," in lines[0]:
         lines = [ln.split(",")[0] for ln in lines[1:]]  # first column, header dropped
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# the data section and the datasets by split
+
+
+@dataclass
+class VideoCLIPDataConfig(LoaderConfig):
+    """``data.*`` of the VideoCLIP recipes; each recipe registers a subclass fixing ``objective``."""
+
+    objective: Literal["pretrain", "retrieval"] = "retrieval"  # which training set the recipe builds
+    features: str = ""
+    feature_rate: float | None = None  # rows per second; None: from the store's extraction.json, else 1
+    tokenizer: str = "minilm"
+    max_video_len: int = 32
+    max_text_len: int = 61
+    mmpt_text_layout: bool = False  # text as [CLS] [SEP] words [SEP] (MMPT); always on for VLM
+    # pretraining (objective pretrain)
+    captions: str | None = None
+    train_list: str | None = None  # one video id per line; default: every captioned video
+    pairs_per_video: int = 4
+    videos_per_batch: int = 32
+    overlapped: bool = True
+    min_video_len: int = 3
+    min_text_tokens: int = 8
+    max_text_tokens: int = 64
+    retrieval: bool = True
+    retrieval_start_epoch: int = 1
+    retrieval_candidates: int = 2  # sample k videos from the k * this nearest
+    retrieval_nprobe: int = 8
+    retrieval_pairs_per_video: int = 4  # clips averaged into a video's embedding
+    # fine-tuning (objective retrieval)
+    train_pairs: str | None = None
+    train_format: EvalFormat = "jsonl"
+    train_split: str = "train"
+    batch_size: int = 64
+    # evaluation
+    val_pairs: str | None = None
+    val_format: EvalFormat = "jsonl"
+    val_split: str = "val"
+    test_pairs: str | None = None
+    test_format: EvalFormat = "msrvtt"
+    test_split: str = "test"
+    eval_batch_size: int = 256
+
+
+@dataclass
+class VideoCLIPPretrainDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``videoclip.pretrain``: (video window, caption span) pairs from timed captions."""
+
+    objective: Literal["pretrain"] = "pretrain"
+
+
+@dataclass
+class VideoCLIPRetrievalDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``videoclip.retrieval``: fine-tuning on (video, sentence) pairs."""
+
+    objective: Literal["retrieval"] = "retrieval"
+
+
+class VideoCLIPSplits(DataSplits[VideoCLIPDataConfig]):
+    """Training: pretraining pairs in retrieval-augmented batches or fine-tuning pairs
+    (``data.objective``); evaluation: (video, sentence) pairs of ``data.<split>_pairs``.
+
+    The feature store, its rate and the tokenizer are opened on first use and shared by splits.
+    """
+
+    def __init__(self, data: VideoCLIPDataConfig, seed: int = 0):
+        if not data.features:
+            raise ConfigError("data.features: give the feature store folder (videolang extract-features --out)")
+        super().__init__(data, seed)
+
+    @cached_property
+    def features(self) -> FeatureStore:
+        return FeatureStore(self.data.features)
+
+    @cached_property
+    def feature_rate(self) -> float:
+        """Feature rows per second: annotation times are seconds, rows are not."""
+        return feature_rows_per_second(self.data.features, self.data.feature_rate)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from videolang.data.text import load_tokenizer  # transformers: imported when data is read
+
+        return load_tokenizer(self.data.tokenizer)
+
+    @cached_property
+    def layout(self) -> TextLayout:
+        tok = self.tokenizer
+        return TextLayout(tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, self.data.max_text_len,
+                          sep_after_cls=self.data.mmpt_text_layout)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids of each text, without special tokens (the layout adds them)."""
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    def has_split(self, split: str) -> bool:
+        return split != "val" or bool(self.data.val_pairs)
+
+    def protocol(self, split: str) -> str:
+        """The evaluation protocol's name in metric keys (``msrvtt-test``, ``jsonl-val``, ...)."""
+        return protocol_name(getattr(self.data, f"{split}_format"), getattr(self.data, f"{split}_split"))
+
+    def pairs(self, split: str, *, all_captions: bool = False) -> list[tuple]:
+        """``data.<split>_pairs`` read in its format, times in feature rows."""
+        path = getattr(self.data, f"{split}_pairs")
+        if not path:
+            raise ConfigError(f"data.{split}_pairs: no {split} annotations given")
+        fmt, name = getattr(self.data, f"{split}_format"), getattr(self.data, f"{split}_split")
+        return scale_pairs(read_eval_pairs(path, fmt, name, all_captions=all_captions), self.feature_rate)
+
+    def build(self, split: str) -> Dataset:
+        d = self.data
+        if split != "train":
+            return VideoTextPairs(self.pairs(split), self.features, self.tokenize, self.layout,
+                                  max_video_len=d.max_video_len)
+        if d.objective == "pretrain":
+            return self._pretrain_pairs()
+        if not d.train_pairs:
+            raise ConfigError("data.train_pairs: videoclip.retrieval fine-tuning needs (video, sentence) pairs")
+        return FineTunePairs(self.pairs("train", all_captions=True), self.features, self.tokenize, self.layout,
+                             d.max_video_len, self.seed)
+
+    def _pretrain_pairs(self) -> PretrainPairs:
+        d = self.data
+        if not d.captions:
+            raise ConfigError("data.captions: videoclip.pretrain needs timestamped captions (raw_caption.json)")
+        ids = read_video_list(d.train_list) if d.train_list else None
+        tracks = load_timestamped_captions(d.captions, self.tokenize, video_ids=ids)
+        if self.feature_rate != 1.0:  # caption times are seconds, feature rows are not
+            for t in tracks.values():
+                t.starts, t.ends = t.starts * self.feature_rate, t.ends * self.feature_rate
+        ids = [v for v in (ids or sorted(tracks)) if v in tracks and v in self.features]
+        return PretrainPairs(
+            self.features, tracks, ids, self.layout, pairs_per_video=d.pairs_per_video,
+            max_video_len=d.max_video_len, min_text_tokens=d.min_text_tokens, max_text_tokens=d.max_text_tokens,
+            min_video_len=d.min_video_len, overlapped=d.overlapped, seed=self.seed,
+        )
+
+    def collate_fn(self, split: str) -> Callable[[Sequence[dict[str, torch.Tensor]]], dict[str, torch.Tensor]] | None:
+        return collate_pairs if split == "train" and self.data.objective == "pretrain" else None
+
+    def train_batch_sampler(self, dataset: Dataset) -> Sampler | None:
+        """Pretraining: :class:`RetrievalBatchSampler` (random until the recipe gives embeddings)."""
+        if self.data.objective != "pretrain":
+            return None
+        d = self.data
+        return RetrievalBatchSampler(SequentialSampler(dataset), d.videos_per_batch, seed=self.seed,
+                                     candidates_factor=d.retrieval_candidates, nprobe=d.retrieval_nprobe)

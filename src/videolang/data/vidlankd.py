@@ -1,29 +1,42 @@
 """VidLanKD data: caption windows over timed captions paired with clip features (the
-teacher's items), tokenised GLUE examples (fine-tuning), their readers and collate functions.
+teacher's items), corpus blocks (the student's), tokenised GLUE examples (fine-tuning), their
+readers, collate functions and the three recipes' splits.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
 from videolang.data.datasets import epoch_choice
-from videolang.data.glue import glue_token_ids
+from videolang.data.glue import glue_task_folder, glue_token_ids, read_glue
+from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "GlueDataConfig",
     "GlueFeatures",
+    "GlueSplits",
+    "StudentDataConfig",
+    "StudentSplits",
     "TeacherDataConfig",
+    "TeacherSplits",
     "VideoCaptionWindows",
     "caption_window",
     "collate_glue",
     "collate_teacher",
+    "mask_for_step",
     "pad_token_ids",
     "read_caption_tracks",
     "read_video_ids",
@@ -32,7 +45,7 @@ __all__ = [
 
 
 @dataclass
-class TeacherDataConfig:
+class TeacherDataConfig(LoaderConfig):
     """``data.*`` of ``vidlankd.teacher``."""
 
     features: str = ""  # feature store (videolang extract-features); rows = 2D ⊕ 3D features
@@ -44,9 +57,35 @@ class TeacherDataConfig:
     block_size: int = 126  # text tokens including [CLS] and [SEP] (the original: 126)
     max_video_len: int = 384
     window: Literal["first", "random"] = "random"
-    batch_size: int = 32
     eval_batch_size: int = 128
-    num_workers: int = 0
+
+
+@dataclass
+class StudentDataConfig(LoaderConfig):
+    """``data.*`` of ``vidlankd.student``."""
+
+    train_files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)
+    format: CorpusFormat = "wikitext"
+    tokenizer: str = "minilm"
+    block_size: int = 126  # tokens per block, [CLS] and [SEP] added
+    exclude_ranges: list[list[int]] = field(default_factory=list)
+    cache_dir: str | None = None  # tokenised streams (.npy); None: next to nothing, re-tokenise
+    shuffle: bool = True  # the original scripts never shuffle (corpus order)
+
+
+@dataclass
+class GlueDataConfig(LoaderConfig):
+    """``data.*`` of ``vidlankd.glue``."""
+
+    task_dir: str = ""  # the task's folder (glue_data/SST-2), or the GLUE root holding it
+    task: str = "SST-2"
+    tokenizer: str | None = None  # None: the model's tokenizer
+    max_seq_length: int = 128
+    eval_batch_size: int = 128
+    train_split: str = "train"
+    eval_split: str = "dev"
+    skip_malformed: bool = False
 
 
 def remove_overlap(text: str, caption: str) -> str:
@@ -69,7 +108,6 @@ def caption_window(texts: list[str], start: int, max_words: int) -> tuple[str, i
         if len(out.split()) >= max_words:
             break
     return out.strip(), last
-
 
 
 def read_video_ids(path: str, what: str) -> list[str]:
@@ -138,6 +176,18 @@ class VideoCaptionWindows(Dataset):
         return {"ids": torch.tensor(enc["input_ids"]), "vfeats": torch.from_numpy(np.array(window, dtype=np.float32))}
 
 
+def mask_for_step(seed: int, step: int, ids: torch.Tensor, tok: Any, attention_mask: torch.Tensor,
+                  mlm_probability: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's 15% / 80-10-10 corruption of ``ids`` (inputs, labels), seeded by (seed, step) so
+    that a resumed run masks alike."""
+    from videolang.data.text import mask_tokens
+
+    g = torch.Generator(device=ids.device).manual_seed(seed * 1_000_003 + step)
+    return mask_tokens(ids, mask_token_id=tok.mask_token_id, vocab_size=len(tok),
+                       special_token_ids=tok.all_special_ids, attention_mask=attention_mask,
+                       mlm_probability=mlm_probability, generator=g, min_one_masked=True)
+
+
 def pad_token_ids(seqs: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-d id tensors to ``(B, T)`` with ``pad``; returns them and the boolean mask."""
     ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad)
@@ -179,3 +229,119 @@ def collate_glue(items: list[dict], pad: int) -> dict[str, torch.Tensor]:
     ids, mask = pad_token_ids([it["ids"] for it in items], pad)
     types, _ = pad_token_ids([it["types"] for it in items], 0)
     return {"ids": ids, "mask": mask, "types": types, "label": torch.stack([it["label"] for it in items])}
+
+
+def _load_tokenizer(name: str) -> Any:
+    from videolang.data.text import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+class TeacherSplits(DataSplits[TeacherDataConfig]):
+    """``vidlankd.teacher``: caption windows of the listed videos (every captioned one without a
+    ``train_list``) that have both captions and features; random windows in training."""
+
+    def __init__(self, data: TeacherDataConfig, seed: int = 0):
+        super().__init__(data, seed)
+        for key in ("features", "captions"):
+            if not getattr(data, key):
+                raise ConfigError(f"data.{key}: required by vidlankd.teacher")
+        self._tok: Any = None
+
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            self._tok = _load_tokenizer(self.data.tokenizer)
+        return self._tok
+
+    def build(self, split: str) -> VideoCaptionWindows:
+        from videolang.data.stores import FeatureStore, feature_rows_per_second
+
+        d = self.data
+        if split not in ("train", "val"):
+            raise ConfigError(f"vidlankd.teacher has no {split} split (data.train_list, data.val_list)")
+        features = FeatureStore(d.features)
+        captions = read_caption_tracks(d.captions)
+        listed = getattr(d, f"{split}_list")
+        if split == "val" and not listed:
+            raise ConfigError("data.val_list: no validation videos given")
+        ids = read_video_ids(listed, f"data.{split}_list") if listed else sorted(captions)
+        ids = [v for v in ids if v in captions and v in features]
+        if not ids:
+            raise ConfigError(f"data.{split}_list: no video has both captions ({d.captions}) and features ({d.features})")
+        return VideoCaptionWindows(ids, captions, features, self.tokenizer(), d,
+                                   feature_rows_per_second(d.features, d.feature_rate), self.seed,
+                                   random_window=split == "train" and d.window == "random")
+
+    def has_split(self, split: str) -> bool:
+        return split != "val" or bool(self.data.val_list)
+
+    def collate_fn(self, split: str) -> Any:
+        return partial(collate_teacher, pad=self.tokenizer().pad_token_id)
+
+
+class StudentSplits(DataSplits[StudentDataConfig]):
+    """``vidlankd.student``: token blocks of the text corpus (``exclude_ranges`` cut from training)."""
+
+    def __init__(self, data: StudentDataConfig, seed: int = 0):
+        super().__init__(data, seed)
+        if not data.train_files:
+            raise ConfigError("data.train_files: vidlankd.student needs a text corpus")
+
+    def build(self, split: str) -> TokenBlocks:
+        d = self.data
+        if split not in ("train", "val"):
+            raise ConfigError(f"vidlankd.student has no {split} split (data.train_files, data.val_files)")
+        tok = _load_tokenizer(d.tokenizer)
+        files = d.train_files if split == "train" else d.val_files
+        stream = load_token_stream(files, tok, d.format, cache_dir=d.cache_dir, tokenizer_name=d.tokenizer)
+        return TokenBlocks(stream, tok.cls_token_id, tok.sep_token_id, d.block_size,
+                           d.exclude_ranges if split == "train" else ())
+
+    def has_split(self, split: str) -> bool:
+        return split != "val" or bool(self.data.val_files)
+
+    def train_batch_sampler(self, dataset: Dataset) -> Sampler | None:
+        if self.data.shuffle:
+            return None
+        # data.shuffle=false: corpus order, as the original scripts
+        return BatchSampler(SequentialSampler(dataset), self.data.batch_size,
+                            drop_last=len(dataset) > self.data.batch_size)
+
+
+class GlueSplits(DataSplits[GlueDataConfig]):
+    """``vidlankd.glue``: ``data.train_split`` (training) and ``data.eval_split`` (validation) of
+    the task as :class:`GlueFeatures`. ``tokenizer_name`` is ``data.tokenizer``; when that is
+    None the recipe sets it to its model's tokenizer before the loaders are made."""
+
+    def __init__(self, data: GlueDataConfig, seed: int = 0):
+        super().__init__(data, seed)
+        if not data.task_dir:
+            raise ConfigError("data.task_dir: the GLUE task folder (or the GLUE root) is required")
+        self.tokenizer_name: str | None = data.tokenizer
+        self._tok: Any = None
+
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            if self.tokenizer_name is None:
+                raise ConfigError("data.tokenizer: not given, and no model named its tokenizer")
+            self._tok = _load_tokenizer(self.tokenizer_name)
+        return self._tok
+
+    def build(self, split: str) -> GlueFeatures:
+        d = self.data
+        name = {"train": d.train_split, "val": d.eval_split}.get(split)
+        if name is None:
+            raise ConfigError(f"vidlankd.glue has no {split} split (data.train_split, data.eval_split)")
+        data = read_glue(glue_task_folder(d.task_dir, d.task), d.task, name, skip_malformed=d.skip_malformed)
+        if not data.labelled:
+            raise ConfigError(f"{data.path}: split {name!r} has no labels to train or evaluate on")
+        if data.skipped:
+            log.warning("%s: skipped %d malformed rows", data.path, data.skipped)
+        return GlueFeatures(data, self.tokenizer(), d.max_seq_length)
+
+    def collate_fn(self, split: str) -> Any:
+        return partial(collate_glue, pad=self.tokenizer().pad_token_id)
+
+    def train_batch_sampler(self, dataset: Dataset) -> Sampler | None:
+        # Shuffled batches that keep the last partial one (the engine's default drops it).
+        return BatchSampler(RandomSampler(dataset), self.data.batch_size, drop_last=False)

@@ -1,9 +1,10 @@
-"""Data for VLM's downstream tasks on per-second feature stores.
+"""Data of the VLM recipes on per-second feature stores.
 
-Multiple-choice QA (:class:`MultipleChoiceItems`: MSR-VTT ``MSR_MC_test.csv`` or our
-``mc.jsonl``), captioning (:class:`CaptionItems` for training, :class:`CaptionVideos` with all
-references for evaluation) and action segmentation (COIN's ``COIN.json``, :func:`read_coin`;
-:class:`SegmentationWindows`). Retrieval pairs come from :mod:`videolang.data.videoclip`.
+Pretraining's masking (:func:`whole_modality_masks`), multiple-choice QA
+(:class:`MultipleChoiceItems`: MSR-VTT ``MSR_MC_test.csv`` or our ``mc.jsonl``), captioning
+(:class:`CaptionItems` for training, :class:`CaptionVideos` with all references for evaluation)
+and action segmentation (COIN's ``COIN.json``, :func:`read_coin`; :class:`SegmentationWindows`),
+served by split by the ``*Splits`` classes. Retrieval pairs come from :mod:`videolang.data.videoclip`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,21 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler
 
 from videolang.data.datasets import epoch_choice
 from videolang.data.sampling import window_spans
-from videolang.data.videoclip import TextLayout, _video_window
+from videolang.data.splits import DataSplits, LoaderConfig
+from videolang.data.stores import FeatureStore, feature_rows_per_second
+from videolang.data.text import mask_tokens
+from videolang.data.videoclip import (
+    TextLayout,
+    VideoCLIPDataConfig,
+    VideoCLIPSplits,
+    _video_window,
+    protocol_name,
+    read_eval_pairs,
+)
 from videolang.errors import ConfigError, VideolangError
 
 __all__ = [
@@ -31,11 +43,22 @@ __all__ = [
     "McItem",
     "MultipleChoiceItems",
     "SegmentationWindows",
+    "VLMCaptionDataConfig",
+    "VLMCaptionSplits",
+    "VLMDataConfig",
+    "VLMPretrainDataConfig",
+    "VLMQADataConfig",
+    "VLMQASplits",
+    "VLMSegmentationDataConfig",
+    "VLMSegmentationSplits",
     "VideoSegments",
     "caption_layout",
+    "coin_label_names",
+    "feature_statistics",
     "read_coin",
     "read_mc_items",
     "row_labels",
+    "whole_modality_masks",
 ]
 
 Tokenize = Callable[[list[str]], list[list[int]]]
@@ -45,6 +68,111 @@ def _missing_features(video_ids: Sequence[str], features: Mapping[str, np.ndarra
     missing = sorted({v for v in video_ids if v not in features})
     if missing:
         raise VideolangError(f"{len(missing)} {what} videos have no features, e.g. {missing[:5]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the data sections
+
+
+@dataclass
+class VLMDataConfig(VideoCLIPDataConfig):
+    """``data.*`` of ``vlm.retrieval``. VLM splices the video in after ``caps[0]``, so its text is
+    always MMPT's ``[CLS] [SEP] words [SEP]``."""
+
+    objective: Literal["retrieval"] = "retrieval"
+    mmpt_text_layout: Literal[True] = True
+
+
+@dataclass
+class VLMPretrainDataConfig(VLMDataConfig):
+    """``data.*`` of ``vlm.pretrain``: VideoCLIP's pretraining pairs."""
+
+    objective: Literal["pretrain"] = "pretrain"
+
+
+@dataclass
+class VLMQADataConfig(VLMDataConfig):
+    """``data.*`` of ``vlm.mcqa``: retrieval pairs for training, multiple-choice items for
+    evaluation (``msrvtt``: ``MSR_MC_test.csv``; ``jsonl``: our ``mc.jsonl``)."""
+
+    # Optional multiple-choice training items (e.g. mc.jsonl's train split, TGIF-QA action):
+    # when given, training is cross-entropy over each item's options instead of retrieval pairs.
+    train_mc: str | None = None
+    train_mc_format: Literal["msrvtt", "jsonl"] = "jsonl"
+    train_mc_split: str = "train"
+    val_mc: str | None = None
+    val_mc_format: Literal["msrvtt", "jsonl"] = "jsonl"
+    val_mc_split: str = "val"
+    test_mc: str | None = None
+    test_mc_format: Literal["msrvtt", "jsonl"] = "msrvtt"
+    test_mc_split: str = "test"
+
+
+@dataclass
+class VLMCaptionDataConfig(VLMDataConfig):
+    """``data.*`` of ``vlm.captioning``."""
+
+    # Train on every caption of a video (MSR-VTT practice) or only its first one (the
+    # synthetic world's canonical caption). Evaluation always uses every reference.
+    train_all_captions: bool = True
+
+
+@dataclass
+class VLMSegmentationDataConfig(LoaderConfig):
+    """``data.*`` of ``vlm.segmentation``."""
+
+    features: str = ""
+    feature_rate: float | None = None  # rows per second; None: from extraction.json, else 1
+    annotations: str = ""  # COIN.json
+    train_subset: str = "training"
+    val_subset: str | None = None
+    test_subset: str = "testing"
+    window: int = 32  # rows per window (the original: 32 s)
+    train_stride: int = 8
+    eval_stride: int = 16
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining
+
+
+def whole_modality_masks(
+    caps: torch.Tensor, cmask: torch.Tensor, vmask: torch.Tensor, *, special_ids: list[int], mask_token_id: int,
+    vocab_size: int, mm_prob: float, mlm_probability: float, mfm_probability: float, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VLM's masking (MMPT ``MFMMLMAligner``), vectorized over the batch.
+
+    Returns ``(masked_caps, text_labels, video_label)``: an item gets all its text masked with
+    probability ``mm_prob / 2``, all its valid frames with ``mm_prob / 2``, and otherwise
+    ``mlm_probability`` of its words and ``mfm_probability`` of its frames. Chosen words are
+    replaced 80 / 10 / 10 ([MASK] / random / kept); special tokens and padding never are.
+    """
+    b = caps.shape[0]
+    draw = torch.rand(b, generator=generator)
+    text_full = draw < mm_prob / 2
+    video_full = (draw >= mm_prob / 2) & (draw < mm_prob)
+    standard = ~(text_full | video_full)
+    masked, labels = caps.clone(), torch.full_like(caps, -100)
+    for rows, prob in ((standard, mlm_probability), (text_full, 1.0)):
+        if not bool(rows.any()):
+            continue
+        m, lab = mask_tokens(caps[rows], mask_token_id=mask_token_id, vocab_size=vocab_size,
+                             special_token_ids=special_ids, attention_mask=cmask[rows], mlm_probability=prob,
+                             generator=generator)
+        masked[rows], labels[rows] = m, lab
+    frame_draw = torch.rand(vmask.shape, generator=generator) < mfm_probability
+    video_label = vmask.bool() & ((frame_draw & standard[:, None]) | video_full[:, None])
+    return masked, labels, video_label
+
+
+def feature_statistics(features: str, max_videos: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the rows of (up to ``max_videos``, evenly spread) videos
+    of a feature store."""
+    store = FeatureStore(features)
+    ids = list(store)
+    step = max(1, len(ids) // max_videos)
+    rows = np.concatenate([np.asarray(store[i], dtype=np.float64) for i in ids[::step]])
+    return torch.from_numpy(rows.mean(0)).float(), torch.from_numpy(rows.std(0)).float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,3 +400,112 @@ class SegmentationWindows(Dataset):
         part = self.labels[i][start : start + self.window]
         labels[: len(part)] = torch.from_numpy(part)
         return {"vfeats": v, "vmask": vm, "labels": labels, "video": i, "offset": start}
+
+
+def coin_label_names(annotations: str, num_classes: int) -> list[str]:
+    """Class names by id for a segmentation export: COIN.json's step ``label`` of each ``id``
+    (any subset), ``background`` for 0, the id itself where the file names none."""
+    names = {0: "background"}
+    try:
+        db = json.loads(Path(annotations).read_text(encoding="utf-8"))["database"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{annotations}: cannot read COIN.json class names ({exc})") from None
+    for entry in db.values():
+        for a in entry.get("annotation", []):
+            if "label" in a:
+                names.setdefault(int(a["id"]), str(a["label"]))
+    return [names.get(i, str(i)) for i in range(num_classes)]
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets by split (pretraining and retrieval use VideoCLIPSplits as they are)
+
+
+class VLMQASplits(VideoCLIPSplits):
+    """``vlm.mcqa``: retrieval pairs (or ``data.train_mc`` items) for training, multiple-choice
+    items for evaluation. Batch sizes count texts: a batch holds ``size // K`` items of K options."""
+
+    data: VLMQADataConfig
+
+    def mc_items(self, split: str) -> MultipleChoiceItems:
+        d = self.data
+        path = getattr(d, f"{split}_mc")
+        if not path:
+            raise ConfigError(f"data.{split}_mc: no {split} multiple-choice items given")
+        items = read_mc_items(path, getattr(d, f"{split}_mc_format"), getattr(d, f"{split}_mc_split"))
+        return MultipleChoiceItems(items, self.features, self.tokenize, self.layout, max_video_len=d.max_video_len)
+
+    def build(self, split: str) -> Dataset:
+        if split == "train" and not self.data.train_mc:
+            return super().build(split)
+        return self.mc_items(split)
+
+    def has_split(self, split: str) -> bool:
+        return split != "val" or bool(self.data.val_mc)
+
+    def protocol(self, split: str) -> str:
+        d = self.data
+        return f"{protocol_name(getattr(d, f'{split}_mc_format'), getattr(d, f'{split}_mc_split'))}-mc"
+
+    def items_per_batch(self, split: str) -> int:
+        """Multiple-choice items per batch of ``split``: its batch size over the option count."""
+        size = self.data.batch_size if split == "train" else self.data.eval_batch_size
+        return max(1, size // len(self.dataset(split).items[0].options))
+
+    def batch_size(self, split: str, *, train: bool) -> int:
+        """Evaluation batches hold whole items (``eval_batch_size`` counts texts, K per item)."""
+        return super().batch_size(split, train=train) if train else self.items_per_batch(split)
+
+    def train_batch_sampler(self, dataset: Dataset) -> Sampler | None:
+        if not self.data.train_mc:
+            return super().train_batch_sampler(dataset)
+        return BatchSampler(RandomSampler(dataset), self.items_per_batch("train"), drop_last=True)
+
+
+class VLMCaptionSplits(VideoCLIPSplits):
+    """``vlm.captioning``: caption pairs read like retrieval pairs (``data.<split>_pairs`` in
+    their formats); evaluation keeps every reference of a video."""
+
+    data: VLMCaptionDataConfig
+
+    def build(self, split: str) -> Dataset:
+        d = self.data
+        if split != "train":
+            return CaptionVideos(self.pairs(split, all_captions=True), self.features, max_video_len=d.max_video_len)
+        if not d.train_pairs:
+            raise ConfigError("data.train_pairs: vlm.captioning needs (video, caption) pairs")
+        return CaptionItems(self.pairs("train", all_captions=d.train_all_captions), self.features, self.tokenize,
+                            self.layout, max_video_len=d.max_video_len, seed=self.seed)
+
+    def most_frequent_caption(self) -> str:
+        """The baseline: the most frequent caption of the training captions the model learns
+        from (lower-cased, ties: first seen)."""
+        d = self.data
+        pairs = read_eval_pairs(d.train_pairs, d.train_format, d.train_split, all_captions=d.train_all_captions)
+        return Counter(p[3].strip().lower() for p in pairs).most_common(1)[0][0]
+
+
+class VLMSegmentationSplits(DataSplits[VLMSegmentationDataConfig]):
+    """``vlm.segmentation``: windows of the COIN subset ``data.<split>_subset``, every
+    ``train_stride`` rows for training and ``eval_stride`` rows for evaluation."""
+
+    def __init__(self, data: VLMSegmentationDataConfig, seed: int = 0):
+        if not data.features or not data.annotations:
+            raise ConfigError("data.features and data.annotations (COIN.json) are required for vlm.segmentation")
+        super().__init__(data, seed)
+
+    def build(self, split: str) -> SegmentationWindows:
+        d = self.data
+        videos, _ = read_coin(d.annotations, getattr(d, f"{split}_subset"))
+        return SegmentationWindows(videos, FeatureStore(d.features), rate=feature_rows_per_second(d.features, d.feature_rate),
+                                   window=d.window, stride=d.train_stride if split == "train" else d.eval_stride)
+
+    def has_split(self, split: str) -> bool:
+        return split != "val" or bool(self.data.val_subset)
+
+    def protocol(self, split: str) -> str:
+        return f"coin-{getattr(self.data, f'{split}_subset')}"
+
+    def majority_label(self) -> int:
+        """The most frequent row label of the training videos (the majority-class baseline)."""
+        return int(np.bincount(np.concatenate(self.dataset("train").labels)).argmax())

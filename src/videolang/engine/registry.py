@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning as L
 from torch import nn
+from torch.utils.data import DataLoader
 
 from videolang.data.splits import DataSplits
 from videolang.engine.config import (
@@ -201,6 +202,16 @@ class RecipeModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
         }
+
+    def on_train_epoch_start(self) -> None:
+        """Hand the epoch to the training dataset and batch sampler (``set_epoch``): per-epoch
+        draws are seeded by (seed, epoch, index), and Lightning sets only a sampler's epoch.
+        Recipes that override this call ``super().on_train_epoch_start()``."""
+        loader = self.trainer.train_dataloader
+        if isinstance(loader, DataLoader):
+            for part in (loader.dataset, loader.batch_sampler):
+                if hasattr(part, "set_epoch"):
+                    part.set_epoch(self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the resolved config in every checkpoint (``checkpoint["videolang_config"]``)."""

@@ -22,7 +22,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
 
+from videolang.data.splits import LoaderConfig
 from videolang.engine.config import RunConfig
+from videolang.engine.faults import DataGuard
 from videolang.engine.registry import get_recipe, load_config
 from videolang.engine.run import (
     AtomicCheckpointIO,
@@ -33,6 +35,7 @@ from videolang.engine.run import (
     checkpoint_state_dict,
     config_path_for_checkpoint,
     find_last_checkpoint,
+    is_rank_zero_process,
     prepare_run_dir,
     read_metrics,
     resolve_checkpoint,
@@ -117,13 +120,16 @@ def build_trainer(
 ) -> L.Trainer:
     """A ``lightning.Trainer`` for ``cfg`` writing into ``run_dir``.
 
-    Adds the engine's callbacks (RNG state, metric history + plots, and for ``fit``
+    Adds the engine's callbacks (RNG state, metric history + plots, skipped samples and
+    non-finite losses (:class:`~videolang.engine.faults.DataGuard`), and for ``fit``
     checkpoints, learning-rate logging and optional early stopping), the CSV / TensorBoard
     loggers, the progress bar and atomic checkpoint writes; ``callbacks`` come last.
     """
     run_dir = Path(run_dir)
     t = cfg.trainer
-    engine_callbacks: list[Callback] = [RngStateCallback(), RunHistory(run_dir, cfg, extra_metrics)]
+    guard = DataGuard(run_dir if is_rank_zero_process() else None,
+                      getattr(cfg.data, "max_skipped_fraction", LoaderConfig.max_skipped_fraction))
+    engine_callbacks: list[Callback] = [RngStateCallback(), RunHistory(run_dir, cfg, extra_metrics), guard]
     if stage == "fit":
         engine_callbacks += [_checkpoint_callback(cfg, run_dir), LearningRateMonitor(logging_interval="step")]
         if t.early_stopping_patience is not None:

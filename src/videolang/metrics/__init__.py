@@ -13,6 +13,7 @@ from videolang.metrics.anticipation import (
 )
 from videolang.metrics.captioning import caption_metrics, cider, corpus_bleu, rouge_l
 from videolang.metrics.classification import class_mean_recall, target_ranks, topk_accuracy
+from videolang.metrics.knn import knn_predict
 from videolang.metrics.retrieval import (
     MultiRanks,
     rank_metrics,
@@ -29,6 +30,7 @@ __all__ = [
     "cider",
     "class_mean_recall",
     "corpus_bleu",
+    "knn_predict",
     "many_shot_actions",
     "mean_class_recall",
     "rank_metrics",

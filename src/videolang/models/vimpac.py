@@ -24,6 +24,7 @@ from videolang.errors import ConfigError
 from videolang.models import layers
 
 __all__ = [
+    "BACKBONE_ARCHITECTURE_KEYS",
     "ContrastiveHead",
     "MaskedTokenHead",
     "SyncBatchNorm1d",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 _AXES = {"T": 1, "H": 2, "W": 3}  # axis of each letter in a (B, L, H, W, D) tensor
+# What fine-tuning keeps of a pretrained backbone's config (the original's args.pickle).
+BACKBONE_ARCHITECTURE_KEYS = ("hidden_size", "num_layers", "num_heads", "attention_size", "mlp_size", "layout",
+                              "pre_norm", "layer_norm_eps")
 
 
 def parse_layout(layout: str) -> list[list[str]]:
@@ -297,6 +301,15 @@ class VimpacBackbone(nn.Module):
             for name, n in (("temporal", length), ("height", height), ("width", width)):
                 setattr(pe, name, nn.Parameter(pe._resize(getattr(pe, name).detach(), n).clone()))
         self.config.length, self.config.height, self.config.width = length, height, width
+
+    def redraw_temporal_positions(self, generator: torch.Generator) -> None:
+        """Draw the temporal position table afresh, at the initial ratio to the token embeddings:
+        a pretrained table describes another frame spacing, and a fresh one breaks the symmetry
+        that leaves a time-symmetric pretraining blind to frame order (docs/vimpac.md)."""
+        table = self.pos_embed.temporal
+        scale = self.token_embedding.weight.detach().pow(2).mean().sqrt() / self.pos_embed.TABLE_DIVISOR
+        with torch.no_grad():
+            table.copy_(torch.randn(table.shape, generator=generator) * scale)
 
     def embed(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, length, height, width = codes.shape

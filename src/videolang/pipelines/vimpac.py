@@ -10,10 +10,11 @@ is averaged. The protocol step by step: docs/inference.md ("What each pipeline d
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,11 @@ from videolang.errors import ConfigError, VideoDecodeError
 from videolang.pipelines.base import Pipeline, Prediction, as_video_list, top_k_predictions
 from videolang.pipelines.folder import PipelineSpec, StrictModel, resolve_in_folder
 from videolang.pipelines.inputs import Features, Frames, VideoInput, as_video, describe_video
+
+if TYPE_CHECKING:
+    from videolang.data.vimpac import VimpacDataConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CONVERTED_TOKENIZER",
@@ -36,9 +42,11 @@ __all__ = [
     "converted_frame_tokenizer",
     "frame_tokenizer_files",
     "spec_for_converted",
+    "stores_frame_tokenizer",
     "tokenize_videos",
     "view_from_header",
     "view_tokens",
+    "write_vimpac_folder",
 ]
 
 FRAME_TOKENIZER_DIR = "frame_tokenizer"
@@ -510,3 +518,44 @@ def converted_frame_tokenizer(model: torch.nn.Module, spec: VIMPACSpec, source: 
              for v in spec.views]
     return spec.model_copy(update={"tokenizer": section, "views": views}), write
 
+
+
+# -- model folders of training runs ----------------------------------------------------------
+
+
+def stores_frame_tokenizer(data: VimpacDataConfig) -> Any | None:
+    """``data.frame_tokenizer`` loaded and checked against the fingerprint every store of the
+    run records (``None`` when it is not set)."""
+    from videolang.data.vimpac import check_tokenizer_fingerprint
+    from videolang.models.frame_tokenizers import load_frame_tokenizer
+
+    if data.frame_tokenizer is None:
+        return None
+    tokenizer = load_frame_tokenizer(data.frame_tokenizer)
+    check_tokenizer_fingerprint([*data.train_stores, *data.val_stores, *data.test_stores], tokenizer.fingerprint(),
+                                data.frame_tokenizer)
+    return tokenizer
+
+
+def write_vimpac_folder(out_dir: str | os.PathLike, model: torch.nn.Module, data: VimpacDataConfig, *,
+                        task: Literal["classification", "features"], stores: Sequence[str], num_clips: int,
+                        provenance: dict[str, Any]) -> Path:
+    """Write ``model`` as a VIMPAC model folder: the views of ``stores``, the run's clips
+    (``num_clips`` per view), the class names and frame tokenizer of ``data`` (:class:`VIMPACSpec`)."""
+    from videolang.data.tokens import TokenStore
+    from videolang.pipelines.folder import write_model_folder
+
+    tokenizer = stores_frame_tokenizer(data)
+    section, extra = frame_tokenizer_files(tokenizer) if tokenizer is not None else (None, None)
+    if tokenizer is None:
+        log.warning("no data.frame_tokenizer: the model folder takes token codes only (set it to the tokenizer "
+                    "that made the stores to classify raw videos)")
+    labels = None
+    if task == "classification":
+        classes, n = TokenStore(data.train_stores[0]).header.classes, model.config.num_classes
+        labels = list(classes) if classes and len(classes) == n else [str(i) for i in range(n)]
+    spec = VIMPACSpec(task=task, tokenizer=section, views=[view_from_header(TokenStore(p).header) for p in stores],
+                      clips=ClipSpec(clip_len=data.clip_len, stride=data.stride, num_clips=num_clips,
+                                     legacy_first_clip=data.legacy_first_clip),
+                      labels=labels, provenance=provenance)
+    return write_model_folder(out_dir, model, spec, extra=extra)

@@ -1,110 +1,51 @@
 """VidLanKD recipes: ``vidlankd.teacher`` (MLM + token-to-video hinge on captions and clip
 features), ``vidlankd.student`` (text-only MLM distilled from the frozen teacher) and
-``vidlankd.glue`` (GLUE fine-tuning of any BERT). Sampling, validation and the original's loss
-normalisations: docs/vidlankd.md ("Implementation notes").
+``vidlankd.glue`` (GLUE fine-tuning of any BERT, in recipes/vidlankd_glue.py). Sampling,
+validation and the original's loss normalisations: docs/vidlankd.md ("Implementation notes").
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
-from videolang.data.datasets import DeferredDataLoader
-from videolang.data.glue import get_task, read_glue
+from videolang.data.stores import feature_rows_per_second
+from videolang.data.text import load_tokenizer
 from videolang.data.vidlankd import (
-    GlueFeatures,
+    GlueDataConfig,
+    GlueSplits,
+    StudentDataConfig,
+    StudentSplits,
     TeacherDataConfig,
-    VideoCaptionWindows,
-    caption_window,
-    collate_glue,
-    collate_teacher,
-    read_caption_tracks,
-    read_video_ids,
-    remove_overlap,
+    TeacherSplits,
+    mask_for_step,
 )
 from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
 from videolang.engine.evaluation import EvaluationBuffer, batch_indices, log_metrics
+from videolang.engine.export import export_provenance
 from videolang.errors import ConfigError
-from videolang.losses import mlm_loss
+from videolang.losses import distill, mlm_loss
 from videolang.metrics import retrieval_metrics
-from videolang.metrics.glue import glue_metrics
 from videolang.models import load_pretrained
-from videolang.models.bert import BertEncoder
 from videolang.models.layers import masked_mean
-from videolang.models.vidlankd import VidLanKDClassifier, VidLanKDStudent, VidLanKDTeacher
+from videolang.models.vidlankd import VidLanKDStudent, VidLanKDTeacher
+from videolang.recipes.vidlankd_glue import GlueModelConfig, GlueModule
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "GlueDataConfig",
-    "GlueModelConfig",
-    "StudentDataConfig",
-    "StudentModelConfig",
-    "TeacherDataConfig",
-    "TeacherModelConfig",
-    "caption_window",
-    "remove_overlap",
-]
+__all__ = ["StudentModelConfig", "TeacherModelConfig", "student_kd_terms"]
 
 
-# ---------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def _tokenizer(name: str):
-    from videolang.data.text import load_tokenizer
-
-    return load_tokenizer(name)
-
-
-def _mask(cfg_seed: int, step: int, ids: torch.Tensor, tok, attention_mask: torch.Tensor, p: float):
-    """BERT's 15% / 80-10-10 corruption, seeded by (seed, step) so a resumed run masks alike."""
-    from videolang.data.text import mask_tokens
-
-    g = torch.Generator(device=ids.device).manual_seed(cfg_seed * 1_000_003 + step)
-    return mask_tokens(ids, mask_token_id=tok.mask_token_id, vocab_size=len(tok),
-                       special_token_ids=tok.all_special_ids, attention_mask=attention_mask,
-                       mlm_probability=p, generator=g, min_one_masked=True)
-
-
-def _check_vocab(model_vocab: int, tok, what: str) -> None:
+def _check_vocab(model_vocab: int, tok: Any, what: str) -> None:
     if len(tok) > model_vocab:
         raise ConfigError(f"{what}: the tokenizer has {len(tok)} tokens, the model's vocabulary {model_vocab}; "
                           "set the model's bert.vocab_size (or use the matching tokenizer)")
 
 
-def _provenance(cfg: RunConfig) -> dict[str, Any]:
-    from videolang.engine.export import export_provenance
-
-    return export_provenance(cfg)
-
-
-def _folder_tokenizer(folder: Path) -> str | None:
-    """The tokenizer saved inside a model folder (``write_model_folder``), if any."""
-    from videolang.pipelines.folder import PIPELINE_FILE, TOKENIZER_DIR
-
-    saved = folder / TOKENIZER_DIR
-    return str(saved) if (folder / PIPELINE_FILE).is_file() and saved.is_dir() else None
-
-
-def _teacher_feature_rate(d: TeacherDataConfig) -> float:
-    from videolang.recipes.videoclip import extraction_info
-
-    if d.feature_rate is not None:
-        return float(d.feature_rate)
-    return float(extraction_info(d.features).get("rows_per_second", 1.0))
-
-
 # ---------------------------------------------------------------------------------------------
-# teacher data: caption windows over timestamped captions + clip features
+# teacher: MLM + token-to-video hinge on caption windows and clip features
 
 
 @dataclass
@@ -122,68 +63,11 @@ class TeacherModelConfig:
     mlm_probability: float = 0.15
 
 
-class TeacherDataModule(L.LightningDataModule):
-    def __init__(self, cfg: RunConfig):
-        super().__init__()
-        self.cfg, self.d = cfg, cfg.data
-        for key in ("features", "captions"):
-            if not getattr(self.d, key):
-                raise ConfigError(f"data.{key}: required by vidlankd.teacher")
-        self._sets: dict[str, VideoCaptionWindows] = {}
-
-    def dataset(self, stage: str) -> VideoCaptionWindows:
-        if stage in self._sets:
-            return self._sets[stage]
-        from videolang.data.stores import FeatureStore
-        from videolang.recipes.videoclip import extraction_info
-
-        d = self.d
-        features = FeatureStore(d.features)
-        rate = d.feature_rate if d.feature_rate is not None else float(
-            extraction_info(d.features).get("rows_per_second", 1.0))
-        captions = read_caption_tracks(d.captions)
-        listed = getattr(d, f"{stage}_list")
-        if stage == "val" and not listed:
-            raise ConfigError("data.val_list: no validation videos given")
-        ids = read_video_ids(listed, f"data.{stage}_list") if listed else sorted(captions)
-        ids = [v for v in ids if v in captions and v in features]
-        if not ids:
-            raise ConfigError(f"data.{stage}_list: no video has both captions ({d.captions}) and features ({d.features})")
-        ds = VideoCaptionWindows(ids, captions, features, _tokenizer(d.tokenizer), d, rate, self.cfg.seed,
-                                 random_window=stage == "train" and d.window == "random")
-        self._sets[stage] = ds
-        return ds
-
-    def _loader(self, stage: str, batch_size: int, shuffle: bool) -> DataLoader:
-        ds = self.dataset(stage)
-        pad = ds.tok.pad_token_id
-        return DeferredDataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
-                          collate_fn=lambda items: collate_teacher(items, pad), num_workers=self.d.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.d.batch_size, True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", self.d.eval_batch_size, False) if self.d.val_list else []
-
-
-def _hinge(kind: str, token_emb: torch.Tensor, video_emb: torch.Tensor, mask: torch.Tensor, margin: float):
-    from videolang.losses import distill
-
-    negatives = "paired_half" if kind == "paired" else "in_batch"
-    return distill.paired_hinge_loss(token_emb, video_emb, mask, margin, negatives=negatives)
-
-
-def text_video_scores(token_emb: torch.Tensor, mask: torch.Tensor, video_emb: torch.Tensor) -> torch.Tensor:
-    """``(texts, videos)``: mean over each text's real tokens of the token-video cosine."""
-    return masked_mean(token_emb, mask) @ video_emb.t()
-
-
 class TeacherModule(RecipeModule):
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         m: TeacherModelConfig = cfg.model
-        self.tok = _tokenizer(cfg.data.tokenizer)
+        self.tok = load_tokenizer(cfg.data.tokenizer)
         if m.init:
             model = load_pretrained(m.init).train()
             if not isinstance(model, VidLanKDTeacher):
@@ -210,19 +94,19 @@ class TeacherModule(RecipeModule):
 
         d: TeacherDataConfig = self.cfg.data
         backbone, backbone_spec = backbone_from_store(d.features)
-        video = VideoFeaturesSpec(backbone=backbone_spec, feature_rate=_teacher_feature_rate(d), max_len=d.max_video_len)
+        rate = feature_rows_per_second(d.features, d.feature_rate)
+        video = VideoFeaturesSpec(backbone=backbone_spec, feature_rate=rate, max_len=d.max_video_len)
         spec = VidLanKDSpec(task="teacher", text=TextSpec(max_len=d.block_size - 2), video=video,
-                            provenance=_provenance(self.cfg))
+                            provenance=export_provenance(self.cfg))
         return write_model_folder(out_dir, self.model, spec, tokenizer=self.tok, backbone=backbone)
-
-    def on_train_epoch_start(self) -> None:
-        self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)
 
     def _losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         m: TeacherModelConfig = self.cfg.model
-        inputs, labels = _mask(self.cfg.seed, step, batch["ids"], self.tok, batch["mask"], m.mlm_probability)
+        inputs, labels = mask_for_step(self.cfg.seed, step, batch["ids"], self.tok, batch["mask"], m.mlm_probability)
         out = self.model(inputs, batch["mask"], batch["vfeats"], batch["vmask"], mlm_labels=labels)
-        hinge = _hinge(m.hinge, out["token_emb"], out["video_emb"], batch["mask"], m.margin)
+        negatives = "paired_half" if m.hinge == "paired" else "in_batch"
+        hinge = distill.paired_hinge_loss(out["token_emb"], out["video_emb"], batch["mask"], m.margin,
+                                          negatives=negatives)
         mlm = mlm_loss(out["mlm_logits"], out["mlm_targets"])
         return {"loss": hinge + m.mlm_weight * mlm, "hinge": hinge, "mlm": mlm, "out": out}
 
@@ -274,52 +158,6 @@ class StudentModelConfig:
     mlm_probability: float = 0.15
 
 
-@dataclass
-class StudentDataConfig:
-    """``data.*`` of ``vidlankd.student``."""
-
-    train_files: list[str] = field(default_factory=list)
-    val_files: list[str] = field(default_factory=list)
-    format: CorpusFormat = "wikitext"
-    tokenizer: str = "minilm"
-    block_size: int = 126  # tokens per block, [CLS] and [SEP] added
-    exclude_ranges: list[list[int]] = field(default_factory=list)
-    cache_dir: str | None = None  # tokenised streams (.npy); None: next to nothing, re-tokenise
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    shuffle: bool = True  # the original scripts never shuffle (corpus order)
-    num_workers: int = 0
-
-
-class StudentDataModule(L.LightningDataModule):
-    def __init__(self, cfg: RunConfig):
-        super().__init__()
-        self.cfg, self.d = cfg, cfg.data
-        if not self.d.train_files:
-            raise ConfigError("data.train_files: vidlankd.student needs a text corpus")
-        self._sets: dict[str, TokenBlocks] = {}
-
-    def dataset(self, stage: str) -> TokenBlocks:
-        if stage not in self._sets:
-            d = self.d
-            tok = _tokenizer(d.tokenizer)
-            files = d.train_files if stage == "train" else d.val_files
-            stream = load_token_stream(files, tok, d.format, cache_dir=d.cache_dir, tokenizer_name=d.tokenizer)
-            self._sets[stage] = TokenBlocks(stream, tok.cls_token_id, tok.sep_token_id, d.block_size,
-                                            d.exclude_ranges if stage == "train" else ())
-        return self._sets[stage]
-
-    def train_dataloader(self) -> DataLoader:
-        ds = self.dataset("train")
-        return DeferredDataLoader(ds, batch_size=self.d.batch_size, shuffle=self.d.shuffle,
-                          drop_last=len(ds) > self.d.batch_size, num_workers=self.d.num_workers)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if not self.d.val_files:
-            return []
-        return DataLoader(self.dataset("val"), batch_size=self.d.eval_batch_size, num_workers=self.d.num_workers)
-
-
 KD_TERMS = ("nst", "contrastive")
 
 
@@ -327,8 +165,6 @@ def student_kd_terms(out: dict[str, torch.Tensor], teacher_hidden: torch.Tensor,
                      m: StudentModelConfig) -> dict[str, torch.Tensor]:
     """The distillation terms of one batch (teacher hidden states are L2-normalised per token
     first, as the original)."""
-    from videolang.losses import distill
-
     t = F.normalize(teacher_hidden, dim=-1)
     terms = {}
     if "nst" in m.kd:
@@ -359,7 +195,7 @@ class StudentModule(RecipeModule):
         unknown = [k for k in m.kd if k not in KD_TERMS]
         if unknown:
             raise ConfigError(f"model.kd: unknown term(s) {', '.join(unknown)}; known: {', '.join(KD_TERMS)}")
-        self.tok = _tokenizer(cfg.data.tokenizer)
+        self.tok = load_tokenizer(cfg.data.tokenizer)
         if m.init:
             model = load_pretrained(m.init).train()
             if not isinstance(model, VidLanKDStudent):
@@ -395,7 +231,7 @@ class StudentModule(RecipeModule):
         from videolang.pipelines.vidlankd import VidLanKDSpec
 
         spec = VidLanKDSpec(task="text-encoder", text=TextSpec(max_len=self.cfg.data.block_size),
-                            provenance=_provenance(self.cfg))
+                            provenance=export_provenance(self.cfg))
         return write_model_folder(out_dir, self.model, spec, tokenizer=self.tok)
 
     def on_fit_start(self) -> None:
@@ -405,7 +241,7 @@ class StudentModule(RecipeModule):
     def _losses(self, ids: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         m: StudentModelConfig = self.cfg.model
         mask = ids != self.tok.pad_token_id
-        inputs, labels = _mask(self.cfg.seed, step, ids, self.tok, mask, m.mlm_probability)
+        inputs, labels = mask_for_step(self.cfg.seed, step, ids, self.tok, mask, m.mlm_probability)
         out = self.model(inputs, mask, mlm_labels=labels)
         r = {"mlm": mlm_loss(out["mlm_logits"], out["mlm_targets"])}
         total = r["mlm"]
@@ -437,163 +273,6 @@ class StudentModule(RecipeModule):
             self.log("val/perplexity", torch.exp(mlm))
 
 
-# ---------------------------------------------------------------------------------------------
-# GLUE
-
-
-@dataclass
-class GlueModelConfig:
-    """``model.*`` of ``vidlankd.glue``."""
-
-    init: str = "minilm"  # a student / teacher / classifier export, a local HF BERT folder, or "minilm"
-    classifier_dropout: float | None = None
-
-
-@dataclass
-class GlueDataConfig:
-    """``data.*`` of ``vidlankd.glue``."""
-
-    task_dir: str = ""  # the task's folder (glue_data/SST-2), or the GLUE root holding it
-    task: str = "SST-2"
-    tokenizer: str | None = None  # None: the model's tokenizer
-    max_seq_length: int = 128
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    train_split: str = "train"
-    eval_split: str = "dev"
-    skip_malformed: bool = False
-    num_workers: int = 0
-
-
-def load_glue_encoder(init: str) -> tuple[BertEncoder, str]:
-    """The BERT to fine-tune and its tokenizer name."""
-    p = Path(init)
-    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
-        import json
-
-        if "architecture" in json.loads((p / "config.json").read_text()):
-            model = load_pretrained(p)
-            if isinstance(model, VidLanKDClassifier | VidLanKDStudent | VidLanKDTeacher):
-                return model.bert, _folder_tokenizer(p) or model.config.tokenizer
-            raise ConfigError(f"model.init {init}: a {type(model).__name__} has no BERT to fine-tune")
-    from videolang.models.videoclip import resolve_pretrained_dir
-
-    path = resolve_pretrained_dir(init)
-    return BertEncoder.from_pretrained(path), str(path) if init != "minilm" else "minilm"
-
-
-def _task_folder(d: GlueDataConfig) -> Path:
-    task = get_task(d.task)
-    root = Path(d.task_dir)
-    return root / task.name if (root / task.name).is_dir() else root
-
-
-class GlueDataModule(L.LightningDataModule):
-    def __init__(self, cfg: RunConfig):
-        super().__init__()
-        self.cfg, self.d = cfg, cfg.data
-        if not self.d.task_dir:
-            raise ConfigError("data.task_dir: the GLUE task folder (or the GLUE root) is required")
-        self._sets: dict[str, GlueFeatures] = {}
-        self._tok = None
-
-    def tokenizer(self):
-        if self._tok is None:
-            name = self.d.tokenizer or load_glue_encoder_tokenizer(self.cfg.model.init)
-            self._tok = _tokenizer(name)
-        return self._tok
-
-    def dataset(self, split: str) -> GlueFeatures:
-        if split not in self._sets:
-            data = read_glue(_task_folder(self.d), self.d.task, split, skip_malformed=self.d.skip_malformed)
-            if not data.labelled:
-                raise ConfigError(f"{data.path}: split {split!r} has no labels to train or evaluate on")
-            if data.skipped:
-                log.warning("%s: skipped %d malformed rows", data.path, data.skipped)
-            self._sets[split] = GlueFeatures(data, self.tokenizer(), self.d.max_seq_length)
-        return self._sets[split]
-
-    def _loader(self, split: str, bs: int, shuffle: bool) -> DataLoader:
-        pad = self.tokenizer().pad_token_id
-        return DeferredDataLoader(self.dataset(split), batch_size=bs, shuffle=shuffle, num_workers=self.d.num_workers,
-                          collate_fn=lambda items: collate_glue(items, pad))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.d.train_split, self.d.batch_size, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.d.eval_split, self.d.eval_batch_size, False)
-
-
-def load_glue_encoder_tokenizer(init: str) -> str:
-    p = Path(init)
-    if saved := _folder_tokenizer(p):  # a complete model folder carries its tokenizer
-        return saved
-    if (p / "config.json").is_file():
-        import json
-
-        cfg = json.loads((p / "config.json").read_text())
-        if "tokenizer" in cfg:
-            return cfg["tokenizer"]
-    return "minilm" if init == "minilm" else init
-
-
-class GlueModule(RecipeModule):
-    def __init__(self, cfg: RunConfig):
-        super().__init__(cfg)
-        task = get_task(cfg.data.task)
-        self.task = task
-        encoder, tokenizer = load_glue_encoder(cfg.model.init)
-        problem = "regression" if task.is_regression else "classification"
-        self.model = VidLanKDClassifier.from_encoder(encoder, task.num_labels, problem=problem,
-                                                     tokenizer=cfg.data.tokenizer or tokenizer)
-        if cfg.model.classifier_dropout is not None:
-            self.model.dropout.p = cfg.model.classifier_dropout
-            self.model.config.classifier_dropout = cfg.model.classifier_dropout
-        self._eval = EvaluationBuffer()
-
-    def export_pretrained(self, out_dir) -> Path:
-        """A model folder: weights, the tokenizer the run used, how it tokenised (``max_length``
-        tokens, pair layout) and the task's label names, so ``classify`` answers as evaluated."""
-        from videolang.pipelines.folder import TextSpec, write_model_folder
-        from videolang.pipelines.vidlankd import GlueSpec, VidLanKDSpec
-
-        d: GlueDataConfig = self.cfg.data
-        task = self.task
-        glue = GlueSpec(task=task.name, labels=None if task.labels is None else list(task.labels),
-                        pair=task.text_b is not None, max_length=d.max_seq_length, metrics=list(task.metrics))
-        spec = VidLanKDSpec(task="classification", text=TextSpec(max_len=max(1, d.max_seq_length - 2)), glue=glue,
-                            provenance=_provenance(self.cfg))
-        tokenizer = _tokenizer(d.tokenizer or load_glue_encoder_tokenizer(self.cfg.model.init))
-        return write_model_folder(out_dir, self.model, spec, tokenizer=tokenizer)
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        if self.task.is_regression:
-            return F.mse_loss(logits, labels, reduction=reduction)
-        return F.cross_entropy(logits, labels, reduction=reduction)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["ids"], batch["mask"], batch["types"])
-        loss = self._loss(logits, batch["label"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["ids"].shape[0])
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.model(batch["ids"], batch["mask"], batch["types"])
-        self._eval.add(batch_indices(self.trainer, "val", batch_idx),
-                       pred=logits if self.task.is_regression else logits.argmax(-1), label=batch["label"],
-                       loss=self._loss(logits, batch["label"], reduction="none"))
-
-    def on_validation_epoch_end(self) -> None:
-        outputs, self._eval = self._eval.gather(), EvaluationBuffer()
-        if not outputs:
-            return
-        scores = glue_metrics(self.task.metrics, outputs["pred"].numpy(), outputs["label"].numpy())
-        log_metrics(self, {"val/loss": float(outputs["loss"].mean()), **{f"val/{k}": v for k, v in scores.items()}})
-        if "score" not in scores:
-            log_metrics(self, {"val/score": next(iter(scores.values()))})
-
-
-register_recipe("vidlankd.teacher", TeacherModule, TeacherDataModule, TeacherModelConfig, TeacherDataConfig)
-register_recipe("vidlankd.student", StudentModule, StudentDataModule, StudentModelConfig, StudentDataConfig)
-register_recipe("vidlankd.glue", GlueModule, GlueDataModule, GlueModelConfig, GlueDataConfig)
+register_recipe("vidlankd.teacher", TeacherModule, TeacherSplits, TeacherModelConfig, TeacherDataConfig)
+register_recipe("vidlankd.student", StudentModule, StudentSplits, StudentModelConfig, StudentDataConfig)
+register_recipe("vidlankd.glue", GlueModule, GlueSplits, GlueModelConfig, GlueDataConfig)
