@@ -213,3 +213,86 @@ def test_student_splits_carry_the_teacher_on_the_training_split_only(world, tmp_
         AnticipationSplits(replace(d, teacher_predictions=str(tmp_path / "small.safetensors"))).dataset("train")
     with pytest.raises(ConfigError, match=r"data\.features"):
         AnticipationSplits(AnticipationStudentDataConfig(root=str(world))).dataset("test")
+
+
+def _world_copy(world, tmp_path):
+    import shutil
+
+    root = tmp_path / "w"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copy(world / "annotations/vocab.json", root / "annotations/vocab.json")
+    return root
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"start": float("nan")}, r"segments\.jsonl:1: not valid JSON|NaN"),
+    ({"start": 1.5}, r"segments\.jsonl:1: field 'start'.*integer|segments\.jsonl:1: .*starts after it ends"),
+    ({"verb_id": 1.5}, r"segments\.jsonl:1: field 'verb_id'"),  # int() truncated this to 1
+    ({"action_id": 52}, r"segments\.jsonl:1: field 'action': 52 is not an action id \(0\.\.51\)"),
+    ({"action_id": "3"}, r"segments\.jsonl:1: field 'action_id'"),
+    ({"end": -1.0}, r"segments\.jsonl:1: field 'end'"),
+])
+def test_synthetic_segments_are_validated_not_coerced(world, tmp_path, change, message):
+    root = _world_copy(world, tmp_path)
+    rows = [json.loads(line) for line in (world / "annotations/segments.jsonl").read_text().splitlines()]
+    rows[0] = {**rows[0], **change}
+    (root / "annotations/segments.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(ConfigError, match=message):
+        read_segments("synthetic", root, "train")
+
+
+def test_verb_of_an_action_must_agree_and_epic_classes_stay_in_the_vocabulary(world, tmp_path):
+    root = _world_copy(world, tmp_path)
+    rows = [json.loads(line) for line in (world / "annotations/segments.jsonl").read_text().splitlines()]
+    rows[2]["verb_id"] = (rows[2]["verb_id"] + 1) % 9
+    (root / "annotations/segments.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(ConfigError, match=r"segments\.jsonl:3: action \d+ has verb"):
+        read_segments("synthetic", root, "test")
+    epic = world / "formats/epic_kitchens_55"
+    labels = (epic / "EPIC_train_action_labels.csv").read_text().splitlines()
+    head = labels[0].split(",")
+    cells = labels[1].split(",")
+    cells[head.index("noun_class")] = "999"
+    bad = tmp_path / "epic"
+    (bad / "rulstm").mkdir(parents=True)
+    (bad / "rulstm/actions.csv").write_text((epic / "rulstm/actions.csv").read_text())
+    (bad / "EPIC_train_action_labels.csv").write_text("\n".join([labels[0], ",".join(cells), *labels[2:]]))
+    with pytest.raises(ConfigError, match=r"labels\.csv:2: field 'noun': 999 is not a noun id"):
+        read_segments("epic55", bad, "train")
+    cells[head.index("noun_class")], cells[head.index("start_timestamp")] = "0", "00:00:09.00"
+    (bad / "EPIC_train_action_labels.csv").write_text("\n".join([labels[0], ",".join(cells), *labels[2:]]))
+    with pytest.raises(ConfigError, match=r"labels\.csv:2: .*starts after it ends"):
+        read_segments("epic55", bad, "train")
+
+
+def test_many_shot_ids_are_integers_of_the_vocabulary(world, tmp_path):
+    vocab = read_action_vocab("synthetic", world)
+    (tmp_path / "EPIC_many_shot_nouns.csv").write_text("noun_class,noun\n2,bag\n")
+    (tmp_path / "EPIC_many_shot_verbs.csv").write_text("verb_class,verb\n1.7,take\n")  # int() truncated to 1
+    with pytest.raises(ConfigError, match=r"verbs\.csv:2: field 'verb_class'"):
+        read_many_shot_classes(tmp_path)
+    (tmp_path / "EPIC_many_shot_verbs.csv").write_text("verb_class,verb\n40,take\n")
+    with pytest.raises(ConfigError, match=r"verbs\.csv:2: field 'verb_class': 40 is not a class"):
+        read_many_shot_classes(tmp_path, vocab)
+
+
+def test_unreadable_feature_rows_are_counted_skips_in_training(tmp_path):
+    from videolang.data.datasets import SkippedSample
+
+    class Broken(dict):
+        def __getitem__(self, key):
+            raise OSError("shard truncated")
+
+    segs = [Segment("a", "v", 0.0, 1.0, 0, 0, 1), Segment("b", "v", 2.5, 4.0, 0, 0, 2),
+            Segment("c", "w", 0.0, 0.5, 0, 0, 1), Segment("d", "w", 0.6, 1.0, 0, 0, 2)]
+    queries = build_queries(segs, anticipation_gap=0.5)
+    store = _Store(v=np.ones((20, 3), np.float32), w=np.ones((20, 3), np.float32))
+    clips = ObservedClips(queries, store, 5.0, 4, skip_unreadable=True)
+    short = clips[1]  # query d observes 0.1 s: no row of 0.2 s ends by then
+    assert isinstance(short, SkippedSample) and short.source == "w" and "no feature row" in short.reason
+    batch = collate_clips([clips[0], short])
+    assert batch["feats"].shape[0] == 1 and [s.source for s in batch["skipped"]] == ["w"]
+    broken = ObservedClips(queries, Broken(v=1, w=1), 5.0, 4, skip_unreadable=True)
+    assert collate_clips([broken[0], broken[1]]) == {"skipped": [broken[0], broken[1]]}
+    with pytest.raises(ConfigError, match="no feature row ends"):  # outside training runs: an error
+        ObservedClips(queries, store, 5.0, 4)[1]

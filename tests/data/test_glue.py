@@ -68,7 +68,7 @@ def test_test_split_with_labels_file(glue_root):
 def test_errors_name_file_and_line(glue_root):
     d = glue_root / "RTE"
     (d / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n")
-    with pytest.raises(ConfigError, match=r"RTE/dev\.tsv:3: RTE label 'maybe'"):
+    with pytest.raises(ConfigError, match=r"RTE/dev\.tsv:3: field 'label': RTE label 'maybe'"):
         read_glue(d, "rte", "dev")
     (d / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\n")
     with pytest.raises(ConfigError, match=r"dev\.tsv:2: expected at least 4 tab-separated columns, got 2"):
@@ -83,10 +83,26 @@ def test_errors_name_file_and_line(glue_root):
     with pytest.raises(ConfigError, match=r"split 'dev_mismatched'.*not found \(files there: dev\.tsv"):
         read_glue(d, "rte", "dev_mismatched")
     (glue_root / "STS-B" / "dev.tsv").write_text(LAYOUTS["STS-B"][1].replace("4.75", "high"))
-    with pytest.raises(ConfigError, match=r"dev\.tsv:2: STS-B score 'high' is not a number"):
+    with pytest.raises(ConfigError, match=r"dev\.tsv:2: field 'label': .*number"):
         read_glue(glue_root / "STS-B", "stsb", "dev")
+    for score in ("nan", "inf", "-inf"):  # float() takes them; a NaN target would give a NaN loss
+        (glue_root / "STS-B" / "dev.tsv").write_text(LAYOUTS["STS-B"][1].replace("4.75", score))
+        with pytest.raises(ConfigError, match=r"dev\.tsv:2: field 'label': .*finite"):
+            read_glue(glue_root / "STS-B", "stsb", "dev")
     with pytest.raises(ConfigError, match="unknown GLUE task 'wnli'"):
         get_task("wnli")
+
+
+def test_blank_sentences_and_bad_utf8_are_named(glue_root):
+    d = glue_root / "RTE"
+    (d / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\t \tentailment\n1\ta\tb\tentailment\n")
+    with pytest.raises(ConfigError, match=r"dev\.tsv:2: field 'text_b'"):
+        read_glue(d, "rte", "dev")
+    kept = read_glue(d, "rte", "dev", skip_malformed=True)
+    assert kept.skipped == 1 and [e.text_b for e in kept.examples] == ["b"]
+    (d / "dev.tsv").write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\ta\xff\tb\tentailment\n")
+    with pytest.raises(ConfigError, match=r"dev\.tsv:2: not UTF-8"):
+        read_glue(d, "rte", "dev")
 
 
 def test_synthetic_world_glue_files(tmp_path):

@@ -90,3 +90,22 @@ def test_tokenize_command_on_world(tmp_path, capsys):
     rc = main(["tokenize", "--tokenizer", str(tmp_path / "tok5"), "--train-vqvae", "5", "--vqvae-downsample", "16",
                "--world", str(tmp_path / "world"), "--out", str(tmp_path / "store5"), "--size", "24"])
     assert rc == 2 and "dividing the frame size 24" in capsys.readouterr().err
+
+
+def test_video_lists_stay_inside_the_root_and_labels_are_integers(tmp_path):
+    from videolang.data.tokens import TokenStoreHeader, read_video_list
+
+    for line, message in (("../x.mp4 1", r"list\.txt:2: field 'path'.*'\.\.'"),
+                          ("/etc/passwd 1", r"list\.txt:2: field 'path'"),
+                          ("b.mp4 1.5", r"list\.txt:2: field 'label'"),
+                          ("b.mp4 -3", r"list\.txt:2: field 'label'"),
+                          ("a.avi 2", r"list\.txt:2: video 'a' already listed on line 1")):
+        (tmp_path / "list.txt").write_text(f"a.mp4 0\n{line}\n")
+        with pytest.raises(StoreError, match=message):
+            read_video_list(tmp_path / "list.txt", tmp_path)
+    header = {"tokenizer": "vqvae", "tokenizer_hash": None, "vocab_size": 512, "downsample": 4, "fps": 8.0,
+              "frame_size": 32}
+    assert TokenStoreHeader.from_dict(header, source="h").grid == (8, 8)
+    for key, value in (("vocab_size", "512"), ("fps", float("nan")), ("frame_size", 30), ("crop", "left")):
+        with pytest.raises(StoreError, match=rf"h: .*{key if key != 'frame_size' else 'multiple'}"):
+            TokenStoreHeader.from_dict({**header, key: value}, source="h")

@@ -77,3 +77,66 @@ def test_masks_depend_on_seed_and_step_only():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], mask_for_step(0, 4, ids, tok, mask, 0.5)[1])
     assert (a[1] != -100).any()  # something is masked
+
+
+@pytest.mark.parametrize(("track", "message"), [
+    ({"text": ["a", ""], "start": [0.0, 1.0], "end": [1.0, 2.0]}, r"field 'text\.1'"),
+    ({"text": ["a"], "start": [float("nan")], "end": [1.0]}, r"not valid JSON|NaN"),
+    ({"text": ["a"], "start": [-1.0], "end": [1.0]}, r"field 'start\.0'"),
+    ({"text": ["a"], "start": ["0"], "end": [1.0]}, r"field 'start\.0'"),
+    ({"text": ["a"], "start": [2.0], "end": [1.0]}, r"caption 0 starts after it ends"),
+    ({"text": ["a", "b"], "start": [0.0], "end": [1.0]}, r"differ in length"),
+    ({"text": ["a"], "start": [0.0]}, r"field 'end'"),
+])
+def test_caption_tracks_name_file_line_and_field(tmp_path, track, message):
+    import json
+
+    from videolang.data.vidlankd import read_caption_tracks
+
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"ok": {"text": ["x"], "start": [0.0], "end": [1.0]}}, indent=1)[:-2]
+                    + ',\n "bad": ' + json.dumps(track) + "\n}")
+    with pytest.raises(ConfigError, match=message) as err:
+        read_caption_tracks(str(path))
+    assert "captions.json" in str(err.value)
+    if "JSON" not in str(err.value):
+        line = path.read_text().split('"bad"')[0].count("\n") + 1
+        assert f"captions.json:{line}: video 'bad'" in str(err.value)
+
+
+def test_video_id_lists_are_not_coerced(tmp_path):
+    from videolang.data.vidlankd import read_video_ids
+
+    (tmp_path / "ids.json").write_text('[\n "a",\n 7\n]')
+    with pytest.raises(ConfigError, match=r"ids\.json:3: item 1: field 'id'"):
+        read_video_ids(str(tmp_path / "ids.json"), "data.train_list")
+    (tmp_path / "ids.lst").write_bytes(b"a\nb\xff\n")
+    with pytest.raises(ConfigError, match=r"ids\.lst:2: not UTF-8"):
+        read_video_ids(str(tmp_path / "ids.lst"), "data.train_list")
+    (tmp_path / "ids.lst").write_text("a\nb\na\n")
+    with pytest.raises(ConfigError, match=r"ids\.lst:3: video id 'a' already listed on line 1"):
+        read_video_ids(str(tmp_path / "ids.lst"), "data.train_list")
+
+
+def test_unreadable_features_are_counted_skips(tmp_path):
+    import numpy as np
+
+    from videolang.data.datasets import SkippedSample
+    from videolang.data.text import build_wordpiece_tokenizer
+    from videolang.data.vidlankd import TeacherDataConfig, VideoCaptionWindows, collate_teacher
+
+    class Features(dict):
+        def __getitem__(self, key):
+            if key == "bad":
+                raise OSError("truncated shard")
+            return np.ones((6, 4), np.float32)
+
+    tok = build_wordpiece_tokenizer(["take a cup", "wash it"] * 20, tmp_path / "tok", vocab_size=60)
+    captions = {v: {"text": ["take a cup", "wash it"], "start": [0.0, 1.0], "end": [1.0, 2.0]} for v in ("ok", "bad")}
+    ds = VideoCaptionWindows(["ok", "bad"], captions, Features(), tok, TeacherDataConfig(block_size=16), 2.0, 0,
+                             random_window=False)
+    skipped = ds[1]
+    assert isinstance(skipped, SkippedSample) and skipped.source == "bad" and "truncated shard" in skipped.reason
+    batch = collate_teacher([ds[0], skipped], pad=tok.pad_token_id)
+    assert batch["ids"].shape[0] == 1 and batch["index"].tolist() == [0] and batch["skipped"] == [skipped]
+    assert collate_teacher([skipped], pad=0) == {"skipped": [skipped]}

@@ -90,3 +90,64 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path):
     last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2
     assert last["global_step"] == max(e["step"] for e in result.metrics["history"]["val"])
+
+
+class StopAtStep(Callback):
+    """An interruption in the middle of an epoch: the run dies at ``step`` (its last checkpoint
+    is the one written every step before it)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise SystemExit("interrupted")
+
+
+def _splits_config(root):
+    from tests.engine.toy_recipe import SPLITS_RECIPE
+
+    cfg = toy_config(root, max_epochs=2, checkpoint_every_n_steps=1, monitor=None)
+    return {**cfg, "recipe": SPLITS_RECIPE, "name": "toy_splits"}
+
+
+@pytest.mark.parametrize("step", [3, 11])
+def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path, step):
+    """8 batches an epoch: steps 3 and 11 are inside epochs 0 and 1; the loader's state puts the
+    rest of the epoch back in the order an uninterrupted run saw."""
+    cfg = _splits_config(tmp_path)
+    straight = fit(cfg)
+    with pytest.raises(SystemExit):
+        fit(cfg, callbacks=[StopAtStep(step)])
+    killed = sorted((tmp_path / "toy_splits").glob("version_*"))[-1]
+    resumed = fit(cfg, resume=killed / "checkpoints" / "last.ckpt")
+    assert max_difference(weights(straight.run_dir), weights(resumed.run_dir)) == 0.0
+    assert resumed.metrics["final"] == straight.metrics["final"]
+
+
+def test_kill_9_mid_epoch_then_resume_is_exact(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = _splits_config(tmp_path)
+    straight = fit(cfg)
+    script = (
+        "import os, signal, sys, json\n"
+        "from lightning.pytorch.callbacks import Callback\n"
+        "from videolang.engine import fit\n"
+        "class Kill(Callback):\n"
+        "    def on_train_batch_end(self, trainer, *args):\n"
+        "        if trainer.global_step == 5:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "fit(json.loads(sys.argv[1]), callbacks=[Kill()])\n"
+    )
+    import json
+
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(cfg)], cwd=os.getcwd(), check=False,
+                          capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    killed = sorted((tmp_path / "toy_splits").glob("version_*"))[-1]
+    resumed = fit(cfg, resume=killed / "checkpoints" / "last.ckpt")
+    assert max_difference(weights(straight.run_dir), weights(resumed.run_dir)) == 0.0

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.engine import RecipeModule, RunConfig, register_recipe
 
 RECIPE = "tests.engine.toy_recipe:toy.classify"
@@ -108,6 +109,33 @@ class ToyData(L.LightningDataModule):
 
 
 register_recipe("toy.classify", ToyModule, ToyData, ToyModelConfig, ToyDataConfig)
+
+
+@dataclass
+class ToySplitsConfig(LoaderConfig):
+    """``data`` section of ``toy.splits``: the same random splits, served by the engine."""
+
+    num_train: int = 64
+    num_val: int = 32
+    dim: int = 8
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    seed: int = 1234
+
+
+class ToySplits(DataSplits[ToySplitsConfig]):
+    def build(self, split: str) -> TensorDataset:
+        g = torch.Generator().manual_seed(self.data.seed)
+        weights = torch.randn(self.data.dim, 3, generator=g)
+        for name, n in (("train", self.data.num_train), ("val", self.data.num_val)):
+            x = torch.randn(n, self.data.dim, generator=g)
+            if name == split or (split == "test" and name == "val"):
+                return TensorDataset(x, (x @ weights).argmax(-1))
+        raise KeyError(split)
+
+
+SPLITS_RECIPE = "tests.engine.toy_recipe:toy.splits"
+register_recipe("toy.splits", ToyModule, ToySplits, ToyModelConfig, ToySplitsConfig)
 
 
 def toy_config(root, **trainer) -> dict:

@@ -33,6 +33,7 @@ __all__ = [
     "read_csv_records",
     "read_json_document",
     "read_jsonl_records",
+    "read_text_file",
     "validate_record",
 ]
 
@@ -94,7 +95,9 @@ def validate_record(schema: type[RecordT], data: Any, where: str, *, text_cells:
         raise AnnotationError(f"{where}: {_describe(exc.errors()[0])}") from None
 
 
-def _open_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """A text file decoded as UTF-8 (a BOM dropped); a missing file or bad bytes is an
+    :class:`AnnotationError` naming the file and the line."""
     if not path.is_file():
         raise AnnotationError(f"annotation file not found: {path}")
     data = path.read_bytes()
@@ -124,11 +127,11 @@ def read_json_document(path: str | os.PathLike) -> Any:
     """A whole JSON file (an object or a list) after its syntax and encoding are checked; the
     caller validates its parts with :func:`validate_record` (naming the key it took them from)."""
     p = Path(path)
-    return _json_value(_open_text(p), os.fspath(p))
+    return _json_value(read_text_file(p), os.fspath(p))
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    for lineno, line in enumerate(_open_text(path).splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path).splitlines(), 1):
         if line.strip():
             yield lineno, _json_value(line, f"{path}:{lineno}")
 
@@ -152,7 +155,7 @@ def read_csv_records(path: str | os.PathLike, schema: type[RecordT], *, delimite
     """``(line, record)`` of every data row of a CSV file with a header row, each validated; a
     short or long row (a truncated file) is an error naming its line."""
     p = Path(path)
-    reader = csv.reader(io.StringIO(_open_text(p), newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(read_text_file(p), newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:

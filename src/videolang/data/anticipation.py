@@ -12,26 +12,43 @@ clip uid; a missing uid is an error unless a fallback is asked for) and :class:`
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BeforeValidator, Field, model_validator
 from torch.utils.data import Dataset
 
+from videolang.data.annotations import (
+    AnnotationError,
+    Identifier,
+    Record,
+    Seconds,
+    Text,
+    read_csv_records,
+    read_json_document,
+    read_jsonl_records,
+    read_text_file,
+    validate_record,
+)
+from videolang.data.datasets import SkippedSample
 from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.data.stores import FeatureStore, feature_rows_per_second
-from videolang.errors import ConfigError
+from videolang.errors import ConfigError, StoreError
 from videolang.utils.io import atomic_output
 
 log = logging.getLogger(__name__)
+RecordT = TypeVar("RecordT", bound=Record)
 
 __all__ = [
     "ActionVocab",
@@ -41,10 +58,18 @@ __all__ = [
     "AnticipationStudentDataConfig",
     "AnticipationTeacherDataConfig",
     "CorpusLines",
+    "EgteaAction",
+    "EgteaSegment",
+    "EpicAction",
+    "EpicSegment",
     "HistoryTexts",
+    "ManyShotNoun",
+    "ManyShotVerb",
     "ObservedClips",
     "Query",
     "Segment",
+    "SyntheticAction",
+    "SyntheticSegment",
     "TeacherPredictions",
     "TextCollator",
     "build_queries",
@@ -55,6 +80,7 @@ __all__ = [
     "history_text",
     "history_token_ids",
     "read_action_vocab",
+    "read_headerless_csv",
     "read_many_shot_classes",
     "read_queries",
     "read_segments",
@@ -135,6 +161,180 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------------------------
+# annotation schemas (one per file format; checked on load, nothing coerced)
+
+ClassId = Annotated[int, Field(ge=0)]
+"""A 0-based class id (an action, verb or noun)."""
+Frame = Annotated[int, Field(ge=1)]
+"""A 1-based frame number (EGTEA's RULSTM lists)."""
+_STAMP = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$")
+
+
+def _seconds_of_stamp(stamp: Any) -> Any:
+    """``HH:MM:SS.ff`` -> seconds; other values pass on to be refused by the float check."""
+    if not isinstance(stamp, str):
+        return stamp
+    match = _STAMP.match(stamp.strip())
+    if match is None:
+        raise ValueError(f"expected a time stamp HH:MM:SS.ff, got {stamp!r}")
+    h, m, s = match.groups()
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+Stamp = Annotated[Seconds, BeforeValidator(_seconds_of_stamp)]
+
+
+def _ordered(start: float, end: float, names: str) -> None:
+    if start > end:
+        raise ValueError(f"{names}: the segment starts after it ends ({start} > {end})")
+
+
+class SyntheticAction(Record):
+    """An action of ``annotations/vocab.json`` (the synthetic world)."""
+
+    id: ClassId
+    verb: Text
+    noun: Text
+    verb_id: ClassId
+    noun_id: ClassId
+
+
+class EpicAction(Record):
+    """A row of EPIC-55's ``rulstm/actions.csv``: ``id,action,verb,noun`` (``action`` = ``verb_noun``)."""
+
+    id: ClassId
+    action: Text
+    verb: ClassId
+    noun: ClassId
+
+
+class EgteaAction(Record):
+    """A row of EGTEA's headerless ``rulstm/actions.csv``: ``id, v_n, Verb_noun``."""
+
+    id: ClassId
+    pair: Annotated[str, Field(pattern=r"^\s*\d+_\d+\s*$")]
+    name: Text
+
+
+class SyntheticSegment(Record):
+    """A line of ``annotations/segments.jsonl`` (the synthetic world)."""
+
+    uid: int | Identifier
+    video_id: Identifier
+    start: Seconds
+    end: Seconds
+    verb_id: ClassId
+    noun_id: ClassId
+    action_id: ClassId
+    split: Identifier
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> SyntheticSegment:
+        _ordered(self.start, self.end, "start, end")
+        return self
+
+
+class EpicSegment(Record):
+    """A row of ``EPIC_<split>_action_labels.csv`` (the columns this reads)."""
+
+    uid: Identifier
+    video_id: Identifier
+    start_timestamp: Stamp
+    stop_timestamp: Stamp
+    verb_class: ClassId
+    noun_class: ClassId
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> EpicSegment:
+        _ordered(self.start_timestamp, self.stop_timestamp, "start_timestamp, stop_timestamp")
+        return self
+
+
+class EgteaSegment(Record):
+    """A row of EGTEA's headerless RULSTM lists: ``uid,video_id,start,end,verb,noun,action``
+    (1-based frames, inclusive end)."""
+
+    uid: Identifier
+    video_id: Identifier
+    start: Frame
+    end: Frame
+    verb: ClassId
+    noun: ClassId
+    action: ClassId
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> EgteaSegment:
+        _ordered(self.start, self.end, "start, end")
+        return self
+
+
+class ManyShotVerb(Record):
+    verb_class: ClassId
+
+
+class ManyShotNoun(Record):
+    noun_class: ClassId
+
+
+EGTEA_ACTION_COLUMNS = ("id", "pair", "name")
+EGTEA_SEGMENT_COLUMNS = ("uid", "video_id", "start", "end", "verb", "noun", "action")
+
+
+def read_headerless_csv(path: Path, schema: type[RecordT], columns: Sequence[str]) -> list[tuple[int, RecordT]]:
+    """``(line, record)`` of a CSV file without a header row whose cells are ``columns`` (white
+    space around a cell is dropped, as RULSTM's lists pad them)."""
+    reader = csv.reader(io.StringIO(read_text_file(path), newline=""))
+    records = []
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            where = f"{path}:{reader.line_num}"
+            if len(row) != len(columns):
+                raise AnnotationError(f"{where}: {len(row)} cells, expected {len(columns)} "
+                                      f"({', '.join(columns)}): a truncated row?")
+            cells = dict(zip(columns, (c.strip() for c in row), strict=True))
+            records.append((reader.line_num, validate_record(schema, cells, where, text_cells=True)))
+    except csv.Error as exc:
+        raise AnnotationError(f"{path}:{reader.line_num}: {exc}") from None
+    if not records:
+        raise AnnotationError(f"{path}: no annotations")
+    return records
+
+
+def _checked_vocab(path: Path, rows: list[tuple[int, int, str, int, int]]) -> ActionVocab:
+    """``(line, id, text, verb, noun)`` rows -> the vocabulary: ids 0..N-1, each once, and
+    each (verb, noun) pair once."""
+    rows = sorted(rows, key=lambda r: r[1])
+    for expected, (line, action, *_rest) in enumerate(rows):
+        if action != expected:
+            raise AnnotationError(f"{path}:{line}: field 'id': action ids must be 0..N-1, each once "
+                                  f"(got {action} where {expected} was due)")
+    pairs: dict[tuple[int, int], int] = {}
+    for line, action, _text, verb, noun in rows:
+        if (verb, noun) in pairs:
+            raise AnnotationError(f"{path}:{line}: actions {pairs[verb, noun]} and {action} have the same "
+                                  f"verb {verb} and noun {noun}")
+        pairs[verb, noun] = action
+    if not rows:
+        raise AnnotationError(f"{path}: no actions")
+    return ActionVocab(tuple(r[2] for r in rows), tuple(r[3] for r in rows), tuple(r[4] for r in rows))
+
+
+def _synthetic_vocab(root: Path) -> ActionVocab:
+    path = _need_file(root / "annotations" / "vocab.json", "synthetic action vocabulary")
+    doc = read_json_document(path)
+    actions = doc.get("actions") if isinstance(doc, dict) else None
+    if not isinstance(actions, list):
+        raise AnnotationError(f"{path}: expected an object with an 'actions' list")
+    rows = []
+    for k, value in enumerate(actions):
+        a = validate_record(SyntheticAction, value, f"{path}: actions[{k}]")
+        rows.append((k, a.id, f"{a.verb} <v> {a.noun}", a.verb_id, a.noun_id))
+    return _checked_vocab(path, rows)
+
+
 def read_action_vocab(fmt: Format, root: str | os.PathLike) -> ActionVocab:
     """The action list of a dataset folder.
 
@@ -144,100 +344,89 @@ def read_action_vocab(fmt: Format, root: str | os.PathLike) -> ActionVocab:
     """
     root = Path(root)
     if fmt == "synthetic":
-        path = _need_file(root / "annotations" / "vocab.json", "synthetic action vocabulary")
-        actions = sorted(json.loads(path.read_text(encoding="utf-8"))["actions"], key=lambda a: a["id"])
-        return ActionVocab(
-            tuple(f"{a['verb']} <v> {a['noun']}" for a in actions),
-            tuple(int(a["verb_id"]) for a in actions),
-            tuple(int(a["noun_id"]) for a in actions),
-        )
+        return _synthetic_vocab(root)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = _need_file(root / "rulstm" / "actions.csv", f"{fmt} actions")
-    rows: list[tuple[int, str, int, int]] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        for lineno, row in enumerate(reader, 1):
-            if not row or (fmt == "epic55" and lineno == 1 and row[0].strip() == "id"):
-                continue
-            try:
-                if fmt == "epic55":
-                    rows.append((int(row[0]), epic_action_text(row[1]), int(row[2]), int(row[3])))
-                elif fmt == "egtea":
-                    verb, noun = (int(x) for x in row[1].strip().split("_"))
-                    rows.append((int(row[0]), egtea_action_text(row[2]), verb, noun))
-                else:
-                    raise ConfigError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
-            except (IndexError, ValueError) as exc:
-                raise ConfigError(f"{path}:{lineno}: malformed action row {row!r} ({exc})") from None
-    rows.sort()
-    if [r[0] for r in rows] != list(range(len(rows))):
-        raise ConfigError(f"{path}: action ids must be 0..N-1 without gaps")
-    return ActionVocab(tuple(r[1] for r in rows), tuple(r[2] for r in rows), tuple(r[3] for r in rows))
+    if fmt == "epic55":
+        epic = read_csv_records(path, EpicAction, required_columns=("id", "action", "verb", "noun"))
+        return _checked_vocab(path, [(n, a.id, epic_action_text(a.action), a.verb, a.noun) for n, a in epic])
+    rows = []
+    for n, a in read_headerless_csv(path, EgteaAction, EGTEA_ACTION_COLUMNS):
+        verb, noun = (int(x) for x in a.pair.strip().split("_"))
+        rows.append((n, a.id, egtea_action_text(a.name), verb, noun))
+    return _checked_vocab(path, rows)
 
 
 # --------------------------------------------------------------------------------------------
 # segment tables
 
 
-def _read_synthetic(root: Path, split: str) -> list[Segment]:
+def _check_classes(vocab: ActionVocab, where: str, verb: int, noun: int, action: int | None = None) -> None:
+    """Refuse class ids outside the vocabulary (and an action whose verb or noun disagrees)."""
+    if action is not None:
+        if action >= vocab.num_actions:
+            raise AnnotationError(f"{where}: field 'action': {action} is not an action id "
+                                  f"(0..{vocab.num_actions - 1})")
+        if (vocab.verbs[action], vocab.nouns[action]) != (verb, noun):
+            raise AnnotationError(f"{where}: action {action} has verb {vocab.verbs[action]} and noun "
+                                  f"{vocab.nouns[action]}, the row says {verb} and {noun}")
+    if verb >= vocab.num_verbs:
+        raise AnnotationError(f"{where}: field 'verb': {verb} is not a verb id (0..{vocab.num_verbs - 1})")
+    if noun >= vocab.num_nouns:
+        raise AnnotationError(f"{where}: field 'noun': {noun} is not a noun id (0..{vocab.num_nouns - 1})")
+
+
+def _unique_uids(path: Path, rows: Iterable[tuple[int, str]]) -> None:
+    seen: dict[str, int] = {}
+    for line, uid in rows:
+        if uid in seen:
+            raise AnnotationError(f"{path}:{line}: field 'uid': {uid!r} already on line {seen[uid]}")
+        seen[uid] = line
+
+
+def _read_synthetic(root: Path, split: str, vocab: ActionVocab) -> list[Segment]:
     path = _need_file(root / "annotations" / "segments.jsonl", "synthetic segments")
+    records = read_jsonl_records(path, SyntheticSegment)
+    _unique_uids(path, ((n, str(r.uid)) for n, r in records))
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                if r["split"] != split:
-                    continue
-                out.append(Segment(str(r["uid"]), r["video_id"], float(r["start"]), float(r["end"]),
-                                   int(r["verb_id"]), int(r["noun_id"]), int(r["action_id"]), split))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{path}:{lineno}: bad segment record ({exc})") from None
+    for n, r in records:  # every line is checked, not only those of ``split``
+        _check_classes(vocab, f"{path}:{n}", r.verb_id, r.noun_id, r.action_id)
+        if r.split == split:
+            out.append(Segment(str(r.uid), r.video_id, r.start, r.end, r.verb_id, r.noun_id, r.action_id, split))
     return out
-
-
-def _epic_seconds(stamp: str) -> float:
-    h, m, s = stamp.split(":")
-    return int(h) * 3600 + int(m) * 60 + float(s)
 
 
 def _read_epic55(root: Path, split: str, vocab: ActionVocab) -> list[Segment]:
     path = _need_file(root / f"EPIC_{_EPIC_SPLIT_FILES[split]}_action_labels.csv", "EPIC-55 labels")
+    records = read_csv_records(path, EpicSegment, required_columns=tuple(EpicSegment.model_fields))
+    _unique_uids(path, ((n, r.uid) for n, r in records))
     action_of = vocab.action_of()
     out, dropped = [], 0
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.DictReader(f), 2):
-            try:
-                verb, noun = int(row["verb_class"]), int(row["noun_class"])
-                seg = (str(row["uid"]), row["video_id"], _epic_seconds(row["start_timestamp"]),
-                       _epic_seconds(row["stop_timestamp"]))
-            except (KeyError, ValueError) as exc:
-                raise ConfigError(f"{path}:{lineno}: bad EPIC-55 row ({exc})") from None
-            action = action_of.get((verb, noun))
-            if action is None:  # RULSTM keeps only the actions of actions.csv
-                dropped += 1
-                continue
-            out.append(Segment(*seg, verb, noun, action, split))
+    for n, r in records:
+        _check_classes(vocab, f"{path}:{n}", r.verb_class, r.noun_class)
+        action = action_of.get((r.verb_class, r.noun_class))
+        if action is None:  # RULSTM keeps only the actions of actions.csv
+            dropped += 1
+            continue
+        out.append(Segment(r.uid, r.video_id, r.start_timestamp, r.stop_timestamp, r.verb_class, r.noun_class,
+                           action, split))
     if dropped:
         log.info("%s: %d segments with a (verb, noun) pair outside actions.csv dropped", path, dropped)
+    if not out:
+        raise AnnotationError(f"{path}: no segment has a (verb, noun) pair of rulstm/actions.csv")
     return out
 
 
-def _read_egtea(root: Path, split: str, fps: float | None) -> list[Segment]:
-    if fps is None or fps <= 0:
-        raise ConfigError("data.fps: EGTEA's RULSTM lists give frame numbers; set the video frame rate")
+def _read_egtea(root: Path, split: str, vocab: ActionVocab, fps: float) -> list[Segment]:
     path = _need_file(root / "rulstm" / f"{_EGTEA_SPLIT_FILES[split]}.csv", "EGTEA segment list")
+    records = read_headerless_csv(path, EgteaSegment, EGTEA_SEGMENT_COLUMNS)
+    _unique_uids(path, ((n, r.uid) for n, r in records))
     out = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row:
-                continue
-            try:
-                uid, vid, s, e, verb, noun, action = (x.strip() for x in row[:7])
-                # 1-based frames, inclusive end
-                out.append(Segment(uid, vid, (int(s) - 1) / fps, int(e) / fps, int(verb), int(noun), int(action), split))
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{lineno}: expected uid,video_id,start,end,verb,noun,action ({exc})") from None
+    for n, r in records:
+        _check_classes(vocab, f"{path}:{n}", r.verb, r.noun, r.action)
+        # 1-based frames, inclusive end
+        out.append(Segment(r.uid, r.video_id, (r.start - 1) / fps, r.end / fps, r.verb, r.noun, r.action, split))
     return out
 
 
@@ -247,18 +436,23 @@ def read_segments(
     """The segments of ``split`` (``train`` / ``val`` / ``test``) of a dataset folder.
 
     ``fps`` is needed for EGTEA (frame numbers); EPIC-55 uses the timestamps and drops the
-    segments whose (verb, noun) is not an action of ``rulstm/actions.csv`` (as RULSTM).
+    segments whose (verb, noun) is not an action of ``rulstm/actions.csv`` (as RULSTM). Every
+    row is validated (:class:`SyntheticSegment`, :class:`EpicSegment`, :class:`EgteaSegment`)
+    and its class ids checked against the vocabulary (read from ``root`` when not given).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
     if split not in _EPIC_SPLIT_FILES:
         raise ConfigError(f"unknown split {split!r}; use train, val or test")
     root = Path(root)
+    if fmt == "egtea" and (fps is None or not math.isfinite(fps) or fps <= 0):
+        raise ConfigError("data.fps: EGTEA's RULSTM lists give frame numbers; set the video frame rate")
+    vocab = vocab or read_action_vocab(fmt, root)
     if fmt == "synthetic":
-        return _read_synthetic(root, split)
+        return _read_synthetic(root, split, vocab)
     if fmt == "epic55":
-        return _read_epic55(root, split, vocab or read_action_vocab("epic55", root))
-    return _read_egtea(root, split, fps)
+        return _read_epic55(root, split, vocab)
+    return _read_egtea(root, split, vocab, fps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,6 +554,17 @@ def save_teacher_predictions(
     return Path(path)
 
 
+def _prediction_uids(path: Path, text: str | None) -> list[str]:
+    """The uid list of a predictions file's metadata: distinct, non-empty strings."""
+    try:
+        uids = json.loads(text or "")
+    except json.JSONDecodeError:
+        uids = None
+    if not isinstance(uids, list) or not all(isinstance(u, str) and u for u in uids) or len(set(uids)) != len(uids):
+        raise ConfigError(f"{path}: the 'uids' metadata must be a JSON list of distinct clip uids")
+    return uids
+
+
 class TeacherPredictions:
     """Teacher logits / features by clip uid, read from :func:`save_teacher_predictions`.
 
@@ -380,10 +585,15 @@ class TeacherPredictions:
         if meta.get("format") != _PRED_FORMAT:
             raise ConfigError(f"{self.path} is not a teacher-prediction file (no {_PRED_FORMAT!r} metadata)")
         tensors = load_file(str(self.path))
-        self.uids: list[str] = json.loads(meta["uids"])
+        self.uids: list[str] = _prediction_uids(self.path, meta.get("uids"))
         self.info: dict[str, Any] = json.loads(meta.get("info", "{}"))
         self.logits: torch.Tensor = tensors["logits"]
         self.features: torch.Tensor | None = tensors.get("features")
+        for name, table in (("logits", self.logits), ("features", self.features)):
+            if table is not None and (table.dim() != 2 or table.shape[0] != len(self.uids)):
+                raise ConfigError(f"{self.path}: {name} of shape {tuple(table.shape)} for {len(self.uids)} uids")
+            if table is not None and not bool(torch.isfinite(table).all()):
+                raise ConfigError(f"{self.path}: the teacher's {name} hold NaN or infinite values")
         self.row = {u: i for i, u in enumerate(self.uids)}
 
     def __len__(self) -> int:
@@ -432,7 +642,8 @@ class ObservedClips(Dataset):
     observes the rows that end by ``observe_end`` (no peeking into the gap), at most the last
     ``max_rows`` of them. Items: ``feats (T, D)`` float32, ``action`` / ``verb`` / ``noun``
     ints, ``index`` (position in ``queries``), plus ``teacher`` (logits) and ``has_teacher``
-    when teacher predictions are given.
+    when teacher predictions are given. With ``skip_unreadable`` (training runs) a query whose
+    rows cannot be read or end after its observation is a :class:`SkippedSample`, else an error.
     """
 
     def __init__(
@@ -444,6 +655,7 @@ class ObservedClips(Dataset):
         *,
         teacher: TeacherPredictions | None = None,
         missing_teacher: Literal["error", "uniform"] = "error",
+        skip_unreadable: bool = False,
     ):
         if max_rows < 1:
             raise ConfigError(f"data.max_rows must be >= 1, got {max_rows}")
@@ -452,6 +664,7 @@ class ObservedClips(Dataset):
             raise ConfigError(f"feature store has no rows for video(s) {', '.join(sorted(set(missing))[:10])}")
         self.queries = list(queries)
         self.features, self.rate, self.max_rows = features, float(feature_rate), int(max_rows)
+        self.skip_unreadable = skip_unreadable
         self.teacher_logits = self.teacher_found = None
         if teacher is not None:
             self.teacher_logits, self.teacher_found = teacher.lookup([q.uid for q in self.queries],
@@ -464,12 +677,18 @@ class ObservedClips(Dataset):
         end = min(available, math.floor(q.observe_end * self.rate + 1e-6))
         return max(0, end - self.max_rows), end
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any] | SkippedSample:
         q = self.queries[i]
-        rows = np.asarray(self.features[q.video_id])
-        lo, hi = self.observed_rows(q, len(rows))
-        if hi <= lo:
-            raise ConfigError(f"query {q.uid}: no feature row ends before {q.observe_end:.2f} s")
+        try:
+            rows = np.asarray(self.features[q.video_id])
+            lo, hi = self.observed_rows(q, len(rows))
+            if hi <= lo:
+                raise ConfigError(f"query {q.uid}: no feature row ends before {q.observe_end:.2f} s")
+        except (ConfigError, StoreError, OSError, ValueError, KeyError) as exc:  # e.g. a damaged shard
+            if not self.skip_unreadable:
+                raise
+            log.warning("skipping query %s of video %s: %s", q.uid, q.video_id, exc)
+            return SkippedSample(i, q.video_id, str(exc))
         item: dict[str, Any] = {
             "feats": torch.from_numpy(np.array(rows[lo:hi], dtype=np.float32)),
             "action": q.action, "verb": q.verb, "noun": q.noun, "index": i,
@@ -480,8 +699,13 @@ class ObservedClips(Dataset):
         return item
 
 
-def collate_clips(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Right-pad the ``feats`` of a batch to its longest: ``feats (B, T, D)``, ``mask (B, T)``."""
+def collate_clips(batch: Sequence[Mapping[str, Any] | SkippedSample]) -> dict[str, Any]:
+    """Right-pad the ``feats`` of a batch to its longest: ``feats (B, T, D)``, ``mask (B, T)``;
+    skipped items are listed under ``skipped`` (a batch of skips alone is ``{"skipped": [...]}``)."""
+    items = [it for it in batch if not isinstance(it, SkippedSample)]
+    out: dict[str, Any] = {"skipped": [it for it in batch if isinstance(it, SkippedSample)]}
+    if not items:
+        return out
     length = max(it["feats"].shape[0] for it in items)
     dim = items[0]["feats"].shape[1]
     feats = torch.zeros(len(items), length, dim)
@@ -489,7 +713,7 @@ def collate_clips(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]
     for b, it in enumerate(items):
         n = it["feats"].shape[0]
         feats[b, :n], mask[b, :n] = it["feats"], True
-    out = {"feats": feats, "mask": mask}
+    out.update(feats=feats, mask=mask)
     for key in ("action", "verb", "noun", "index"):
         out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
     if "teacher" in items[0]:
@@ -579,16 +803,24 @@ def read_queries(d: AnticipationDataConfig, split: str, vocab: ActionVocab) -> l
     return queries
 
 
-def read_many_shot_classes(folder: str | os.PathLike) -> tuple[set[int], set[int]]:
+def read_many_shot_classes(folder: str | os.PathLike, vocab: ActionVocab | None = None) -> tuple[set[int], set[int]]:
     """The many-shot verb and noun ids of ``EPIC_many_shot_{verbs,nouns}.csv`` in ``folder``
-    (first column, after a header row)."""
+    (columns ``verb_class`` / ``noun_class``), checked against ``vocab`` when given."""
+    folder = Path(folder)
 
-    def ids(name: str) -> set[int]:
-        path = _need_file(Path(folder) / name, "data.many_shot_dir")
-        with open(path, newline="", encoding="utf-8") as f:
-            return {int(row[0]) for row in list(csv.reader(f))[1:] if row}
+    def ids(name: str, schema: type[Record], column: str, limit: int | None) -> set[int]:
+        path = _need_file(folder / name, "data.many_shot_dir")
+        out = set()
+        for n, row in read_csv_records(path, schema, required_columns=(column,)):
+            value = getattr(row, column)
+            if limit is not None and value >= limit:
+                raise AnnotationError(f"{path}:{n}: field '{column}': {value} is not a class of the dataset "
+                                      f"(0..{limit - 1})")
+            out.add(value)
+        return out
 
-    return ids("EPIC_many_shot_verbs.csv"), ids("EPIC_many_shot_nouns.csv")
+    return (ids("EPIC_many_shot_verbs.csv", ManyShotVerb, "verb_class", vocab.num_verbs if vocab else None),
+            ids("EPIC_many_shot_nouns.csv", ManyShotNoun, "noun_class", vocab.num_nouns if vocab else None))
 
 
 def class_balanced_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -653,7 +885,7 @@ class CorpusLines(Dataset):
 
     def __init__(self, path: str | os.PathLike):
         p = _need_file(Path(path), "data.mlm_corpus")
-        self.lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        self.lines = [ln.strip() for ln in read_text_file(p).splitlines() if ln.strip()]
         if not self.lines:
             raise ConfigError(f"data.mlm_corpus: {p} has no text")
 
@@ -703,7 +935,7 @@ class AnticipationSplits(DataSplits[AnticipationDataConfig]):
                 raise ConfigError(f"data.teacher_predictions {teacher.path}: {teacher.num_classes} classes, "
                                   f"the dataset has {self.vocab.num_actions} actions")
         return ObservedClips(queries, FeatureStore(d.features), feature_rows_per_second(d.features, d.feature_rate),
-                             d.max_rows, teacher=teacher, missing_teacher=d.missing_teacher)
+                             d.max_rows, teacher=teacher, missing_teacher=d.missing_teacher, skip_unreadable=True)
 
     def collate_fn(self, split: str) -> Callable[[list[Any]], Any]:
         if self.data.objective == "student":

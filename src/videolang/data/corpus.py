@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videolang.data.annotations import AnnotationError
 from videolang.errors import ConfigError
 from videolang.utils.io import atomic_output
 
-__all__ = ["CorpusFormat", "TokenBlocks", "keep_line", "load_token_stream", "make_blocks", "tokenize_corpus"]
+log = logging.getLogger(__name__)
+
+__all__ = ["CorpusFormat", "TokenBlocks", "decode_line", "keep_line", "load_token_stream", "make_blocks", "tokenize_corpus"]
 
 CorpusFormat = Literal["wikitext", "wikipedia", "plain"]
 FORMATS = ("wikitext", "wikipedia", "plain")
@@ -43,6 +47,17 @@ def keep_line(line: str, fmt: CorpusFormat) -> bool:
     raise ConfigError(f"unknown corpus format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
+def decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    """A corpus line as text; bad UTF-8 or a NUL byte is an error naming the file and line."""
+    if b"\x00" in raw:
+        raise AnnotationError(f"{path}:{lineno}: NUL byte; is this a text file?")
+    try:
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                              f"{exc.start + 1})") from None
+
+
 def tokenize_corpus(files: Sequence[str | os.PathLike], encode: Callable[[list[str]], list[list[int]]],
                     fmt: CorpusFormat = "plain", *, chunk_lines: int = 10000) -> np.ndarray:
     """The flat int32 token stream of ``files`` (in order). ``encode`` maps a list of lines
@@ -55,10 +70,9 @@ def tokenize_corpus(files: Sequence[str | os.PathLike], encode: Callable[[list[s
         if not path.is_file():
             raise ConfigError(f"corpus file not found: {path}")
         buf: list[str] = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if "\x00" in line:
-                    raise ConfigError(f"{path}:{lineno}: NUL byte; is this a text file?")
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = decode_line(raw, path, lineno)
                 if keep_line(line, fmt):
                     buf.append(line.strip())
                 if len(buf) >= chunk_lines:
@@ -94,7 +108,10 @@ def load_token_stream(files: Sequence[str | os.PathLike], tokenizer, fmt: Corpus
     name = tokenizer_name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
     cache = Path(cache_dir) / f"tokens-{_cache_key(files, f'{name}:{len(tokenizer)}', fmt)}.npy"
     if cache.is_file():
-        return np.load(cache)
+        try:
+            return np.load(cache, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # a damaged cache is rebuilt, not trusted
+            log.warning("token cache %s unreadable (%s): tokenising again", cache, exc)
     stream = tokenize_corpus(files, encode, fmt)
     with atomic_output(cache, overwrite=True) as tmp, open(tmp, "wb") as fh:
         np.save(fh, stream)

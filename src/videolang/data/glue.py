@@ -3,8 +3,10 @@
 A task folder holds ``<split>.tsv`` files in the official GLUE layout (what Hugging Face's
 ``run_glue`` and VidLanKD's ``vlm/run_glue.py`` read); columns are found by header name. Splits
 are file stems (``dev`` is ``dev_matched`` for MNLI); a ``<split>_labels.tsv`` beside a test
-file supplies its labels. Problems are :class:`~videolang.errors.ConfigError` naming file and
-line; ``skip_malformed=True`` drops QQP's truncated rows. Details: docs/vidlankd.md ("GLUE").
+file supplies its labels. Rows are validated (:class:`GlueText`: non-blank sentences; labels in
+the task's label set; STS-B scores finite): a problem is an
+:class:`~videolang.data.annotations.AnnotationError` naming file, line and field;
+``skip_malformed=True`` drops QQP's truncated rows and rows with a blank sentence. Details: docs/vidlankd.md ("GLUE").
 """
 
 from __future__ import annotations
@@ -13,12 +15,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from videolang.data.annotations import (
+    AnnotationError,
+    Record,
+    Text,
+    read_text_file,
+    validate_record,
+)
 from videolang.errors import ConfigError
 
-__all__ = ["GLUE_TASKS", "GlueData", "GlueExample", "GlueTask", "get_task", "glue_task_folder", "glue_token_ids",
-           "read_glue"]
+__all__ = ["GLUE_TASKS", "GlueData", "GlueExample", "GlueScore", "GlueTask", "GlueText", "get_task",
+           "glue_task_folder", "glue_token_ids", "read_glue"]
 
 
 @dataclass(frozen=True)
@@ -106,23 +117,30 @@ def _split_file(folder: Path, task: GlueTask, split: str) -> Path:
     return path
 
 
+class GlueText(Record):
+    """The sentences of a GLUE row: non-blank text (``text_b`` only for pair tasks)."""
+
+    text_a: Text
+    text_b: Text | None = None
+
+
+class GlueScore(Record):
+    """A regression target (STS-B): a finite number."""
+
+    label: Annotated[float, Field(allow_inf_nan=False)]
+
+
 def _read_rows(path: Path) -> list[list[str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
-    return [line.split("\t") for line in text.splitlines()]
+    return [line.split("\t") for line in read_text_file(path).splitlines()]
 
 
 def _parse_label(task: GlueTask, raw: str, where: str) -> int | float:
     raw = raw.strip()
     if task.labels is None:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{where}: {task.name} score {raw!r} is not a number") from None
+        return validate_record(GlueScore, {"label": raw}, where, text_cells=True).label
     if raw not in task.labels:
-        raise ConfigError(f"{where}: {task.name} label {raw!r} is not one of {', '.join(task.labels)}")
+        raise AnnotationError(f"{where}: field 'label': {task.name} label {raw!r} is not one of "
+                              f"{', '.join(task.labels)}")
     return task.labels.index(raw)
 
 
@@ -152,7 +170,10 @@ def _test_labels(path: Path, task: GlueTask) -> dict[str, int | float] | None:
     for lineno, row in enumerate(rows[1:], 2):
         if len(row) < 2:
             raise ConfigError(f"{labels_file}:{lineno}: expected 2 columns, got {len(row)}")
-        out[row[0].strip()] = _parse_label(task, row[1], f"{labels_file}:{lineno}")
+        key = row[0].strip()
+        if key in out:
+            raise AnnotationError(f"{labels_file}:{lineno}: field 'index': {key!r} appears twice")
+        out[key] = _parse_label(task, row[1], f"{labels_file}:{lineno}")
     return out
 
 
@@ -190,8 +211,15 @@ def read_glue(folder: str | os.PathLike, task: str | GlueTask, split: str = "tra
             raise ConfigError(f"{path}:{lineno}: expected at least {need} tab-separated columns, got {len(row)} "
                               "(skip_malformed / --skip-malformed drops such rows)")
         where = f"{path}:{lineno}"
-        a = row[cols[task.text_a if task.name != "CoLA" else "sentence"]]
-        b = row[cols[task.text_b]] if task.text_b else None
+        try:
+            text = validate_record(GlueText, {"text_a": row[cols[task.text_a if task.name != "CoLA" else "sentence"]],
+                                              "text_b": row[cols[task.text_b]] if task.text_b else None}, where)
+        except AnnotationError:
+            if not skip_malformed:
+                raise
+            data.skipped += 1
+            continue
+        a, b = text.text_a, text.text_b
         if has_label:
             label = _parse_label(task, row[cols["label" if headerless else task.label]], where)
         elif extra is not None:

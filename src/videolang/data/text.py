@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from videolang.data.annotations import read_text_file
+from videolang.data.corpus import decode_line
 from videolang.errors import ConfigError, StoreError, VideolangError
 from videolang.utils.io import atomic_output
 
@@ -124,12 +126,12 @@ def _iter_chunks(files: list[Path] | None, texts: list[str] | None) -> Iterator[
         return
     assert files is not None
     for path in files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                while lines := f.readlines(1 << 20):
-                    yield "".join(lines)
-        except UnicodeDecodeError as e:
-            raise VideolangError(f"corpus file {str(path)!r} is not valid UTF-8: {e}") from e
+        lineno = 0
+        with open(path, "rb") as f:
+            while lines := f.readlines(1 << 20):
+                decoded = [decode_line(raw, path, lineno + k) for k, raw in enumerate(lines, 1)]
+                lineno += len(lines)
+                yield "".join(decoded)
 
 
 def _train_wordpiece_vocab(
@@ -346,10 +348,11 @@ def _minilm_dir(alias: str) -> Path:
 
 
 def _read_vocab(path: Path) -> dict[str, int]:
+    """``vocab.txt``: token -> id (its line, 0-based); bad UTF-8 is an error naming the line."""
     vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            token = line.rstrip("\n").rstrip("\r")
+    for i, token in enumerate(read_text_file(path).split("\n")):
+        token = token.rstrip("\r")
+        if token:
             vocab.setdefault(token, i)
     return vocab
 

@@ -14,19 +14,32 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, model_validator
 
+from videolang.data.annotations import (
+    AnnotationError,
+    Record,
+    RelativePath,
+    Text,
+    read_json_document,
+    read_text_file,
+    validate_record,
+)
 from videolang.data.stores.lmdb_store import LmdbTokenStore, PackReport, write_token_lmdb
 from videolang.errors import StoreError
-from videolang.utils.io import atomic_output
+from videolang.utils.io import atomic_output, mark_complete, output_lock
 
 __all__ = [
     "HEADER_NAME",
+    "TokenFileError",
+    "TokenHeaderRecord",
     "TokenStore",
     "TokenStoreHeader",
     "VideoEntry",
+    "VideoListRow",
     "crop_view",
     "parse_legacy_name",
     "read_video_list",
@@ -67,18 +80,55 @@ class TokenStoreHeader:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str) -> TokenStoreHeader:
+        """The header of a ``tokens.json`` object, checked (:class:`TokenHeaderRecord`)."""
+        if not isinstance(d, dict):
+            raise TokenFileError(f"{source}: expected a JSON object (a token store header)")
         d = dict(d)
         if d.pop("format", FORMAT) != FORMAT:
-            raise StoreError(f"{source}: not a videolang token store header")
+            raise TokenFileError(f"{source}: not a videolang token store header")
         d.pop("version", None)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
-            raise StoreError(f"{source}: unknown header keys {', '.join(unknown)}")
+            raise TokenFileError(f"{source}: unknown header keys {', '.join(unknown)}")
         try:
-            return cls(**d)
-        except TypeError as e:
-            raise StoreError(f"{source}: bad header ({e})") from None
+            record = validate_record(TokenHeaderRecord, d, source)
+        except AnnotationError as exc:
+            raise TokenFileError(str(exc)) from None
+        return cls(**record.model_dump())
+
+
+class TokenFileError(StoreError, AnnotationError):
+    """A token store's header or a video list that cannot be used (a store error and an
+    annotation error alike): the message names the file, line and field."""
+
+
+_Positive = Annotated[int, Field(gt=0)]
+
+
+class TokenHeaderRecord(Record):
+    """The schema of ``tokens.json`` (the fields of :class:`TokenStoreHeader`), checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokenizer: Text
+    tokenizer_hash: Text | None
+    vocab_size: _Positive
+    downsample: _Positive
+    fps: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    frame_size: _Positive
+    resize: _Positive | None = None
+    crop: Literal["top", "center", "bottom"] | None = "center"
+    hflip: bool = False
+    dtype: Literal["int16"] = "int16"
+    classes: list[Text] | None = None
+    source: Text = FORMAT
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _grid(self) -> TokenHeaderRecord:
+        if self.frame_size % self.downsample:
+            raise ValueError(f"frame_size {self.frame_size} is not a multiple of downsample {self.downsample}")
+        return self
 
 
 def parse_legacy_name(name: str) -> dict[str, Any]:
@@ -104,9 +154,9 @@ class TokenStore:
         header_file = self.path / HEADER_NAME
         if header_file.is_file():
             try:
-                data = json.loads(header_file.read_text())
-            except json.JSONDecodeError as e:
-                raise StoreError(f"{header_file}: invalid JSON ({e.msg})") from None
+                data = read_json_document(header_file)
+            except AnnotationError as exc:
+                raise TokenFileError(str(exc)) from None
             self.header = TokenStoreHeader.from_dict(data, source=str(header_file))
         else:
             legacy = parse_legacy_name(self.path.name)
@@ -160,9 +210,10 @@ def write_token_store(items: Iterable[tuple[str, Any, int]], out_path: str | os.
                 raise StoreError(f"tokens of {key!r} fall outside the vocabulary 0..{header.vocab_size - 1}")
             yield key, arr.astype(np.int16), label
 
-    with atomic_output(out_path, overwrite=overwrite, is_dir=True) as tmp:
+    with output_lock(out_path), atomic_output(out_path, overwrite=overwrite, is_dir=True) as tmp:
         report = write_token_lmdb(checked(), tmp, overwrite=True)
         (tmp / HEADER_NAME).write_text(header.to_json())
+        mark_complete(tmp, videos=report.n_packed)
     return PackReport(report.n_packed, report.n_bytes, report.skipped, Path(out_path))
 
 
@@ -179,21 +230,44 @@ class VideoEntry:
     label: int = -1
 
 
+class VideoListRow(Record):
+    """A line of an MMAction2 / VIMPAC video list: a path inside the video folder and a label
+    (-1: none)."""
+
+    path: RelativePath
+    label: Annotated[int, Field(ge=-1)] = -1
+
+
 def read_video_list(list_file: str | os.PathLike, root: str | os.PathLike) -> list[VideoEntry]:
     """MMAction2 / VIMPAC list: one ``relative/path.ext <int label>`` per line; the id is the
-    path without its extension (the original's LMDB key)."""
+    path without its extension (the original's LMDB key). Paths stay inside ``root``; each id once."""
     entries, path = [], Path(list_file)
     if not path.is_file():
-        raise StoreError(f"video list not found: {path}")
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        raise TokenFileError(f"video list not found: {path}")
+    try:
+        text = read_text_file(path)
+    except AnnotationError as exc:
+        raise TokenFileError(str(exc)) from None
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
+        where = f"{path}:{lineno}"
+        if len(parts) > 2:
+            raise TokenFileError(f"{where}: {len(parts)} fields, expected 'path [label]'")
         try:
-            label = int(parts[1]) if len(parts) > 1 else -1
-        except ValueError:
-            raise StoreError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
-        entries.append(VideoEntry(str(Path(parts[0]).with_suffix("")), Path(root) / parts[0], label))
+            row = validate_record(VideoListRow, dict(zip(("path", "label"), parts, strict=False)), where,
+                                  text_cells=True)
+        except AnnotationError as exc:
+            raise TokenFileError(str(exc)) from None
+        video_id = str(Path(row.path).with_suffix(""))
+        if video_id in seen:
+            raise TokenFileError(f"{where}: video {video_id!r} already listed on line {seen[video_id]}")
+        seen[video_id] = lineno
+        entries.append(VideoEntry(video_id, Path(root) / row.path, row.label))
+    if not entries:
+        raise TokenFileError(f"{path}: no videos listed")
     return entries
 
 

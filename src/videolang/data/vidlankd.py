@@ -5,6 +5,7 @@ readers, collate functions and the three recipes' splits.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -14,17 +15,29 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import model_validator
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from videolang.data.annotations import (
+    AnnotationError,
+    Identifier,
+    Record,
+    Seconds,
+    Text,
+    read_json_document,
+    read_text_file,
+    validate_record,
+)
 from videolang.data.corpus import CorpusFormat, TokenBlocks, load_token_stream
-from videolang.data.datasets import epoch_choice
+from videolang.data.datasets import SkippedSample, epoch_choice
 from videolang.data.glue import glue_task_folder, glue_token_ids, read_glue
 from videolang.data.splits import DataSplits, LoaderConfig
-from videolang.errors import ConfigError
+from videolang.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CaptionTrack",
     "GlueDataConfig",
     "GlueFeatures",
     "GlueSplits",
@@ -110,38 +123,91 @@ def caption_window(texts: list[str], start: int, max_words: int) -> tuple[str, i
     return out.strip(), last
 
 
-def read_video_ids(path: str, what: str) -> list[str]:
-    """Video ids from a ``.lst`` (one per line) or a JSON list; ``what`` names the config key."""
-    import json
+class CaptionTrack(Record):
+    """One video's timed captions in ``data.captions``: lists of one length, each caption
+    non-blank text with ``0 <= start <= end`` seconds."""
 
+    text: list[Text]
+    start: list[Seconds]
+    end: list[Seconds]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> CaptionTrack:
+        if not self.text:
+            raise ValueError("no captions")
+        if not len(self.text) == len(self.start) == len(self.end):
+            raise ValueError(f"'text', 'start' and 'end' differ in length ({len(self.text)}, {len(self.start)}, "
+                             f"{len(self.end)})")
+        for k, (s, e) in enumerate(zip(self.start, self.end, strict=True)):
+            if s > e:
+                raise ValueError(f"caption {k} starts after it ends ({s} > {e})")
+        return self
+
+
+class VideoId(Record):
+    """A listed video id."""
+
+    id: Identifier
+
+
+def _line_of(text: str, needle: str) -> int:
+    """The line of ``text`` where ``needle`` first occurs (1 if nowhere), for error messages."""
+    at = text.find(needle)
+    return text.count("\n", 0, at) + 1 if at >= 0 else 1
+
+
+def _unique_ids(path: Path, ids: list[tuple[int, str]]) -> list[str]:
+    seen: dict[str, int] = {}
+    for line, vid in ids:
+        if vid in seen:
+            raise AnnotationError(f"{path}:{line}: video id {vid!r} already listed on line {seen[vid]}")
+        seen[vid] = line
+    return list(seen)
+
+
+def read_video_ids(path: str, what: str) -> list[str]:
+    """Video ids from a ``.lst`` (one per line) or a JSON list of strings; ``what`` names the
+    config key. Each id once; no control characters; nothing converted to text."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what}: file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        try:
-            ids = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{p}: not JSON ({exc})") from None
-        if not isinstance(ids, list):
-            raise ConfigError(f"{p}: expected a JSON list of video ids")
-        return [str(i) for i in ids]
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if p.suffix != ".json":
+        lines = read_text_file(p).splitlines()
+        ids = [(n, validate_record(VideoId, {"id": line.strip()}, f"{p}:{n}").id)
+               for n, line in enumerate(lines, 1) if line.strip()]
+    else:
+        doc = read_json_document(p)
+        if not isinstance(doc, list):
+            raise AnnotationError(f"{p}: expected a JSON list of video ids, got {type(doc).__name__}")
+        text = p.read_text(encoding="utf-8-sig")
+        ids = []
+        for k, v in enumerate(doc):
+            line = _line_of(text, json.dumps(v))
+            ids.append((line, validate_record(VideoId, {"id": v}, f"{p}:{line}: item {k}").id))
+    if not ids:
+        raise AnnotationError(f"{p}: no video ids ({what})")
+    return _unique_ids(p, ids)
 
 
 def read_caption_tracks(path: str) -> dict[str, dict[str, list]]:
-    """``{video_id: {"text": [...], "start": [...], "end": [...]}}``, the lists checked to agree."""
-    import json
-
+    """``{video_id: {"text": [...], "start": [...], "end": [...]}}``, each track checked
+    (:class:`CaptionTrack`); an error names the file, the line of the video's key and the field."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"data.captions: file not found: {p}")
-    data = json.loads(p.read_text(encoding="utf-8"))
+    data = read_json_document(p)
+    if not isinstance(data, dict) or not data:
+        raise AnnotationError(f"{p}: expected a JSON object of caption tracks by video id")
+    text = p.read_text(encoding="utf-8-sig")
+    tracks = {}
     for vid, rec in data.items():
-        if not all(k in rec for k in ("text", "start", "end")) or not (
-                len(rec["text"]) == len(rec["start"]) == len(rec["end"])):
-            raise ConfigError(f"{p}: video {vid!r} needs 'text', 'start', 'end' lists of one length")
-    return data
+        where = f"{p}:{_line_of(text, json.dumps(vid))}: video {vid!r}"
+        validate_record(VideoId, {"id": vid}, where)
+        if not isinstance(rec, dict):
+            raise AnnotationError(f"{where}: expected an object with 'text', 'start', 'end' lists")
+        track = validate_record(CaptionTrack, rec, where)
+        tracks[vid] = {"text": track.text, "start": track.start, "end": track.end}
+    return tracks
 
 
 class VideoCaptionWindows(Dataset):
@@ -158,7 +224,7 @@ class VideoCaptionWindows(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, i: int) -> dict[str, Any] | SkippedSample:
         vid = self.ids[i]
         rec = self.captions[vid]
         start = 0
@@ -166,14 +232,22 @@ class VideoCaptionWindows(Dataset):
             start = epoch_choice(self.seed, self.epoch, i, len(rec["text"]))
         text, last = caption_window(rec["text"], start, self.d.block_size)
         enc = self.tok(text, truncation=True, max_length=self.d.block_size)
-        feats = np.asarray(self.features[vid], dtype=np.float32)
+        try:
+            feats = np.asarray(self.features[vid], dtype=np.float32)
+        except (StoreError, OSError, ValueError, KeyError) as exc:  # a damaged or vanished shard
+            log.warning("skipping video %s (item %d): features unreadable (%s)", vid, i, exc)
+            return SkippedSample(i, vid, f"features unreadable: {exc}")
+        if feats.ndim != 2 or len(feats) == 0:
+            log.warning("skipping video %s (item %d): no feature rows", vid, i)
+            return SkippedSample(i, vid, f"features of shape {feats.shape}, expected (rows, dim)")
         n = len(feats)
-        lo = min(math.floor(rec["start"][start] * self.rate), max(n - 1, 0))
+        lo = min(math.floor(rec["start"][start] * self.rate), n - 1)
         hi = min(max(math.ceil(rec["end"][last] * self.rate), lo + 1), n)
         window = feats[lo:hi]
         if len(window) > self.d.max_video_len:  # evenly subsample, as the original
             window = window[np.linspace(0, len(window) - 1, self.d.max_video_len).round().astype(int)]
-        return {"ids": torch.tensor(enc["input_ids"]), "vfeats": torch.from_numpy(np.array(window, dtype=np.float32))}
+        return {"ids": torch.tensor(enc["input_ids"]), "vfeats": torch.from_numpy(np.array(window, dtype=np.float32)),
+                "index": i, "video_id": vid}
 
 
 def mask_for_step(seed: int, step: int, ids: torch.Tensor, tok: Any, attention_mask: torch.Tensor,
@@ -195,8 +269,13 @@ def pad_token_ids(seqs: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, tor
     return ids, torch.arange(ids.shape[1])[None] < lengths[:, None]
 
 
-def collate_teacher(items: list[dict], pad: int) -> dict[str, torch.Tensor]:
-    """Pad the texts and feature windows of a batch of :class:`VideoCaptionWindows` items."""
+def collate_teacher(batch: list[dict | SkippedSample], pad: int) -> dict[str, Any]:
+    """Pad the texts and feature windows of a batch of :class:`VideoCaptionWindows` items;
+    skipped items are listed under ``skipped`` (only skips: ``{"skipped": [...]}``)."""
+    items = [it for it in batch if not isinstance(it, SkippedSample)]
+    out: dict[str, Any] = {"skipped": [it for it in batch if isinstance(it, SkippedSample)]}
+    if not items:
+        return out
     ids, mask = pad_token_ids([it["ids"] for it in items], pad)
     t = max(len(it["vfeats"]) for it in items)
     feats = torch.zeros(len(items), t, items[0]["vfeats"].shape[1])
@@ -204,7 +283,9 @@ def collate_teacher(items: list[dict], pad: int) -> dict[str, torch.Tensor]:
     for k, it in enumerate(items):
         feats[k, : len(it["vfeats"])] = it["vfeats"]
         vmask[k, : len(it["vfeats"])] = True
-    return {"ids": ids, "mask": mask, "vfeats": feats, "vmask": vmask}
+    index = torch.tensor([it["index"] for it in items], dtype=torch.long)
+    return {**out, "ids": ids, "mask": mask, "vfeats": feats, "vmask": vmask, "index": index,
+            "video_id": [it["video_id"] for it in items]}
 
 
 class GlueFeatures(Dataset):
@@ -265,7 +346,12 @@ class TeacherSplits(DataSplits[TeacherDataConfig]):
         if split == "val" and not listed:
             raise ConfigError("data.val_list: no validation videos given")
         ids = read_video_ids(listed, f"data.{split}_list") if listed else sorted(captions)
-        ids = [v for v in ids if v in captions and v in features]
+        kept = [v for v in ids if v in captions and v in features]
+        if len(kept) < len(ids):
+            missing = sorted(set(ids).difference(kept))
+            log.warning("data.%s_list: %d of %d videos have no captions or no features, left out (e.g. %s)",
+                        split, len(missing), len(ids), ", ".join(missing[:5]))
+        ids = kept
         if not ids:
             raise ConfigError(f"data.{split}_list: no video has both captions ({d.captions}) and features ({d.features})")
         return VideoCaptionWindows(ids, captions, features, self.tokenizer(), d,

@@ -3,16 +3,86 @@ loaders with the ``data`` section's batch sizes and workers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from videolang.data.datasets import DeferredDataLoader
 from videolang.data.splits import DataSplits
 from videolang.engine.config import RunConfig
 
-__all__ = ["SplitsDataModule"]
+__all__ = ["ResumableLoader", "SplitsDataModule"]
+
+Position = tuple[int, int]  # (epoch, batches the training loop has taken in it)
+
+
+class ResumableLoader(DeferredDataLoader):
+    """The training loader, which resumes mid-epoch exactly.
+
+    :meth:`loader_state` is the torch RNG state at the epoch's iterator creation (what a
+    ``RandomSampler`` and the workers' seeds draw from), the epoch, how many batches the loop had
+    taken (``position()``) and the batch sampler's own state if it has one. Given that state as
+    ``resume_state``, the epoch's iterator is made again from the saved RNG state (then the
+    current one is put back), the epoch is handed to the dataset and batch sampler (Lightning
+    calls no epoch-start hook when it resumes mid-epoch) and the batches already trained on are
+    drawn and dropped, so the rest of the epoch is what an uninterrupted run saw.
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], Position] | None = None,
+                 resume_state: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self.resume_state = resume_state  # public: Lightning re-creates loaders from their attributes
+        self._epoch_rng: torch.Tensor | None = None
+
+    def __iter__(self) -> Iterator:  # type: ignore[override]
+        return _ResumingIterator(self)
+
+    def loader_state(self) -> dict[str, Any]:
+        epoch, taken = self.position() if self.position is not None else (0, 0)
+        state: dict[str, Any] = {"epoch": epoch, "batches": taken, "epoch_rng": self._epoch_rng}
+        if hasattr(self.batch_sampler, "state_dict"):
+            state["batch_sampler"] = self.batch_sampler.state_dict()
+        return state
+
+    def _start(self) -> Iterator:
+        """The epoch's real iterator (made by the first ``next``)."""
+        resume, self.resume_state = self.resume_state, None
+        epoch = self.position()[0] if self.position is not None else 0
+        if not resume or resume.get("epoch_rng") is None or resume["epoch"] != epoch or not resume["batches"]:
+            self._epoch_rng = torch.get_rng_state()
+            return DataLoader.__iter__(self)
+        for part in (self.dataset, self.batch_sampler):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+        if "batch_sampler" in resume and hasattr(self.batch_sampler, "load_state_dict"):
+            self.batch_sampler.load_state_dict(resume["batch_sampler"])
+        now = torch.get_rng_state()
+        torch.set_rng_state(resume["epoch_rng"])
+        self._epoch_rng = resume["epoch_rng"]
+        iterator = DataLoader.__iter__(self)
+        next(iterator)  # a RandomSampler draws its seed at the first batch, not at iter()
+        torch.set_rng_state(now)
+        for _ in range(resume["batches"] - 1):  # samples draw from (seed, epoch, index), not the RNG
+            next(iterator)
+        return iterator
+
+
+class _ResumingIterator(Iterator):
+    def __init__(self, loader: ResumableLoader):
+        self._loader = loader
+        self._iterator: Iterator | None = None
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = self._loader._start()
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        return len(self._loader)
 
 
 class SplitsDataModule(L.LightningDataModule):
@@ -29,6 +99,7 @@ class SplitsDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.splits = splits_cls(cfg.data, cfg.seed)
+        self._resume_state: dict[str, Any] | None = None
 
     def loader(self, split: str, *, train: bool = False) -> DataLoader:
         """The loader of ``split``: training batches with ``train``, else evaluation batches."""
@@ -38,10 +109,29 @@ class SplitsDataModule(L.LightningDataModule):
         size = self.splits.batch_size(split, train=train)
         if not train:
             return DeferredDataLoader(ds, batch_size=size, shuffle=False, **common)
+        common.update(position=self._training_position, resume_state=self._resume_state)
         sampler = self.splits.train_batch_sampler(ds)
         if sampler is not None:
-            return DeferredDataLoader(ds, batch_sampler=sampler, **common)
-        return DeferredDataLoader(ds, batch_size=size, shuffle=True, drop_last=len(ds) > size, **common)
+            return ResumableLoader(ds, batch_sampler=sampler, **common)
+        return ResumableLoader(ds, batch_size=size, shuffle=True, drop_last=len(ds) > size, **common)
+
+    # -- exact resume: the training loader's position is part of the checkpoint -----------------
+
+    def _training_position(self) -> Position:
+        """(epoch, batches the training loop has taken in it); (0, 0) outside a Trainer."""
+        if self.trainer is None:
+            return 0, 0
+        return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def state_dict(self) -> dict[str, Any]:
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        return {"train_loader": loader.loader_state()} if isinstance(loader, ResumableLoader) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_state = state_dict.get("train_loader")
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        if isinstance(loader, ResumableLoader):  # made before the checkpoint was read
+            loader.resume_state = self._resume_state
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)

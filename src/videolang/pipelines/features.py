@@ -29,7 +29,13 @@ from videolang.data.stores.feature_store import EXTRACTION_INFO_NAME, read_extra
 from videolang.data.video import VideoReader, VideoSource
 from videolang.errors import ConfigError, FrameIndexError, StoreError, VideoDecodeError
 from videolang.pipelines.inputs import Frames
-from videolang.utils.io import atomic_write_text, sha256_file
+from videolang.utils.io import (
+    atomic_write_text,
+    check_complete,
+    interrupted_build,
+    partial_path,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from videolang.models.backbones import VideoBackbone
@@ -609,7 +615,9 @@ def open_video_sources(videos: str | os.PathLike) -> tuple[str, int | None, Iter
     path = Path(spec)
     is_glob = any(c in spec for c in "*?[")
     if not is_glob and not path.exists():
-        raise ConfigError(f"videos {spec}: no such file or folder")
+        raise ConfigError(interrupted_build(path) or f"videos {spec}: no such file or folder")
+    if path.is_dir():
+        check_complete(path, "video store", required=False)  # an interrupted `data shards` / `data pack`
     if path.is_dir() and (path / "data.mdb").is_file():
         from videolang.data.stores import LmdbVideoStore
 
@@ -704,12 +712,13 @@ def run_extraction(
     pooled-pixels). ``dtype``: ``"float16"`` (default for a new store, like MMPT's features) or
     ``"float32"``; a resumed store keeps its own.
 
-    An existing store at ``out`` is resumed (ids already stored are skipped) unless
-    ``overwrite=True`` replaces it; resuming refuses a store made with other settings
-    (``extraction.json`` differs). ``out/extraction.json`` records the backbone, weights path
-    and SHA-256 (or ``"random-init"`` and the seed), frames per feature, fps and options,
-    written atomically before the run and again, with the run's report, after it. Completed
-    videos are kept if the run is interrupted.
+    The store is built next to ``out`` and swapped in when complete (the old one stays readable
+    until then); a second run on ``out`` fails at once. An existing store at ``out`` is extended
+    (ids already stored are skipped) unless ``overwrite=True`` replaces it; resuming refuses a
+    store made with other settings (``extraction.json`` differs). An interrupted run keeps its
+    finished shards (small: ``shard_size`` videos or a minute of work) and the same call resumes
+    after them. ``out/extraction.json`` records the backbone, weights path and SHA-256 (or
+    ``"random-init"`` and the seed), frames per feature, fps and options, and the run's report.
     """
     from videolang.data.stores import FeatureStoreWriter
     from videolang.models.backbones import create_backbone
@@ -717,8 +726,6 @@ def run_extraction(
     kind, total, sources = open_video_sources(videos)
     model = create_backbone(backbone, weights=weights, seed=seed, **dict(backbone_options or {}))
     out = Path(out)
-    resume = (out / "index.json").is_file() and not overwrite
-    writer = FeatureStoreWriter(out, dtype=dtype, overwrite=overwrite, resume=resume)
     info: dict[str, Any] = {
         "format": _INFO_FORMAT,
         "version": _INFO_VERSION,
@@ -726,30 +733,46 @@ def run_extraction(
         "options": model.build_options(),  # create_backbone(backbone, **options) rebuilds it
         "weights": _weights_info(weights),
         "l2_normalize": bool(l2_normalize),
-        "dtype": writer.dtype_name,
         "batch_size": batch_size or model.default_batch_size,
         "device": str(device),
         "videos": {"source": os.fspath(videos), "kind": kind, "total": total},
     }
-    info_path = out / EXTRACTION_INFO_NAME
+    # an interrupted run with these settings is resumed, even by --overwrite (it is the new store)
+    resume = not overwrite or _same_settings(partial_path(out) / EXTRACTION_INFO_NAME, info)
+    writer = FeatureStoreWriter(out, dtype=dtype, overwrite=overwrite, resume=resume)
+    info["dtype"] = writer.dtype_name
+    info_path = writer.folder / EXTRACTION_INFO_NAME
     try:
-        if resume:
+        if len(writer) or info_path.is_file():
             _check_resumable(info_path, info)
         atomic_write_text(info_path, json.dumps(info, indent=1), overwrite=True)
         report = extract_features(sources, model, writer, batch_size=batch_size, device=device,
                                   l2_normalize=l2_normalize, progress=progress, total=total)  # fmt: skip
+        writer.flush()
+        info["last_run"] = report.to_dict()
+        atomic_write_text(info_path, json.dumps(info, indent=1), overwrite=True)
     except BaseException:
-        # Every video added so far is complete: keep them (a rerun resumes after them).
+        # Every video added so far is complete: keep them in the build (a rerun resumes after them).
         with contextlib.suppress(Exception):
-            writer.close()
+            writer.flush()
+        writer.abort()
         raise
-    writer.close()
-    info["last_run"] = report.to_dict()
-    atomic_write_text(info_path, json.dumps(info, indent=1), overwrite=True)
+    writer.close()  # the completeness marker, then the store is swapped in
     log.info("features (%s) -> %s: %d written, %d already present, %d bad; %.1f videos/s",
              model.name, out, report.written, report.already_present, len(report.bad),
              report.videos_per_s)  # fmt: skip
     return report
+
+
+def _same_settings(info_path: Path, info: Mapping[str, Any]) -> bool:
+    """Whether ``info_path`` (an interrupted build's ``extraction.json``) records ``info``'s settings."""
+    if not info_path.is_file():
+        return False
+    try:
+        _check_resumable(info_path, info)
+    except (ConfigError, StoreError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------

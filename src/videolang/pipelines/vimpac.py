@@ -10,6 +10,7 @@ is averaged. The protocol step by step: docs/inference.md ("What each pipeline d
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -277,6 +278,9 @@ def view_tokens(video: str | os.PathLike | bytes | Frames, tokenizer: torch.nn.M
     return [torch.stack([c[i] for i in range(n)]) for c, n in zip(codes, counts, strict=True)]
 
 
+TOKENIZE_COMMIT_EVERY = 8  # videos per LMDB commit: what a killed `videolang tokenize` can lose
+
+
 def tokenize_videos(videos: list, tokenizer: Any, out_path: str | os.PathLike, *, fps: float, frame_size: int,
                     resize: int | None = None, crop: str | None = "center", hflip: bool = False,
                     classes: list[str] | None = None, overwrite: bool = False, progress: bool = False):
@@ -285,22 +289,35 @@ def tokenize_videos(videos: list, tokenizer: Any, out_path: str | os.PathLike, *
     Frames are decoded at ``fps``, scaled while decoding, cropped and tokenized chunk by chunk
     by :func:`view_tokens`, the path a loaded VIMPAC model takes: inference gives back the
     stored codes. ``videos`` are :class:`~videolang.data.tokens.VideoEntry` records.
+
+    The store is built next to ``out_path`` and swapped in when complete (header and
+    completeness marker last), under a lock that fails a second writer at once. A killed run
+    keeps every committed batch of ``TOKENIZE_COMMIT_EVERY`` videos; the same call (same header)
+    resumes after them, even with ``overwrite`` (the old store stays readable until the swap).
     """
-    from videolang.data.tokens import TokenStoreHeader, write_token_store
+    from videolang.data.stores.lmdb_store import PackReport, stored_keys, write_token_lmdb
+    from videolang.data.tokens import HEADER_NAME, TokenStoreHeader
+    from videolang.utils.io import atomic_write_text, resumable_output
 
     header = TokenStoreHeader(tokenizer=tokenizer.tokenizer_id, tokenizer_hash=tokenizer.fingerprint(),
                               vocab_size=int(tokenizer.vocab_size), downsample=int(tokenizer.downsample), fps=fps,
                               frame_size=frame_size, resize=resize, crop=crop, hflip=hflip, classes=classes)
     view = TokenViewSpec(fps=fps, frame_size=frame_size, resize=resize, crop=crop, hflip=hflip)
+    with resumable_output(out_path, json.loads(header.to_json()), overwrite=overwrite) as part:
+        done = stored_keys(part.path) if part.resumed else set()
+        if done and progress:
+            print(f"  resuming: {len(done)} of {len(videos)} videos already tokenized")
 
-    def items():
-        for i, v in enumerate(videos):
-            codes = view_tokens(v.path, tokenizer, [view])[0]
-            if progress and (i + 1) % 50 == 0:
-                print(f"  tokenized {i + 1}/{len(videos)} videos")
-            yield v.video_id, codes.numpy(), v.label
+        def items():
+            for i, v in enumerate(videos):
+                if v.video_id not in done:
+                    yield v.video_id, view_tokens(v.path, tokenizer, [view])[0].numpy(), v.label
+                if progress and (i + 1) % 50 == 0:
+                    print(f"  tokenized {i + 1}/{len(videos)} videos")
 
-    return write_token_store(items(), out_path, header, overwrite=overwrite)
+        report = write_token_lmdb(items(), part.path, append=True, commit_every=TOKENIZE_COMMIT_EVERY)
+        atomic_write_text(part.path / HEADER_NAME, header.to_json(), overwrite=True)
+    return PackReport(report.n_packed + len(done), report.n_bytes, [], Path(out_path))
 
 
 @torch.inference_mode()

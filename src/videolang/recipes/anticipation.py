@@ -103,15 +103,16 @@ class _AnticipationModule(StagedEvalModule):
         super().__init__(cfg)
         d: AnticipationDataConfig = cfg.data
         self.vocab = read_action_vocab(d.format, d.root)
-        many_shot = read_many_shot_classes(d.many_shot_dir) if d.many_shot_dir else None
+        many_shot = read_many_shot_classes(d.many_shot_dir, self.vocab) if d.many_shot_dir else None
         self.many_shot = many_shot_actions(self.vocab.verbs, self.vocab.nouns, *many_shot) if many_shot else None
         self._outputs: dict[str, EvaluationBuffer] = {}
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        out = self(batch)
-        self._outputs.setdefault(stage, EvaluationBuffer()).add(
-            batch["index"], logits=out["action"].float(), action=batch["action"], verb=batch["verb"],
-            noun=batch["noun"])
+        if "action" in batch:  # else every clip of the batch was skipped (DataGuard counts them)
+            out = self(batch)
+            self._outputs.setdefault(stage, EvaluationBuffer()).add(
+                batch["index"], logits=out["action"].float(), action=batch["action"], verb=batch["verb"],
+                noun=batch["noun"])
 
     def _eval_end(self, stage: str) -> None:
         outputs = gather_stage(self._outputs, stage)
@@ -256,6 +257,8 @@ class AnticipationStudentModule(_AnticipationModule):
         return self.model(batch["feats"], batch["mask"])
 
     def training_step(self, batch, batch_idx):
+        if "feats" not in batch:  # every clip was skipped: Lightning skips the step
+            return None
         m: StudentModelConfig = self.cfg.model
         out = self(batch)
         n = batch["action"].shape[0]

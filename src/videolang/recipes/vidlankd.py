@@ -25,7 +25,7 @@ from videolang.data.vidlankd import (
     mask_for_step,
 )
 from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
-from videolang.engine.evaluation import EvaluationBuffer, batch_indices, log_metrics
+from videolang.engine.evaluation import EvaluationBuffer, log_metrics
 from videolang.engine.export import export_provenance
 from videolang.errors import ConfigError
 from videolang.losses import distill, mlm_loss
@@ -110,7 +110,9 @@ class TeacherModule(RecipeModule):
         mlm = mlm_loss(out["mlm_logits"], out["mlm_targets"])
         return {"loss": hinge + m.mlm_weight * mlm, "hinge": hinge, "mlm": mlm, "out": out}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if "ids" not in batch:  # every video of the batch was skipped (DataGuard counts them)
+            return None
         r = self._losses(batch, self.global_step)
         b = batch["ids"].shape[0]
         self.log("train/loss", r["loss"], prog_bar=True, batch_size=b)
@@ -119,6 +121,8 @@ class TeacherModule(RecipeModule):
         return r["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if "ids" not in batch:
+            return
         r = self._losses(batch, 10**9 + batch_idx)  # fixed masks for validation
         b = batch["ids"].shape[0]
         # batch-level losses (masks by batch, in-batch negatives): averaged over processes
@@ -126,7 +130,7 @@ class TeacherModule(RecipeModule):
         self.log("val/hinge", r["hinge"], batch_size=b, sync_dist=True)
         # retrieval on the clean text
         out = self.model(batch["ids"], batch["mask"], batch["vfeats"], batch["vmask"])
-        self._val.add(batch_indices(self.trainer, "val", batch_idx), text=masked_mean(out["token_emb"], batch["mask"]),
+        self._val.add(batch["index"], text=masked_mean(out["token_emb"], batch["mask"]),
                       video=out["video_emb"])
 
     def on_validation_epoch_end(self) -> None:

@@ -9,14 +9,12 @@ faiss index is updated and ``report.json`` written. Details: docs/search.md.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from videolang.data.video import VIDEO_EXTENSIONS
-from videolang.errors import ConfigError, StoreError, VideolangError
+from videolang.errors import ConfigError, VideolangError
 from videolang.search.catalog import CATALOG_FILE, Catalog, VideoRecord, WindowRecord
-from videolang.utils.io import atomic_write_text, sha256_file
+from videolang.utils.io import atomic_write_text, exclusive_lock, sha256_file
 
 __all__ = [
     "IndexReport",
@@ -223,25 +221,9 @@ class IndexReport:
         return out
 
 
-@contextlib.contextmanager
-def index_lock(folder: Path) -> Iterator[None]:
+def index_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Only one writer per index: a second one fails at once, naming the holder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise StoreError(f"{folder} is being written by another run ({f.read().strip() or 'unknown'}); "
-                             "wait for it to finish") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return exclusive_lock(folder / LOCK_FILE, str(folder))
 
 
 def run_settings(model_dir: str, root: Path, window: float | None, stride: float | None,

@@ -197,7 +197,7 @@ def test_refuses_existing_store(tmp_path):
     with FeatureStoreWriter(root, overwrite=True, shard_size=10) as w:
         w.add("new", np.ones((3, 5)))
     assert sorted(p.name for p in root.iterdir()) == [
-        "README", "features_0_data.npy", "features_0_starts.npy", "index.json",
+        ".complete.json", "README", "features_0_data.npy", "features_0_starts.npy", "index.json",
     ]  # fmt: skip
     store = FeatureStore(root)
     assert store.ids == ["new"] and store.dim == 5
@@ -209,12 +209,21 @@ def test_exception_keeps_completed_shards(tmp_path):
         for i in range(3):
             w.add(f"v{i}", np.full((2, 4), i))
         raise RuntimeError("extractor crashed")
+    # nothing at root; the finished shard waits in the partial build, which readers refuse
+    partial = tmp_path / ".f.partial"
+    assert not root.exists()
+    with pytest.raises(StoreError, match="interrupted"):
+        FeatureStore(root)
+    with pytest.raises(StoreError, match="incomplete feature store"):
+        FeatureStore(partial)
+    assert sorted(p.name for p in partial.iterdir()) == [
+        ".partial.json", "features_0_data.npy", "features_0_starts.npy", "index.json",
+    ]  # fmt: skip
+    with FeatureStoreWriter(root, resume=True) as w:
+        assert "v1" in w and "v2" not in w
     store = FeatureStore(root)
     assert store.ids == ["v0", "v1"]
     np.testing.assert_array_equal(store["v1"], np.ones((2, 4)))
-    assert sorted(p.name for p in root.iterdir()) == [
-        "features_0_data.npy", "features_0_starts.npy", "index.json",
-    ]  # fmt: skip
 
 
 def test_hard_crash_leaves_a_readable_store_and_resume_completes_it(tmp_path):
@@ -229,10 +238,10 @@ def test_hard_crash_leaves_a_readable_store_and_resume_completes_it(tmp_path):
         print("EXPECTED_EXIT", flush=True)
         os._exit(1)
     """)
-    store = FeatureStore(root)
-    assert store.ids == ["v0", "v1", "v2"]
-    np.testing.assert_array_equal(store["v2"], np.full((2, 4), 2))
-    leftovers = [p.name for p in root.iterdir() if p.name.endswith(".tmp")]
+    partial = tmp_path / ".f.partial"
+    with pytest.raises(StoreError, match="interrupted"):
+        FeatureStore(root)
+    leftovers = [p.name for p in partial.iterdir() if p.name.endswith(".tmp")]
     assert len(leftovers) == 1 and leftovers[0].startswith(".features_1_data.npy.")
     with pytest.raises(StoreError, match=r"resume=True"):
         FeatureStoreWriter(root)
@@ -251,6 +260,7 @@ def test_hard_crash_leaves_a_readable_store_and_resume_completes_it(tmp_path):
     index = json.loads((root / "index.json").read_text())
     assert [s["prefix"] for s in index["shards"]] == ["features_0", "features_1", "features_2"]
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]  # resume cleaned up
+    assert not partial.exists()
 
 
 def test_resume_on_missing_store_creates_it(tmp_path):

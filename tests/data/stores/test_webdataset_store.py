@@ -85,7 +85,7 @@ def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
         write_webdataset(samples(3), out)
     paths = write_webdataset(samples(3, start=100), out, maxcount=2, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [
-        "index.json", "notes.txt", "shard-000000.tar", "shard-000001.tar",
+        ".complete.json", "index.json", "notes.txt", "shard-000000.tar", "shard-000001.tar",
     ]  # fmt: skip
     assert len(paths) == 2
     assert keys_of(WebVideoDataset(out)) == ["vid0100", "vid0101", "vid0102"]
@@ -121,11 +121,17 @@ def test_failure_mid_write_leaves_no_partial_shard(tmp_path):
     out = tmp_path / "wds"
     with pytest.raises(RuntimeError, match=r"decoder died"):
         write_webdataset(gen(), out, maxcount=2)
-    # the two complete shards were renamed into place; the third (half written) was removed;
-    # no index.json, so the directory does not pass for a complete dataset
-    assert sorted(p.name for p in out.iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
-    with pytest.raises(StoreError, match=r"index\.json"):
+    # the two complete shards stay in the partial build for a rerun; the third (half written) was
+    # removed; nothing is at out, and the partial build does not pass for a complete dataset
+    partial = tmp_path / ".wds.partial"
+    assert not out.exists()
+    assert sorted(p.name for p in partial.iterdir()) == [
+        ".partial.json", "index.json", "shard-000000.tar", "shard-000001.tar",
+    ]  # fmt: skip
+    with pytest.raises(StoreError, match=r"interrupted.*rerun the same command"):
         WebVideoDataset(out)
+    with pytest.raises(StoreError, match=r"incomplete WebDataset shard folder.*resume"):
+        WebVideoDataset(partial)
 
 
 def _read_all(ds, num_workers: int) -> list[str]:

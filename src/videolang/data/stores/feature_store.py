@@ -15,7 +15,9 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import struct
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,7 +26,16 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from videolang.errors import StoreError
-from videolang.utils.io import atomic_output, atomic_write_text
+from videolang.utils.io import (
+    PartialOutput,
+    atomic_output,
+    atomic_write_text,
+    carry_other_files,
+    check_complete,
+    interrupted_build,
+    partial_path,
+    resumable_output,
+)
 
 __all__ = ["FeatureStore", "FeatureStoreWriter", "ShardedTensor"]
 
@@ -172,12 +183,15 @@ class ShardedTensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_index(root: Path) -> dict[str, Any]:
+def _read_index(root: Path, *, complete: bool = True) -> dict[str, Any]:
+    """The store's index, checked; ``complete``: refuse a store whose build did not finish."""
     path = root / INDEX_NAME
     if not root.exists():
-        raise StoreError(f"feature store {root} does not exist")
+        raise StoreError(interrupted_build(root) or f"feature store {root} does not exist")
     if not path.is_file():
         raise StoreError(f"{root} is not a feature store: {INDEX_NAME} is missing")
+    if complete:
+        check_complete(root, "feature store")
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -268,16 +282,20 @@ class FeatureStoreWriter:
     """Write per-video ``(T, D)`` feature arrays into a sharded store at ``root``.
 
     ``dtype`` is ``"float16"`` (MMPT's S3D features) or ``"float32"``; ``D`` is fixed by the first
-    array. Every ``shard_size`` videos a shard is completed: its files are renamed into place and
-    ``index.json`` is rewritten, so a crash loses at most the shard in progress.
+    array. The store is built in ``.<name>.partial`` next to ``root`` (:attr:`folder`), under a
+    lock that fails a second writer at once, and swapped in by :meth:`close` with its
+    completeness marker, so readers never see it half written. Every ``shard_size`` videos, or
+    ``flush_seconds`` after a shard was opened, the shard is completed: a crash loses at most
+    that shard, and ``resume=True`` goes on from the finished ones.
 
-    An existing store is refused unless ``overwrite=True`` (its shard files and index are
-    deleted; other files in ``root`` are kept) or ``resume=True`` (ids already stored are known
-    to :meth:`__contains__`, new videos go to new shards; ``dtype``/``name`` default to the
-    stored ones). ``resume=True`` on a missing store creates it.
+    An existing store is refused unless ``overwrite=True`` (the new one replaces it when
+    complete; other files in ``root`` are carried over) or ``resume=True`` (ids already stored
+    are known to :meth:`__contains__`, new videos go to new shards; ``dtype``/``name`` default to
+    the stored ones). ``resume=True`` on a missing store creates it; with ``overwrite=True`` too
+    it resumes an interrupted replacement.
 
     Use as a context manager or call :meth:`close`; leaving the ``with`` block by an exception
-    discards the unfinished shard but keeps the completed ones.
+    discards the unfinished shard and keeps the completed ones for a rerun with ``resume=True``.
 
     >>> with FeatureStoreWriter("feats", dtype="float16") as w:   # doctest: +SKIP
     ...     for vid, feats in extract():
@@ -291,12 +309,11 @@ class FeatureStoreWriter:
         *,
         name: str | None = None,
         dtype: str | None = None,
-        shard_size: int = 4096,
+        shard_size: int = 256,
+        flush_seconds: float | None = 60.0,
         overwrite: bool = False,
         resume: bool = False,
     ):
-        if overwrite and resume:
-            raise ValueError("pass at most one of overwrite=True and resume=True")
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         if dtype is not None and dtype not in _DTYPES:
@@ -305,18 +322,55 @@ class FeatureStoreWriter:
             raise ValueError(f"invalid store name {name!r}")
         self.root = Path(root)
         self.shard_size = shard_size
-        self._index_path = self.root / INDEX_NAME
+        self.flush_seconds = flush_seconds
         self._shards: list[dict[str, Any]] = []
         self._known: set[str] = set()
         self.dim: int | None = None
         self._cur: _OpenShard | None = None
         self._closed = False
+        self._build = contextlib.ExitStack()
+        part = self._open_build(overwrite, resume)
+        self.folder, self.resumed = part.path, part.resumed
+        self._index_path = self.folder / INDEX_NAME
+        self._added = 0
+        try:
+            self._load_state(name, dtype)
+            self._remove_stale_temporaries()
+            self._next_k = self._first_free_shard_number()
+            self._write_index()
+        except BaseException:
+            self.abort()
+            raise
 
+    # -- setup helpers -----------------------------------------------------------------------
+
+    def _open_build(self, overwrite: bool, resume: bool) -> PartialOutput:
+        """Lock the store and open its build folder (resumed, extending the store, or fresh)."""
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"feature store path {self.root} exists and is not a directory")
-        has_index = self._index_path.exists()
-        if resume and has_index:
-            index = _read_index(self.root)
+        has_index = (self.root / INDEX_NAME).exists()
+        if has_index and not (overwrite or resume):
+            raise StoreError(f"{self.root} already holds a feature store; pass overwrite=True to replace it "
+                             "or resume=True to add to it")
+        if self.root.is_dir() and not has_index and not overwrite and any(self.root.iterdir()):
+            raise StoreError(f"{self.root} is not empty and is not a feature store; "
+                             "pass overwrite=True to write into it anyway")
+        partial = partial_path(self.root)
+        if partial.is_dir() and not (resume or overwrite):
+            raise StoreError(f"an interrupted build of {self.root} is in {partial}: pass resume=True to go on "
+                             "from its finished shards, or overwrite=True to start over")
+        extend = has_index and resume and not overwrite
+        own = re.compile(rf".+_\d+_(?:data|starts)\.npy|{re.escape(INDEX_NAME)}|{re.escape(EXTRACTION_INFO_NAME)}")
+        seed = carry_other_files(self.root, lambda n: not extend and bool(own.fullmatch(n)))
+        settings = {"format": FORMAT_NAME, "extends_old_store": extend}
+        return self._build.enter_context(resumable_output(self.root, settings, overwrite=overwrite, resume=resume,
+                                                          seed=seed if self.root.is_dir() else None))
+
+    def _load_state(self, name: str | None, dtype: str | None) -> None:
+        """Take the finished shards of a resumed or extended build (checking ``name`` and
+        ``dtype`` against them), or start an empty store."""
+        if self._index_path.is_file():
+            index = _read_index(self.folder, complete=False)
             for key, given in (("dtype", dtype), ("name", name)):
                 if given is not None and given != index[key]:
                     raise StoreError(
@@ -329,62 +383,17 @@ class FeatureStoreWriter:
             for s in self._shards:
                 self._known.update(s["ids"])
         else:
-            if has_index and not overwrite:
-                raise StoreError(
-                    f"{self.root} already holds a feature store; pass overwrite=True to replace it "
-                    "or resume=True to add to it"
-                )
             self.name = name or "features"
             self.dtype_name = dtype or "float16"
-            if (
-                self.root.exists()
-                and not has_index
-                and not overwrite
-                and not resume
-                and any(self.root.iterdir())
-            ):
-                raise StoreError(
-                    f"{self.root} is not empty and is not a feature store; "
-                    "pass overwrite=True to write into it anyway"
-                )
-            if overwrite:
-                self._remove_old_store()
         self.dtype = _DTYPES[self.dtype_name]
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
-        self._next_k = self._first_free_shard_number()
-        self._write_index()
-
-    # -- setup helpers -----------------------------------------------------------------------
 
     def _shard_re(self, name: str) -> re.Pattern[str]:
         return re.compile(rf"{re.escape(name)}_(\d+)_(?:data|starts)\.npy")
 
-    def _remove_old_store(self) -> None:
-        if not self.root.is_dir():
-            return
-        names = {self.name}
-        old_prefixes: set[str] = set()
-        if self._index_path.exists():
-            try:
-                old = json.loads(self._index_path.read_text(encoding="utf-8"))
-                names.add(str(old.get("name", self.name)))
-                old_prefixes = {s["prefix"] for s in old.get("shards", [])}
-            except (OSError, ValueError, TypeError, KeyError):
-                pass
-            self._index_path.unlink()  # first: the directory stops being a store at once
-        patterns = [self._shard_re(n) for n in names]
-        for p in self.root.iterdir():
-            m = any(pat.fullmatch(p.name) for pat in patterns) or any(
-                p.name in (f"{q}_data.npy", f"{q}_starts.npy") for q in old_prefixes
-            )
-            if m and p.is_file():
-                p.unlink()
-
     def _remove_stale_temporaries(self) -> None:
         """Delete temporary shard files left by a writer that was killed (they can be large)."""
         pat = re.compile(rf"\.{re.escape(self.name)}_\d+_(?:data|starts)\.npy\..+\.tmp")
-        for p in self.root.iterdir():
+        for p in self.folder.iterdir():
             if pat.fullmatch(p.name) and p.is_file():
                 log.info("removing %s, left by an interrupted writer", p)
                 p.unlink()
@@ -398,7 +407,7 @@ class FeatureStoreWriter:
                 used.append(int(m.group(1)))
         listed = {s["prefix"] for s in self._shards}
         orphans = []
-        for p in self.root.iterdir() if self.root.is_dir() else []:
+        for p in self.folder.iterdir():
             m = pat.fullmatch(p.name)
             if m:
                 used.append(int(m.group(1)))
@@ -476,10 +485,13 @@ class FeatureStoreWriter:
                 f"features of {video_id!r} overflow {self.dtype_name} (|x| > {np.finfo(self.dtype).max})"
             )
         if self._cur is None:
-            self._cur = _OpenShard(self.root / f"{self.name}_{self._next_k}", self.dtype, self.dim)
+            self._cur = _OpenShard(self.folder / f"{self.name}_{self._next_k}", self.dtype, self.dim)
+            self._opened = time.monotonic()
         self._cur.append(video_id, out)
         self._known.add(video_id)
-        if len(self._cur.ids) >= self.shard_size:
+        self._added += 1
+        overdue = self.flush_seconds is not None and time.monotonic() - self._opened >= self.flush_seconds
+        if len(self._cur.ids) >= self.shard_size or overdue:
             self.flush()
 
     def flush(self) -> None:
@@ -490,9 +502,9 @@ class FeatureStoreWriter:
         try:
             cur.finish()
         except BaseException:
-            # the store keeps its completed shards; reopen with resume=True to go on
+            # the build keeps its completed shards; reopen with resume=True to go on
             self._known.difference_update(cur.ids)
-            self._closed = True
+            self._end_build(failed=True)
             raise
         self._shards.append({"prefix": cur.prefix.name, "ids": cur.ids, "n_rows": cur.starts[-1]})
         self._next_k += 1
@@ -504,15 +516,29 @@ class FeatureStoreWriter:
         if cur is not None:
             self._known.difference_update(cur.ids)
             cur.abort()
-        self._closed = True
+        self._end_build(failed=True)
 
     def close(self) -> None:
-        """Complete the open shard and close the writer (idempotent)."""
+        """Complete the open shard, swap the finished store in and close the writer (idempotent)."""
         if self._closed:
             return
         self.flush()
         self._write_index()
+        self._end_build(failed=False)
+
+    def _end_build(self, *, failed: bool) -> None:
+        """Release the build: swapped in when complete, else kept for a rerun (dropped when this
+        writer neither resumed it nor added anything: nothing would be lost)."""
+        if self._closed:
+            return
         self._closed = True
+        if not failed:
+            self._build.close()
+            return
+        discard = not self.resumed and not self._added
+        self._build.__exit__(StoreError, StoreError("writer aborted"), None)
+        if discard:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> FeatureStoreWriter:
         return self

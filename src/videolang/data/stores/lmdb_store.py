@@ -25,7 +25,13 @@ import numpy as np
 
 from videolang.data.video import VIDEO_EXTENSIONS
 from videolang.errors import StoreError
-from videolang.utils.io import atomic_output
+from videolang.utils.io import (
+    atomic_output,
+    check_complete,
+    interrupted_build,
+    mark_complete,
+    output_lock,
+)
 
 __all__ = [
     "DEFAULT_VIDEO_EXTENSIONS",
@@ -33,6 +39,7 @@ __all__ = [
     "LmdbVideoStore",
     "PackReport",
     "pack_videos",
+    "stored_keys",
     "write_token_lmdb",
 ]
 
@@ -245,7 +252,9 @@ def pack_videos(
         ``a.avi``) are an error.
 
         The environment is built in a temporary directory next to ``out_path`` and renamed into
-        place when complete; an existing ``out_path`` is only replaced with ``overwrite=True``.
+        place when complete (completeness marker last; a killed run's temporary is removed by the
+        next one); an existing ``out_path`` is only replaced with ``overwrite=True``, and stays
+        readable until then. A second writer of ``out_path`` fails at once naming the first.
         ``map_size`` defaults to the summed file sizes plus a margin and grows if it is exceeded.
     """
     root = Path(video_dir)
@@ -277,7 +286,7 @@ def pack_videos(
     except ImportError:  # pragma: no cover - tqdm is a dependency
         progress = False
 
-    with atomic_output(out, overwrite=overwrite, is_dir=True) as tmp:
+    with output_lock(out), atomic_output(out, overwrite=overwrite, is_dir=True) as tmp:
         writer = _BatchedLmdbWriter(tmp, map_size or _default_map_size(sizes), commit_every)
         bar = (
             tqdm(total=len(readable), unit="video", desc=f"packing {out.name}")
@@ -312,6 +321,7 @@ def pack_videos(
         writer.close()
         skipped.sort()
         (tmp / ERROR_LOG_NAME).write_text("".join(f"{p}\n" for p, _ in skipped), encoding="utf-8")
+        mark_complete(tmp, videos=writer.n_items)
         report = PackReport(writer.n_items, writer.n_bytes, skipped, out)
     if skipped:
         log.warning("packed %d videos into %s; skipped %d (see %s)", report.n_packed, out,
@@ -399,9 +409,11 @@ class _LmdbReader:
         self._pid: int | None = None
         self._keys: list[str] | None = None
         if not self.path.exists():
-            raise StoreError(f"LMDB store {self.path} does not exist")
+            raise StoreError(interrupted_build(self.path) or f"LMDB store {self.path} does not exist")
         if not self.path.is_dir() or not (self.path / "data.mdb").is_file():
             raise StoreError(f"{self.path} is not an LMDB environment (no data.mdb inside)")
+        # LMDBs of other tools have no marker: refuse only a build that says it is unfinished
+        check_complete(self.path, "LMDB store", required=False)
         self._get_env()  # validate now, in the constructing process
 
     # -- environment -------------------------------------------------------------------------
@@ -574,23 +586,50 @@ def write_token_lmdb(
     overwrite: bool = False,
     commit_every: int = 100,
     map_size: int = 256 << 20,
+    append: bool = False,
 ) -> PackReport:
     """Write ``(key, tokens (T, h, w) int, label)`` items as a VIMPAC-layout token LMDB.
 
     Tokens are stored as int16 (int32 when they do not fit or were given as int32), the label
     as a 0-d int16, both in an uncompressed ``np.savez`` archive. Built in a temporary
     directory and renamed into place; the map grows as needed. Duplicate keys are an error.
+    With ``append=True`` the items go into the LMDB at ``out_path`` itself (a resumable build's
+    folder: LMDB keeps every committed batch of a killed writer), created if missing.
     """
     out = Path(out_path)
+    if append:
+        return _write_tokens(items, out, commit_every, map_size)
     with atomic_output(out, overwrite=overwrite, is_dir=True) as tmp:
-        writer = _BatchedLmdbWriter(tmp, map_size, commit_every)
-        try:
-            for key, tokens, label in items:
-                value = _encode_tokens(key, tokens, label)
-                writer.put(_encode_key(key), value, functools.partial(_same, value))
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
-        report = PackReport(writer.n_items, writer.n_bytes, [], out)
-    return report
+        report = _write_tokens(items, tmp, commit_every, map_size)
+    return PackReport(report.n_packed, report.n_bytes, [], out)
+
+
+def _write_tokens(items: Iterable[tuple[str, Any, int]], folder: Path, commit_every: int,
+                  map_size: int) -> PackReport:
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "data.mdb").is_file():
+        map_size = max(map_size, (folder / "data.mdb").stat().st_size * 2)
+    writer = _BatchedLmdbWriter(folder, map_size, commit_every)
+    try:
+        for key, tokens, label in items:
+            value = _encode_tokens(key, tokens, label)
+            writer.put(_encode_key(key), value, functools.partial(_same, value))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return PackReport(writer.n_items, writer.n_bytes, [], folder)
+
+
+def stored_keys(path: str | os.PathLike) -> set[str]:
+    """The keys of the LMDB at ``path`` (empty when there is none yet): what a resumed build
+    already holds."""
+    path = Path(path)
+    if not (path / "data.mdb").is_file():
+        return set()
+    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, create=False)
+    try:
+        with env.begin() as txn:
+            return {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
+    finally:
+        env.close()

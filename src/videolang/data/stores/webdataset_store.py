@@ -26,7 +26,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from videolang.data.video import VIDEO_EXTENSIONS as ALL_VIDEO_EXTENSIONS
 from videolang.errors import StoreError
-from videolang.utils.io import atomic_output, atomic_write_text
+from videolang.utils.io import (
+    COMPLETE_MARKER,
+    PARTIAL_MARKER,
+    atomic_output,
+    atomic_write_text,
+    carry_other_files,
+    check_complete,
+    interrupted_build,
+    resumable_output,
+)
 
 __all__ = ["VIDEO_EXTENSIONS", "WebVideoDataset", "write_webdataset"]
 
@@ -90,7 +99,7 @@ class _ShardWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self._cm = atomic_output(path)
+        self._cm = atomic_output(path, overwrite=True)  # inside the build: a killed run's shard goes
         tmp = self._cm.__enter__()
         try:
             self.f = open(tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
@@ -130,6 +139,99 @@ class _ShardWriter:
         self._cm.__exit__(StoreError, StoreError("abort"), None)
 
 
+def _sample_members(sample: Mapping[str, Any], key_dots: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """The tar key of a sample and its ``(member name, bytes)`` list."""
+    key, orig = _safe_key(sample.get("__key__"), key_dots)
+    fields = [(k, v) for k, v in sample.items() if k != "__key__"]
+    if not fields:
+        raise StoreError(f"sample {key!r} has no fields besides '__key__'")
+    members = []
+    for ext, value in fields:
+        if not isinstance(ext, str) or not ext or "/" in ext or ext.startswith("."):
+            raise StoreError(f"sample {key!r}: invalid field name {ext!r}")
+        if ext == ORIG_KEY_EXT:
+            raise StoreError(f"sample {key!r}: field name {ext!r} is reserved")
+        members.append((f"{key}.{ext}", _encode_member(key, ext, value)))
+    if orig is not None:
+        members.append((f"{key}.{ORIG_KEY_EXT}", orig.encode("utf-8")))
+    return key, members
+
+
+class _ShardSet:
+    """The shards of one build: rolls over to a new shard at ``maxcount`` / ``maxsize`` and
+    rewrites ``index.json`` after each, which is also what a resumed build reads back."""
+
+    def __init__(self, folder: Path, pattern: str, maxcount: int, maxsize: int | None, resumed: bool):
+        self.folder, self.pattern, self.maxcount, self.maxsize = folder, pattern, maxcount, maxsize
+        self.shards: list[dict[str, Any]] = _read_progress(folder) if resumed else []
+        self.resumed_shards = len(self.shards)
+        self.cur: _ShardWriter | None = None
+        self.first_key: str | None = None
+        self.last_key = ""
+
+    def add(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        size = sum(_TAR_BLOCK + len(d) for _, d in members)
+        cur = self.cur
+        if cur is not None and (
+            cur.n_samples >= self.maxcount or (self.maxsize is not None and cur.n_bytes + size > self.maxsize)
+        ):
+            self.finish_shard(self.last_key)
+        if self.cur is None:
+            self.cur = _ShardWriter(self.folder / (self.pattern % len(self.shards)))
+            self.first_key = key
+        self.cur.add(members)
+        self.last_key = key
+
+    def finish_shard(self, last_key: str) -> None:
+        cur, self.cur = self.cur, None
+        if cur is None:
+            return
+        cur.close()
+        self.shards.append({"name": cur.path.name, "n_samples": cur.n_samples, "n_bytes": cur.path.stat().st_size,
+                            "first": self.first_key, "last": last_key})
+        self.write_index()
+
+    def abort(self) -> None:
+        if self.cur is not None:
+            self.cur.abort()
+            self.cur = None
+
+    def write_index(self) -> None:
+        index = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                 "n_samples": sum(s["n_samples"] for s in self.shards), "shards": self.shards}
+        atomic_write_text(self.folder / INDEX_NAME, json.dumps(index, indent=1), overwrite=True)
+
+
+def _read_progress(folder: Path) -> list[dict[str, Any]]:
+    """The finished shards of an interrupted build (its last ``index.json``)."""
+    path = folder / INDEX_NAME
+    if not path.is_file():
+        return []
+    try:
+        shards = json.loads(path.read_text(encoding="utf-8"))["shards"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"cannot resume from {path}: {e}; pass overwrite=True to start over") from e
+    return [s for s in shards if (folder / s["name"]).is_file()]
+
+
+def _skip_finished(samples: Iterator[Mapping[str, Any]], shards: list[dict[str, Any]], key_dots: str,
+                   seen: set[str]) -> None:
+    """Consume the samples the finished shards hold, checking they are the ones written before."""
+    for shard in shards:
+        for i in range(shard["n_samples"]):
+            sample = next(samples, None)
+            key = None if sample is None else _safe_key(sample.get("__key__"), key_dots)[0]
+            expected = shard["first"] if i == 0 else shard["last"] if i == shard["n_samples"] - 1 else key
+            if key is None or key != expected:
+                raise StoreError(f"cannot resume: sample {len(seen)} is {key!r}, the interrupted run wrote "
+                                 f"{expected!r} there; give the same samples or pass overwrite=True")
+            seen.add(key)
+
+
+def _own_file(name: str, shard_re: re.Pattern[str]) -> bool:
+    return name in (INDEX_NAME, COMPLETE_MARKER, PARTIAL_MARKER) or bool(shard_re.fullmatch(name))
+
+
 def write_webdataset(
     samples: Iterable[Mapping[str, Any]],
     out_dir: str | os.PathLike,
@@ -147,10 +249,12 @@ def write_webdataset(
     ``maxcount`` samples and, if given, about ``maxsize`` bytes (a single larger sample gets a
     shard of its own). Keys must be unique and dot-free (see the module docstring).
 
-    Every shard is written under a temporary name and renamed when complete; ``index.json`` is
-    written last, so a directory without it is incomplete. A non-empty ``out_dir`` is refused
-    unless ``overwrite=True``, which first deletes its ``index.json`` and the files matching
-    ``pattern`` (other files are left alone). Returns the shard paths.
+    The folder is built in ``.<name>.partial`` next to ``out_dir`` and swapped in when complete
+    (completeness marker last), under a lock that fails a second writer at once. A killed run
+    keeps its finished shards: the same call resumes after them (the samples it skips must be
+    the same) and gives byte-identical shards. A non-empty ``out_dir`` is refused unless
+    ``overwrite=True``, which keeps it readable until the new shards are complete (its other
+    files are carried over). Returns the shard paths.
     """
     if maxcount < 1:
         raise ValueError(f"maxcount must be >= 1, got {maxcount}")
@@ -162,72 +266,37 @@ def write_webdataset(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise StoreError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise StoreError(
-                f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace its shards"
-            )
-        index_path = out / INDEX_NAME
-        if index_path.exists():
-            index_path.unlink()
-        for p in out.iterdir():
-            if shard_re.fullmatch(p.name) and p.is_file():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise StoreError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace its shards")
+    settings = {"format": FORMAT_NAME, "pattern": pattern, "maxcount": maxcount, "maxsize": maxsize,
+                "key_dots": key_dots}
+    seed = carry_other_files(out, lambda name: _own_file(name, shard_re)) if out.is_dir() else None
+    with resumable_output(out, settings, overwrite=overwrite, seed=seed) as part:
+        shards = _ShardSet(part.path, pattern, maxcount, maxsize, part.resumed)
+        _write_samples(iter(samples), shards, key_dots)
+        if part.resumed:
+            log.info("%s: resumed after %d finished shards", out, shards.resumed_shards)
+    return [out / s["name"] for s in shards.shards]
 
-    written: list[_ShardWriter] = []
-    cur: _ShardWriter | None = None
+
+def _write_samples(samples: Iterator[Mapping[str, Any]], shards: _ShardSet, key_dots: str) -> None:
     seen: set[str] = set()
+    _skip_finished(samples, shards.shards, key_dots, seen)
     try:
         for sample in samples:
-            key, orig = _safe_key(sample.get("__key__"), key_dots)
+            key, members = _sample_members(sample, key_dots)
             if key in seen:
-                raise StoreError(
-                    f"duplicate sample key {key!r}"
-                    + (f" (from {orig!r} after replacing dots)" if orig else "")
-                )
+                orig = sample.get("__key__")
+                raise StoreError(f"duplicate sample key {key!r}"
+                                 + (f" (from {orig!r} after replacing dots)" if orig != key else ""))
             seen.add(key)
-            fields = [(k, v) for k, v in sample.items() if k != "__key__"]
-            if not fields:
-                raise StoreError(f"sample {key!r} has no fields besides '__key__'")
-            members = []
-            for ext, value in fields:
-                if not isinstance(ext, str) or not ext or "/" in ext or ext.startswith("."):
-                    raise StoreError(f"sample {key!r}: invalid field name {ext!r}")
-                if ext == ORIG_KEY_EXT:
-                    raise StoreError(f"sample {key!r}: field name {ext!r} is reserved")
-                members.append((f"{key}.{ext}", _encode_member(key, ext, value)))
-            if orig is not None:
-                members.append((f"{key}.{ORIG_KEY_EXT}", orig.encode("utf-8")))
-            size = sum(_TAR_BLOCK + len(d) for _, d in members)
-            if cur is not None and (
-                cur.n_samples >= maxcount or (maxsize is not None and cur.n_bytes + size > maxsize)
-            ):
-                cur.close()
-                written.append(cur)
-                cur = None
-            if cur is None:
-                cur = _ShardWriter(out / (pattern % len(written)))
-            cur.add(members)
-        if cur is not None:
-            cur.close()
-            written.append(cur)
-            cur = None
+            shards.add(key, members)
+        if shards.cur is not None:
+            shards.finish_shard(shards.last_key)
+        shards.write_index()
     except BaseException:
-        if cur is not None:
-            cur.abort()
+        shards.abort()
         raise
-    index = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "n_samples": sum(w.n_samples for w in written),
-        "shards": [
-            {"name": w.path.name, "n_samples": w.n_samples, "n_bytes": w.path.stat().st_size}
-            for w in written
-        ],
-    }
-    atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1), overwrite=True)
-    return [w.path for w in written]
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +321,7 @@ def _resolve_shards(
         p = Path(src)
         if p.is_dir():
             index_path = p / INDEX_NAME
+            check_complete(p, "WebDataset shard folder", required=index_path.is_file())
             if not index_path.is_file():
                 raise StoreError(
                     f"{p} has no {INDEX_NAME} (incomplete write, or not written by videolang); "
@@ -272,7 +342,7 @@ def _resolve_shards(
                 raise StoreError(f"no shard matches {s!r}")
             return shards, None
         if not p.is_file():
-            raise StoreError(f"shard {p} does not exist")
+            raise StoreError(interrupted_build(p) or f"shard {p} does not exist")
         return [s], None
     shards = [os.fspath(x) for x in src]
     if not shards:
