@@ -4,12 +4,14 @@ src/datasets/dataset_base.py), JSONL readers, answer vocabulary, decoded frames 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from tests.conftest import decoded_index, write_index_video
 
+from videolang.data.annotations import AnnotationError
 from videolang.data.clipbert import (
     DATA_CONFIG_OF_RECIPE,
     AnswerVocab,
@@ -100,11 +102,114 @@ def test_annotation_readers(tmp_path):
         {"image_id": 42, "question": "color?", "question_id": 7, "labels": {"red": 1.0, "pink": 0.3}}]), "vqa")
     assert vqa[0]["visual"] == "42" and vqa[0]["labels"] == {"red": 1.0, "pink": 0.3}
     _jsonl(tmp_path / "bad.jsonl", [{"clip_name": "x"}])
-    with pytest.raises(ConfigError, match=r"bad\.jsonl:1: missing field caption"):
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:1: field 'caption' \(or 'captions'\): Field required"):
         load_annotations(tmp_path / "bad.jsonl", "retrieval")
     (tmp_path / "broken.jsonl").write_text('{"clip_name": "x", "caption": "y"}\n{oops\n')
     with pytest.raises(ConfigError, match=r"broken\.jsonl:2"):
         load_annotations(tmp_path / "broken.jsonl", "retrieval")
+
+
+GOOD = {"retrieval": {"clip_name": "v1", "caption": "a man runs"},
+        "qa": {"gif_name": "g1", "question": "what is it?", "answer": "dog"},
+        "mc": {"gif_name": "g1", "question": "what?", "options": ["run", "jump"], "answer": 0},
+        "vqa": {"image_id": 3, "question": "color?", "labels": {"red": 0.9}},
+        "pretrain": {"file_name": "a.jpg", "captions": ["a dog", "a cat"]}}
+
+
+@pytest.mark.parametrize(("kind", "change", "message"), [
+    ("retrieval", {"caption": 5}, "field 'caption': Input should be a valid string"),
+    ("retrieval", {"caption": "   "}, "field 'caption': String should match pattern"),
+    ("retrieval", {"clip_name": None}, "field 'clip_name': Input should be a valid string"),
+    ("retrieval", {"clip_name": 7010}, "field 'clip_name': Input should be a valid string"),  # no str() of numbers
+    ("retrieval", {"captions": []}, "field 'captions': List should have at least 1 item"),
+    ("qa", {"answer": 3}, "field 'answer': Input should be a valid string"),
+    ("qa", {"question": ""}, "field 'question': String should have at least 1 character"),
+    ("qa", {"answer_type": ["what"]}, "field 'answer_type': Input should be a valid string"),
+    ("mc", {"answer": 2}, "field 'answer': 2 is not an index of the 2 options"),
+    ("mc", {"answer": True}, "field 'answer': Input should be a valid integer"),
+    ("mc", {"answer": "1"}, "field 'answer': Input should be a valid integer"),
+    ("mc", {"options": "run"}, "field 'options': Input should be a valid list"),
+    ("mc", {"options": ["run", ""]}, "field 'options.1': String should have at least 1 character"),
+    ("vqa", {"labels": {"red": float("nan")}}, "NaN is not a number JSON allows"),
+    ("vqa", {"labels": {"red": "1"}}, "field 'labels.red': Input should be a valid number"),
+    ("vqa", {"labels": ["red"]}, "field 'labels': Input should be a valid dictionary"),
+    ("vqa", {"image_id": -3}, "field 'image_id'"),
+    ("vqa", {"image_id": 3.5}, "field 'image_id'"),
+    ("pretrain", {"file_name": "../secret.jpg"}, "field 'file_name': must be a path inside the data folder"),
+    ("pretrain", {"file_name": "/etc/passwd"}, "field 'file_name': must be a path inside the data folder"),
+])
+def test_each_bad_field_is_named_with_file_and_line(tmp_path, kind, change, message):
+    rows = [GOOD[kind], {**GOOD[kind], **change}]
+    path = _jsonl(tmp_path / "a.jsonl", rows)
+    with pytest.raises(AnnotationError) as err:
+        load_annotations(path, kind)
+    assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value)
+
+
+def test_multiple_choice_files_offer_the_same_number_of_options(tmp_path):
+    path = _jsonl(tmp_path / "m.jsonl", [GOOD["mc"], {**GOOD["mc"], "options": ["a", "b", "c"]}])
+    with pytest.raises(AnnotationError, match=r"m\.jsonl:2: field 'options': 3 options, line 1 has 2"):
+        load_annotations(path, "mc")
+
+
+def test_bad_utf8_and_truncated_files_name_their_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"clip_name": "v", "caption": "ok"}\n{"clip_name": "v", "caption": "\xff"}\n')
+    with pytest.raises(AnnotationError, match=rf"{path}:2: not UTF-8 text"):
+        load_annotations(path, "retrieval")
+    path.write_text('{"clip_name": "v", "caption": "ok"}\n{"clip_name": "v", "capt')
+    with pytest.raises(AnnotationError, match=rf"{path}:2: not valid JSON"):
+        load_annotations(path, "retrieval")
+
+
+def test_a_closed_vocabulary_refuses_or_leaves_out_unknown_answers(tmp_path, caplog):
+    vocab = AnswerVocab({"dog": 0, "cat": 1})
+    rows = [GOOD["qa"], {**GOOD["qa"], "answer": "cow"}, {**GOOD["qa"], "answer": "cat"}]
+    path = _jsonl(tmp_path / "q.jsonl", rows)
+    with pytest.raises(AnnotationError, match=rf"{path}:2: field 'answer': 'cow' is not in the answer vocabulary"):
+        load_annotations(path, "qa", vocab=vocab)
+    train = load_annotations(path, "qa", vocab=vocab, training=True, unknown_answers="skip")
+    assert [r["answer"] for r in train] == ["dog", "cat"] and "1 training answers outside" in caplog.text
+    test = load_annotations(path, "qa", vocab=vocab, unknown_answers="skip")  # evaluation: scored wrong
+    assert [r["answer"] for r in test] == ["dog", "cow", "cat"]
+    none_known = _jsonl(tmp_path / "n.jsonl", [{**GOOD["qa"], "answer": "cow"}])
+    with pytest.raises(AnnotationError, match="no training answer is in the answer vocabulary"):
+        load_annotations(none_known, "qa", vocab=vocab, training=True, unknown_answers="skip")
+    vqa = _jsonl(tmp_path / "v.jsonl", [GOOD["vqa"], {**GOOD["vqa"], "labels": {"dog": 1.0, "emu": 0.3}}])
+    with pytest.raises(AnnotationError, match=r"v\.jsonl:2: field 'labels\.emu': 'emu' is not in"):
+        load_annotations(vqa, "vqa", vocab=AnswerVocab({"red": 0, "dog": 1}))
+
+
+def test_videos_and_images_must_lie_inside_the_data_root(tmp_path):
+    root = tmp_path / "videos"
+    root.mkdir()
+    (tmp_path / "secret.mp4").write_bytes(b"x")
+    (root / "ok.mp4").write_bytes(b"x")
+    (root / "link.mp4").symlink_to(tmp_path / "secret.mp4")
+    ok = _jsonl(tmp_path / "ok.jsonl", [{"clip_name": "ok", "caption": "a"}])
+    assert load_annotations(ok, "retrieval", visual_root=root, extensions=("", ".mp4"))[0]["visual"] == "ok"
+    for key in ("../secret", str(tmp_path / "secret.mp4"), "link"):
+        path = _jsonl(tmp_path / "bad.jsonl", [{"clip_name": "ok", "caption": "a"}, {"clip_name": key, "caption": "b"}])
+        with pytest.raises(AnnotationError, match=rf"{path}:2: field 'clip_name': .* leads outside the data folder"):
+            load_annotations(path, "retrieval", visual_root=root, extensions=("", ".mp4"))
+    train = _jsonl(tmp_path / "train.jsonl", [{"clip_name": "ok", "caption": "a"}, {"clip_name": "link", "caption": "b"}])
+    splits = ClipBertSplits(ClipBertDataConfig(train_file=str(train), video_root=str(root)))
+    splits._text = TextEncoder(_Tok(), max_len=8)
+    with pytest.raises(AnnotationError, match=r"train\.jsonl:2: field 'clip_name'"):
+        splits.dataset("train")
+
+
+def test_answer_vocab_file_errors_name_line_and_answer(tmp_path):
+    path = tmp_path / "a.json"
+    for text, message in [('{\n "dog": 0,\n "cat": "1"\n}', r":3: field 'label': Input should be a valid integer"),
+                          ('{\n "dog": 0,\n "cat": true\n}', r":3: field 'label': Input should be a valid integer"),
+                          ('{\n "dog": 0,\n "cat": 2\n}', r":3: field 'cat': label indices must be 0\.\.1"),
+                          ('{\n "dog": 0,\n "": 1\n}', r":3: field 'answer'"),
+                          ('["dog"]', r": expected a JSON object"),
+                          ('{\n "dog": 0,\n "cat', r":3: not valid JSON")]:
+        path.write_text(text)
+        with pytest.raises(AnnotationError, match=re.escape(str(path)) + message):
+            AnswerVocab.from_file(path)
 
 
 def test_answer_vocab(tmp_path):

@@ -64,3 +64,30 @@ def test_store_backed_dataset_reads_bytes(video_dir):
     assert ds[0]["frames"].shape == (2, 2, 32, 32, 3)
     skipped = ds[1]
     assert skipped.source == "absent" and "not found" in skipped.reason
+
+
+def test_references_outside_the_video_root_are_refused(tmp_path, video_dir):
+    import pytest
+
+    from videolang.data.annotations import AnnotationError
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    (root / "ok.mp4").write_bytes((video_dir / "gop7.mp4").read_bytes())
+    (root / "away.mp4").symlink_to(video_dir / "gop7.mp4")  # a link out of the root
+    records = [{"video": "ok"}, {"video": "away"}, {"video": "../videos/ok.mp4"}, {"video": str(video_dir / "gop7.mp4")}]
+    ds = VideoFramesDataset(records, sampler, video_root=root)
+    assert ds[0]["frames"].shape == (2, 2, 32, 32, 3) and ds.resolve("ok", "x") == root / "ok.mp4"
+    assert ds[2]["frames"].shape == (2, 2, 32, 32, 3)  # '..' that comes back inside is harmless
+    for index in (1, 3):
+        with pytest.raises(AnnotationError, match="leads outside the data folder"):
+            ds[index]
+
+
+def test_a_stream_without_a_frame_rate_is_skipped(tmp_path, video_dir):
+    def needs_fps(meta, generator):
+        raise ValueError("fps must be positive, got 0.0")  # what the ClipBERT sampler says for fps 0
+
+    ds = VideoFramesDataset([{"video": "gop7.mp4"}], needs_fps, video_root=video_dir)
+    skipped = ds[0]
+    assert skipped.source == "gop7.mp4" and "no frames to sample (fps must be positive" in skipped.reason

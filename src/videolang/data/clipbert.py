@@ -17,12 +17,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import BeforeValidator, Field, model_validator
 from torch.utils.data import Dataset
 
+from videolang.data.annotations import (
+    AnnotationError,
+    Identifier,
+    Record,
+    RelativePath,
+    Text,
+    check_inside,
+    read_json_document,
+    read_jsonl_records,
+    validate_record,
+)
 from videolang.data.datasets import SkippedSample, VideoFramesDataset, item_generator
 from videolang.data.sampling import (
     ClipBertTaskSampling,
@@ -31,6 +43,7 @@ from videolang.data.sampling import (
 )
 from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.data.transforms import resize_longer_and_pad, to_float_tchw
+from videolang.data.video import MAX_PIXELS, REFUSE_FACTOR, guarded_size
 from videolang.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,11 +66,11 @@ __all__ = [
     "collate_clipbert",
     "load_annotations",
     "majority_answer_rate",
-    "read_jsonl",
     "task_sampling",
 ]
 
 ClipBertTask = Literal["retrieval", "qa", "mc", "vqa", "pretrain"]
+UnknownAnswers = Literal["error", "skip"]
 VIDEO_KEYS = ("clip_name", "gif_name", "video_id")
 IMAGE_KEYS = ("image_id", "coco_id", "vg_id")
 
@@ -75,10 +88,12 @@ class ClipBertDataConfig(LoaderConfig):
     image_root: str | None = None  # images (vqa, pretrain): <root>/<image_id>[.jpg|.png]
     extension: str = ".mp4"
     ans2label: str | None = None  # qa / vqa answer vocabulary; None: built from train_file
+    unknown_answers: UnknownAnswers = "error"  # answers outside ans2label; skip: left out of training
     min_num_labels: int = 0  # the original: 1540 (TGIF FrameQA), 1500 (MSRVTT-QA), 3129 (VQA)
     tokenizer: str = "minilm"
     max_text_len: int = 20
     frame_size: int = 448
+    max_frame_pixels: int | None = MAX_PIXELS  # larger frames are decoded downscaled; None: no guard
     antialias: bool = True  # False: the original's resize without antialiasing
     sampling: str = "msrvtt_ret"  # per-task defaults (videolang.data.sampling.CLIPBERT_TASK_SAMPLING)
     target_fps: float | None = None
@@ -135,84 +150,231 @@ DATA_CONFIG_OF_RECIPE: dict[str, type[ClipBertDataConfig]] = {
 }  # clipbert.<name> -> its data section
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The objects of a JSONL file; a bad line is a :class:`ConfigError` naming file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"annotation file not found: {p}")
-    rows = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{p}:{lineno}: expected a JSON object")
-            rows.append(row)
-    if not rows:
-        raise ConfigError(f"{p}: no annotations")
-    return rows
+def _decimal_id(value: Any) -> Any:
+    """A JSON integer id as its decimal text; anything but an int or a string is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"must be an id (a string or a non-negative integer), got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must be an id (a string or a non-negative integer), got {value}")
+        return f"{value:d}"
+    return value
 
 
-def _field(row: Mapping, names: Sequence[str], where: str) -> Any:
-    for name in names:
-        if name in row:
-            return row[name]
-    raise ConfigError(f"{where}: missing field {' / '.join(names)}")
+ImagePath = Annotated[(Identifier, *RelativePath.__metadata__)]
+"""An image file relative to ``data.image_root``: an identifier that is a relative path."""
+ImageId = Annotated[Identifier, BeforeValidator(_decimal_id)]
+"""An image or question id: a string, or a non-negative JSON integer (VQA, COCO) kept as its decimal text."""
+Score = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A VQA soft answer score: finite, not negative."""
 
 
-def load_annotations(path: str | os.PathLike, kind: ClipBertTask) -> list[dict]:
-    """Read a ClipBERT JSONL file as records with our field names.
+class _VisualKeys(Record):
+    """The video or image of a record: the first of ``KEYS`` that the record gives."""
 
-    * ``retrieval`` / ``pretrain``: ``{visual, text}`` (``caption``);
+    KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _one_visual(self):
+        if not self.visual_field:
+            first, *others = self.KEYS
+            raise ValueError(f"field '{first}' (or {', '.join(repr(k) for k in others)}): Field required")
+        return self
+
+    @property
+    def visual_field(self) -> str:
+        return next((k for k in self.KEYS if getattr(self, k) != ""), "")
+
+    @property
+    def visual(self) -> str:
+        return getattr(self, self.visual_field)
+
+
+class _VideoKeys(_VisualKeys):
+    """The video of a record: the first of ``clip_name``, ``gif_name``, ``video_id``."""
+
+    KEYS: ClassVar[tuple[str, ...]] = VIDEO_KEYS
+    clip_name: Identifier = ""
+    gif_name: Identifier = ""
+    video_id: Identifier = ""
+
+
+class _ImageKeys(_VisualKeys):
+    """The image of a record: ``file_name`` (relative to the image root), else the first of
+    ``image_id``, ``coco_id``, ``vg_id`` (an integer id is written in decimal)."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ("file_name", *IMAGE_KEYS)
+    file_name: ImagePath = ""
+    image_id: ImageId = ""
+    coco_id: ImageId = ""
+    vg_id: ImageId = ""
+
+
+class _Captions(Record):
+    caption: Text = ""
+    captions: Annotated[list[Text], Field(min_length=1)] | None = None  # several per image / video
+
+    @model_validator(mode="after")
+    def _some_caption(self):
+        if self.caption == "" and self.captions is None:
+            raise ValueError("field 'caption' (or 'captions'): Field required")
+        return self
+
+    def rows(self, position: int) -> list[dict[str, Any]]:
+        texts = self.captions if self.captions is not None else [self.caption]
+        return [{"visual": self.visual, "text": t} for t in texts]  # type: ignore[attr-defined]
+
+
+class RetrievalRecord(_VideoKeys, _Captions):
+    """A caption of a video (MSR-VTT, DiDeMo, ActivityNet Captions retrieval)."""
+
+
+class PretrainRecord(_ImageKeys, _Captions):
+    """Captions of an image (COCO, Visual Genome; the synthetic world's image_captions.jsonl)."""
+
+
+class QARecord(_VideoKeys):
+    """An open-ended question about a video (TGIF FrameQA, MSRVTT-QA)."""
+
+    question: Text
+    answer: Text
+    answer_type: Identifier = "all"
+
+    def rows(self, position: int) -> list[dict[str, Any]]:
+        return [{"visual": self.visual, "text": self.question, "answer": self.answer,
+                 "answer_type": self.answer_type}]
+
+
+class MCRecord(_VideoKeys):
+    """A multiple-choice question (TGIF action / transition, MSRVTT-MC): ``answer`` indexes
+    ``options``; each option row is prefixed with the question when there is one."""
+
+    question: Text = ""  # absent in MSRVTT-MC: the options alone are the text rows
+    options: Annotated[list[Text], Field(min_length=2)]
+    answer: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _answer_is_an_option(self):
+        if self.answer >= len(self.options):
+            raise ValueError(f"field 'answer': {self.answer} is not an index of the {len(self.options)} options")
+        return self
+
+    def rows(self, position: int) -> list[dict[str, Any]]:
+        return [{"visual": self.visual, "texts": [choice_text(self.question, o) for o in self.options],
+                 "answer": self.answer}]
+
+
+class VQARecord(_ImageKeys):
+    """A question about an image with soft answer scores (``labels``, absent in test files)."""
+
+    question: Text
+    labels: dict[Text, Score] = Field(default_factory=dict)
+    answer_type: Identifier = "all"
+    question_id: ImageId | None = None
+
+    def rows(self, position: int) -> list[dict[str, Any]]:
+        qid = f"{position:d}" if self.question_id is None else self.question_id
+        return [{"visual": self.visual, "text": self.question, "labels": dict(self.labels),
+                 "answer_type": self.answer_type, "question_id": qid}]
+
+
+ANNOTATION_SCHEMAS: dict[str, type[Record]] = {
+    "retrieval": RetrievalRecord, "pretrain": PretrainRecord, "qa": QARecord, "mc": MCRecord, "vqa": VQARecord,
+}
+"""The schema of each task's JSONL records (extra fields are ignored)."""
+IMAGE_EXTENSIONS = ("", ".jpg", ".png", ".jpeg")  # an image key names <root>/<key>[ext]
+
+
+def load_annotations(path: str | os.PathLike, kind: ClipBertTask, *, visual_root: str | os.PathLike | None = None,
+                     extensions: Sequence[str] = ("",), vocab: AnswerVocab | None = None, training: bool = False,
+                     unknown_answers: UnknownAnswers = "error") -> list[dict]:
+    """Read a ClipBERT JSONL file, each line checked against ``ANNOTATION_SCHEMAS[kind]``, as
+    records with our field names; the first problem is an :class:`AnnotationError` naming
+    file, line and field.
+
+    * ``retrieval`` / ``pretrain``: ``{visual, text}`` (``caption``; a ``captions`` list
+      gives one record per caption);
     * ``qa``: ``{visual, text, answer, answer_type}`` (``question``, ``answer`` string);
-    * ``mc``: ``{visual, texts, answer}``: ``options`` (5 strings), prefixed with
-      ``question + " "`` when there is a question (TGIF action / transition), ``answer`` int;
+    * ``mc``: ``{visual, texts, answer}``: ``options`` (the same number in every record),
+      prefixed with ``question + " "`` when there is a question, ``answer`` an index;
     * ``vqa``: ``{visual, text, labels, answer_type, question_id}`` (``labels`` soft scores,
       empty when absent).
 
     ``visual`` is the video key (``clip_name``, ``gif_name`` or ``video_id``) or, for
     ``vqa``/``pretrain``, the image key (``file_name`` if present, else ``image_id``,
-    ``coco_id`` or ``vg_id``), as a string. A ``captions`` list (the synthetic world's
-    ``image_captions.jsonl``) gives one record per caption.
+    ``coco_id`` or ``vg_id``). With ``visual_root`` every key must lead to a file inside it
+    (``<root>/<key><ext>`` for the first of ``extensions`` that exists; links resolved). With
+    a closed ``vocab`` (``data.ans2label``) answers outside it are errors, or with
+    ``unknown_answers="skip"`` left out of ``training`` files and kept (scored wrong) in others.
     """
-    rows = read_jsonl(path)
-    # Images: a COCO-style ``file_name`` (relative to the image root) wins over the id.
-    keys = ("file_name", *IMAGE_KEYS) if kind in ("vqa", "pretrain") else VIDEO_KEYS
-    out = []
-    for i, row in enumerate(rows, 1):
-        where = f"{path}:{i}"
-        rec: dict[str, Any] = {"visual": str(_field(row, keys, where))}
-        if kind in ("retrieval", "pretrain") and isinstance(row.get("captions"), list):
-            # One record per caption (our image_captions.jsonl lists several per image).
-            out.extend({"visual": rec["visual"], "text": str(c)} for c in row["captions"])
-            continue
-        if kind in ("retrieval", "pretrain"):
-            rec["text"] = str(_field(row, ("caption",), where))
-        elif kind == "qa":
-            rec.update(text=str(_field(row, ("question",), where)), answer=str(_field(row, ("answer",), where)),
-                       answer_type=str(row.get("answer_type", "all")))
-        elif kind == "mc":
-            options = _field(row, ("options",), where)
-            answer = _field(row, ("answer",), where)
-            if not isinstance(options, list) or not options or not isinstance(answer, int) \
-                    or not 0 <= answer < len(options):
-                raise ConfigError(f"{where}: expected a list of options and an integer answer index")
-            q = row.get("question")
-            rec.update(texts=[choice_text(q, o) for o in options], answer=answer)
-        elif kind == "vqa":
-            labels = row.get("labels") or {}
-            if not isinstance(labels, dict):
-                raise ConfigError(f"{where}: labels must be an object {{answer: score}}")
-            rec.update(text=str(_field(row, ("question",), where)), labels={str(k): float(v) for k, v in labels.items()},
-                       answer_type=str(row.get("answer_type", "all")), question_id=row.get("question_id", i - 1))
-        else:
-            raise ConfigError(f"unknown annotation kind {kind!r}")
-        out.append(rec)
+    schema = ANNOTATION_SCHEMAS.get(kind)
+    if schema is None:
+        raise ConfigError(f"unknown annotation kind {kind!r}")
+    out, left_out = [], []
+    records = read_jsonl_records(path, schema)
+    for position, (line, record) in enumerate(records):
+        where = f"{path}:{line}"
+        if isinstance(record, MCRecord):
+            _check_option_count(record, records[0], where)
+        if visual_root is not None:
+            _check_visual_path(record, visual_root, extensions, where)
+        for row in record.rows(position):  # type: ignore[attr-defined]
+            if vocab is not None and not _answers_known(row, vocab, where, unknown_answers, training):
+                left_out.append(where)
+                continue
+            out.append(row)
+    if left_out:
+        log.warning("%s: %d training answers outside the answer vocabulary left out (first: %s)", path,
+                    len(left_out), left_out[0])
+        if not out:
+            raise AnnotationError(f"{path}: no training answer is in the answer vocabulary")
     return out
+
+
+def _check_option_count(record: MCRecord, first: tuple[int, Any], where: str) -> None:
+    """Every question of a file offers as many options as the first (a batch is one tensor)."""
+    line, head = first
+    if len(record.options) != len(head.options):
+        raise AnnotationError(f"{where}: field 'options': {len(record.options)} options, line {line} has "
+                              f"{len(head.options)} (every question of a file needs as many)")
+
+
+def _check_visual_path(record: Any, root: str | os.PathLike, extensions: Sequence[str], where: str) -> None:
+    """A record's video / image must be a file inside ``root`` (the one a reader opens)."""
+    key, field = record.visual, record.visual_field
+    check_inside(root, key, f"{where}: field '{field}'")
+    for ext in extensions:
+        if ext and (Path(root) / (key + ext)).exists():
+            check_inside(root, key + ext, f"{where}: field '{field}'")
+            return
+
+
+def _answers_known(row: Mapping[str, Any], vocab: AnswerVocab, where: str, unknown_answers: UnknownAnswers,
+                   training: bool) -> bool:
+    """Whether ``row``'s answers are in the closed vocabulary; an error when they must be."""
+    if "labels" in row:  # vqa: unknown answers add nothing to the soft targets
+        unknown = [a for a in row["labels"] if a not in vocab.ans2label]
+        field = f"labels.{unknown[0]}" if unknown else ""
+    else:
+        unknown = [row["answer"]] if row["answer"] not in vocab.ans2label else []
+        field = "answer"
+    if not unknown or unknown_answers == "skip":
+        return not (unknown and training and field == "answer")
+    raise AnnotationError(f"{where}: field '{field}': {unknown[0]!r} is not in the answer vocabulary "
+                          f"(data.ans2label; data.unknown_answers=skip leaves such training answers out "
+                          "and scores them wrong in evaluation)")
+
+
+class _Answer(Record):
+    answer: Text
+    label: Annotated[int, Field(ge=0)]
+
+
+def _line_of_key(path: Path, key: str) -> int:
+    """The line of ``"key":`` in a JSON file (1 when not found: a key written with escapes)."""
+    text = path.read_text(encoding="utf-8-sig")
+    at = text.find(json.dumps(key) + ":")
+    return text.count("\n", 0, at) + 1 if at >= 0 else 1
 
 
 @dataclass
@@ -225,16 +387,23 @@ class AnswerVocab:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, min_labels: int = 0) -> AnswerVocab:
+        """A JSON object ``{answer: label index}`` with indices ``0..n-1``; the first bad entry
+        is an :class:`AnnotationError` naming file, line and answer."""
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"answer vocabulary not found: {p}")
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
-            raise ConfigError(f"{p}: expected a JSON object {{answer: label index}}")
-        if sorted(data.values()) != list(range(len(data))):
-            raise ConfigError(f"{p}: label indices must be 0..{len(data) - 1} without gaps")
+            raise AnnotationError(f"answer vocabulary not found: {p}")
+        data = read_json_document(p)
+        if not isinstance(data, dict) or not data:
+            raise AnnotationError(f"{p}: expected a JSON object {{answer: label index}} with at least one answer")
+        for answer, label in data.items():
+            validate_record(_Answer, {"answer": answer, "label": label}, f"{p}:{_line_of_key(p, answer)}")
+        labels = sorted(data.values())
+        if labels != list(range(len(data))):
+            first = next(i for i, v in enumerate(labels) if v != i)
+            answer = next(a for a, v in data.items() if v == labels[first])
+            raise AnnotationError(f"{p}:{_line_of_key(p, answer)}: field '{answer}': label indices must be "
+                                  f"0..{len(data) - 1} without gaps or repeats, got {labels[first]}")
         return cls(dict(data), min_labels)
-
     @classmethod
     def from_records(cls, records: Sequence[Mapping], min_labels: int = 0) -> AnswerVocab:
         """Answers sorted by frequency (ties alphabetically)."""
@@ -304,15 +473,17 @@ class VisualSource:
 
     ``sampling`` gives the per-task clip layout; ``train`` picks random (training) or evenly
     spaced (test) windows; ``compat`` the original's window choice. Exactly one of
-    ``video_root``, ``video_store`` (LMDB) or ``image_root`` is used.
+    ``video_root``, ``video_store`` (LMDB) or ``image_root`` is used. Frames and images above
+    ``max_pixels`` are decoded downscaled (beyond ``REFUSE_FACTOR`` times that, skipped).
     """
 
     def __init__(self, keys: Sequence[str], *, sampling: ClipBertTaskSampling, train: bool, frame_size: int,
                  video_root: str | None = None, video_store: Mapping[str, bytes] | None = None,
                  image_root: str | None = None, extension: str = ".mp4", antialias: bool = True,
-                 compat: bool = False, num_clips: int | None = None, seed: int = 0):
+                 compat: bool = False, num_clips: int | None = None, seed: int = 0,
+                 max_pixels: int | None = MAX_PIXELS):
         self.keys = list(keys)
-        self.frame_size, self.antialias = frame_size, antialias
+        self.frame_size, self.antialias, self.max_pixels = frame_size, antialias, max_pixels
         self.image_root = Path(image_root) if image_root else None
         self.videos: VideoFramesDataset | None = None
         if self.image_root is None:
@@ -324,32 +495,43 @@ class VisualSource:
                                              generator=generator, compat=compat)
 
             self.videos = VideoFramesDataset([{"video": k} for k in self.keys], sampler, video_root=video_root,
-                                             store=video_store, extension=extension, seed=seed)
+                                             store=video_store, extension=extension, seed=seed,
+                                             max_pixels=max_pixels)
 
     def set_epoch(self, epoch: int) -> None:
         if self.videos is not None:
             self.videos.set_epoch(epoch)
 
+    def _image_path(self, key: str) -> Path:
+        assert self.image_root is not None
+        for ext in IMAGE_EXTENSIONS:
+            path = check_inside(self.image_root, key + ext, f"image {key!r}")
+            if path.is_file():
+                return path
+        raise FileNotFoundError(f"image {key!r} not found in {self.image_root}")
+
     def _image(self, key: str) -> torch.Tensor:
+        """An image as ``(1, 1, H, W, 3)`` uint8; one above ``max_pixels`` is decoded downscaled
+        (JPEG at a reduced DCT scale), one beyond ``REFUSE_FACTOR`` times that is refused."""
         from PIL import Image
 
-        assert self.image_root is not None
-        path = self.image_root / key
-        if not path.is_file():
-            found = [path.with_name(path.name + ext) for ext in (".jpg", ".png", ".jpeg")]
-            found = [p for p in found if p.is_file()]
-            if not found:
-                raise FileNotFoundError(f"image {key!r} not found in {self.image_root}")
-            path = found[0]
-        with Image.open(path) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None, None]  # (1, 1, H, W, 3)
+        with Image.open(self._image_path(key)) as im:
+            w, h = im.size
+            if self.max_pixels is not None and w * h > self.max_pixels:
+                if w * h > self.max_pixels * REFUSE_FACTOR:
+                    raise OSError(f"{w}x{h} image is beyond the decoding guard (max_pixels={self.max_pixels} "
+                                  f"x {REFUSE_FACTOR})")
+                im.thumbnail(guarded_size(w, h, self.max_pixels))
+            return torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None, None]
 
     def __call__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | SkippedSample:
         """``(frames (N, T, 3, L, L) float 0-255, pixel_mask (L, L))`` of visual ``index``."""
         if self.videos is None:
+            from PIL import Image
+
             try:
                 raw = self._image(self.keys[index])
-            except (OSError, FileNotFoundError) as exc:
+            except (OSError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image, huge
                 log.warning("skipping image %s: %s", self.keys[index], exc)
                 return SkippedSample(index, self.keys[index], str(exc))
         else:
@@ -476,7 +658,7 @@ def collate_clipbert(batch: Sequence[Any], pad_id: int = 0) -> dict[str, Any]:
 def choice_text(question: str | None, option: str) -> str:
     """The text row of one multiple-choice option, as the annotation reader builds it
     (``question + " " + option``, the option alone without a question)."""
-    return f"{question} {option}" if question else str(option)
+    return f"{question} {option}" if question else option
 
 
 def task_sampling(d: ClipBertDataConfig) -> ClipBertTaskSampling:
@@ -513,6 +695,8 @@ class ClipBertSplits(DataSplits[ClipBertDataConfig]):
 
     def __init__(self, data: ClipBertDataConfig, seed: int = 0):
         super().__init__(data, seed)
+        if data.max_frame_pixels is not None and data.max_frame_pixels <= 0:
+            raise ConfigError(f"data.max_frame_pixels must be a positive pixel count or null, got {data.max_frame_pixels}")
         self.vocab = answer_vocab(data)
         self.sampling = task_sampling(data)
         self._text: TextEncoder | None = None
@@ -540,8 +724,19 @@ class ClipBertSplits(DataSplits[ClipBertDataConfig]):
             return VisualSource(keys, sampling=self.sampling, train=train, frame_size=d.frame_size,
                                 video_root=d.video_root, video_store=store,
                                 image_root=d.image_root if reads_images else None, extension=d.extension,
-                                antialias=d.antialias, compat=d.compat_sampling, seed=self.seed)
+                                antialias=d.antialias, compat=d.compat_sampling, seed=self.seed,
+                                max_pixels=d.max_frame_pixels)
         return make
+
+    def _records(self, path: str, train: bool) -> list[dict]:
+        """The split's annotations, their videos / images checked to lie inside the data root and,
+        with a closed vocabulary (``data.ans2label``), their answers in it."""
+        d = self.data
+        root, extensions = (d.image_root, IMAGE_EXTENSIONS) if d.task in ("vqa", "pretrain") else \
+            (None if d.video_lmdb else d.video_root, ("", d.extension))
+        return load_annotations(path, d.task, visual_root=root, extensions=extensions,
+                                vocab=self.vocab if d.ans2label else None, training=train,
+                                unknown_answers=d.unknown_answers)
 
     def build(self, split: str) -> ClipBertItems:
         d = self.data
@@ -549,7 +744,7 @@ class ClipBertSplits(DataSplits[ClipBertDataConfig]):
         if not path:
             raise ConfigError(f"data.{split}_file: no {split} annotations given")
         train = split == "train"
-        return ClipBertItems(load_annotations(path, d.task), d.task, self.text, self._visual_factory(train),
+        return ClipBertItems(self._records(path, train), d.task, self.text, self._visual_factory(train),
                              vocab=self.vocab, itm_neg_size=d.itm_neg_size, itm_neg_prob=d.itm_neg_prob,
                              eval_visual_only=not train and d.task == "retrieval", seed=self.seed)
 

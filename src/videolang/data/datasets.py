@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from videolang.data.video import VideoMetadata, VideoReader
-from videolang.errors import VideoDecodeError
+from videolang.data.annotations import check_inside
+from videolang.data.video import MAX_PIXELS, VideoMetadata, VideoReader
+from videolang.errors import FrameIndexError, VideoDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,11 @@ class VideoFramesDataset(Dataset):
     ``functools.partial(random_crop, size=224)``) gets the item's generator after the frame
     sampler's draws, so random augmentation is seeded by (seed, epoch, index) as well; never
     give a random transform that draws from the global RNG (workers seed theirs differently).
+
+    A reference that leads outside ``video_root`` (``..``, an absolute path, a link) is an
+    :class:`~videolang.data.annotations.AnnotationError`; an unreadable video, or one whose
+    metadata the sampler cannot use (no frame rate), is skipped. ``max_pixels``: the decoding
+    guard of :class:`~videolang.data.video.VideoReader`.
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class VideoFramesDataset(Dataset):
         extension: str = ".mp4",
         transform: Callable[..., torch.Tensor] | None = None,
         seed: int = 0,
+        max_pixels: int | None = MAX_PIXELS,
     ):
         if store is None and video_root is None:
             raise ValueError("give video_root (a folder of files) or store (e.g. an LMDB store)")
@@ -149,6 +156,7 @@ class VideoFramesDataset(Dataset):
         self.transform = transform
         self._transform_takes_generator = transform is not None and _takes_generator(transform)
         self.seed = seed
+        self.max_pixels = max_pixels
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -163,19 +171,30 @@ class VideoFramesDataset(Dataset):
                 return self.store[ref]
             except KeyError:
                 raise VideoDecodeError(ref, "key not found in the video store") from None
+        return str(self.resolve(ref, f"video {ref!r}"))
+
+    def resolve(self, ref: str, where: str) -> Path:
+        """The file of video ``ref`` under ``video_root`` (``<root>/<ref>``, else with the
+        extension added), checked to stay inside it; ``where`` starts the error message."""
         assert self.video_root is not None
-        path = self.video_root / ref
+        path = check_inside(self.video_root, ref, where)
         if not path.exists() and not path.suffix:
-            path = path.with_name(path.name + self.extension)
-        return str(path)
+            path = check_inside(self.video_root, ref + self.extension, where)
+        return path
+
+    def _sample(self, reader: VideoReader, generator: torch.Generator) -> np.ndarray:
+        try:
+            return np.asarray(self.sampler(reader.metadata, generator))
+        except (ValueError, FrameIndexError) as exc:  # e.g. a one-frame stream without a frame rate
+            raise VideoDecodeError(reader.source_name, f"no frames to sample ({exc})") from exc
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
         record = self.records[index]
         ref = str(record[self.video_key])
         generator = item_generator(self.seed, self.epoch, index)
         try:
-            with VideoReader(self._source(ref)) as reader:
-                indices = np.asarray(self.sampler(reader.metadata, generator))
+            with VideoReader(self._source(ref), max_pixels=self.max_pixels) as reader:
+                indices = self._sample(reader, generator)
                 frames = reader.read(indices.reshape(-1))
         except VideoDecodeError as exc:
             log.warning("skipping video %s (item %d): %s", ref, index, exc.reason)

@@ -26,8 +26,10 @@ import torch
 from videolang.errors import FrameIndexError, VideoDecodeError
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_PIXELS",
     "VIDEO_EXTENSIONS",
     "VideoMetadata",
     "VideoReader",
@@ -46,6 +48,23 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset({
 })
 """File name suffixes that folder scans (``data pack``, ``data shards``, ``index``) take as videos;
 any container FFmpeg decodes reads the same way whatever its name."""
+
+MAX_PIXELS = 4096 * 2160
+"""The decoding guard's default: frames with more pixels (8.8 Mpx, 4K DCI) are converted
+downscaled (see :class:`VideoReader`'s ``max_pixels``); ``None`` there turns the guard off."""
+REFUSE_FACTOR = 16
+"""Frames above ``max_pixels * REFUSE_FACTOR`` are refused outright: the decoder itself holds
+several native-size frames, so no downscaled output keeps such a video's memory bounded."""
+
+
+def guarded_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """The largest ``(width, height)`` of the same aspect with at most ``max_pixels`` pixels
+    (even sides, as swscale's chroma planes want); the size itself when it fits."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    w, h = max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+    return w, h
 
 
 @dataclass(frozen=True)
@@ -284,10 +303,15 @@ class VideoReader:
 
     ``size=(width, height)`` scales every frame while converting it to RGB (swscale, bicubic,
     like ffmpeg's ``scale`` filter): full-resolution RGB frames are never materialised.
+
+    The decoding guard: frames above ``max_pixels`` are converted downscaled to fit it (with one
+    decoder thread, so the decoder keeps few native-size frames), an explicit ``size`` above it
+    is refused, and so are frames above ``max_pixels * REFUSE_FACTOR``, with a
+    :class:`~videolang.errors.VideoDecodeError`. ``max_pixels=None`` turns the guard off.
     """
 
     def __init__(self, source: VideoSource, *, threads: int = 0, exact_probe: bool = False,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, max_pixels: int | None = MAX_PIXELS):
         self.source_name = _describe(source)
         self._container = _open(source)
         self._stream = self._container.streams.video[0]
@@ -302,12 +326,27 @@ class VideoReader:
         try:
             meta = None if exact_probe else _probe_from_index(self._stream)
             self._set_metadata(meta or _probe_by_demux(self._container, self.source_name))
+            self.max_pixels = max_pixels
+            self._guard_decoder()
+            self._expected: np.ndarray | None = None
+            self._reset_cursor()
+            self.set_output_size(size)
         except BaseException:
             self._container.close()
             raise
-        self._expected: np.ndarray | None = None
-        self._reset_cursor()
-        self.set_output_size(size)
+
+    def _guard_decoder(self) -> None:
+        """Refuse frames too large to decode within bounds; decode large ones with one thread
+        (each frame thread of FFmpeg's decoder holds its own native-size pictures)."""
+        w, h = self.metadata.width, self.metadata.height
+        if self.max_pixels is None or w * h <= self.max_pixels:
+            return
+        if w * h > self.max_pixels * REFUSE_FACTOR:
+            raise VideoDecodeError(self.source_name, f"{w}x{h} frames ({w * h / 1e6:.2f} Mpx) are beyond the decoding "
+                                   f"guard (max_pixels={self.max_pixels} x {REFUSE_FACTOR})")
+        self._stream.thread_count = 1
+        log.info("%s: %dx%d frames are decoded downscaled to %dx%d (max_pixels=%d)", self.source_name, w, h,
+                 *guarded_size(w, h, self.max_pixels), self.max_pixels)
 
     def expect(self, indices: Sequence[int] | np.ndarray | None) -> None:
         """Announce the frames later reads will ask for (e.g. a whole sampling plan read chunk by
@@ -323,11 +362,17 @@ class VideoReader:
         self._expected = mask
 
     def set_output_size(self, size: tuple[int, int] | None) -> None:
-        """Scale frames to ``(width, height)`` from now on (``None``: the native size)."""
+        """Scale frames to ``(width, height)`` from now on (``None``: the native size, or the
+        largest that fits ``max_pixels``); a size above ``max_pixels`` is refused."""
         if size is not None and (int(size[0]) <= 0 or int(size[1]) <= 0):
             raise ValueError(f"output size must be positive, got {size}")
         native = (self.metadata.width, self.metadata.height)
-        self._scale_to = None if size is None or tuple(size) == native else (int(size[0]), int(size[1]))
+        if size is None:
+            size = guarded_size(*native, self.max_pixels)
+        elif self.max_pixels is not None and int(size[0]) * int(size[1]) > self.max_pixels:
+            raise VideoDecodeError(self.source_name, f"{size[0]}x{size[1]} output frames are above the decoding guard "
+                                   f"(max_pixels={self.max_pixels})")
+        self._scale_to = None if tuple(size) == native else (int(size[0]), int(size[1]))
 
     def _set_metadata(self, meta: VideoMetadata) -> None:
         self.metadata = meta
@@ -554,12 +599,18 @@ class VideoReader:
         return self.read(idx)
 
 
-def _read_frames_torchcodec(source: VideoSource, arr: np.ndarray) -> torch.Tensor:
+def _read_frames_torchcodec(source: VideoSource, arr: np.ndarray, max_pixels: int | None) -> torch.Tensor:
     from torchcodec.decoders import VideoDecoder  # optional dependency
 
     desc = _describe(source)
     if isinstance(source, (str, os.PathLike)):
-        _open(source).close()  # same typed errors for missing / empty / corrupt files
+        container = _open(source)  # same typed errors for missing / empty / corrupt files
+        ctx = container.streams.video[0].codec_context
+        width, height = int(ctx.width), int(ctx.height)
+        container.close()
+        if max_pixels is not None and width * height > max_pixels:  # torchcodec returns native frames
+            raise VideoDecodeError(desc, f"{width}x{height} frames are above the decoding guard (max_pixels="
+                                   f"{max_pixels}); the pyav backend decodes them downscaled")
         src: object = os.fspath(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         src = bytes(source)
@@ -619,19 +670,21 @@ def read_frames(
     indices: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     backend: str = "pyav",
+    max_pixels: int | None = MAX_PIXELS,
 ) -> torch.Tensor:
     """Decode the frames at ``indices`` (any order, duplicates allowed) as uint8 ``(T, H, W, 3)``.
 
     ``backend="torchcodec"`` uses torchcodec's exact-seek decoder when it is installed (same
-    result contract); ``"auto"`` picks torchcodec when available, else PyAV.
+    result contract); ``"auto"`` picks torchcodec when available, else PyAV. ``max_pixels``:
+    the decoding guard of :class:`VideoReader` (torchcodec refuses larger frames).
     """
     if backend == "auto":
         backend = _auto_backend()
     if backend == "torchcodec":
-        return _read_frames_torchcodec(source, _as_index_array(indices))
+        return _read_frames_torchcodec(source, _as_index_array(indices), max_pixels)
     if backend != "pyav":
         raise ValueError(f"unknown decoding backend {backend!r}; choose pyav, torchcodec or auto")
-    with VideoReader(source) as reader:
+    with VideoReader(source, max_pixels=max_pixels) as reader:
         return reader.read(indices)
 
 

@@ -576,6 +576,10 @@ def checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if fs.isdir(os.fspath(path)):
         raise VideolangError(f"{path}: a sharded (folder) checkpoint; export needs a single-file one "
                              "(FSDP: strategy with state_dict_type='full')")
+    from videolang.models.weights import load_tensors_file
+
     with fs.open(os.fspath(path), "rb") as f:
-        checkpoint = torch.load(f, map_location="cpu", weights_only=True)
+        checkpoint = load_tensors_file(f, f"checkpoint {path}")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise VideolangError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return checkpoint["state_dict"]

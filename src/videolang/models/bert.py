@@ -237,7 +237,9 @@ def load_bert_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         state = load_file(str(st))
     elif bin_.is_file():
-        state = torch.load(bin_, map_location="cpu", weights_only=True)
+        from videolang.models.weights import load_tensors_file
+
+        state = load_tensors_file(bin_, os.fspath(bin_))
     else:
         raise ConfigError(f"{path}: no model.safetensors or pytorch_model.bin")
     if all(k.startswith("bert.") for k in state if not k.startswith("cls.")):

@@ -94,6 +94,27 @@ def load_strict(
     return report
 
 
+def _refusal(exc: BaseException) -> str:
+    """The one line of torch's weights-only refusal that says what the file wanted."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "Unsupported" in line or "not an allowed global" in line:
+            return line.strip().removeprefix("WeightsUnpickler error: ")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_tensors_file(source: Any, what: str) -> Any:
+    """``torch.load(source, weights_only=True)`` (a path or an open file): tensors, containers and
+    plain values only; anything else (code to run) is a :class:`ConfigError` naming ``what``."""
+    import pickle
+
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{what}: refused to load it: it needs more than tensors and plain values "
+                          f"({_refusal(exc)})") from None
+
+
 def _inert_class(qualified_name: str) -> type:
     """A stand-in for a class named in a checkpoint: it keeps the pickled state, runs nothing."""
 
@@ -126,4 +147,4 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             return torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{p}: refused to load it: it needs more than tensors and plain objects "
-                          f"({str(exc).splitlines()[0]})") from None
+                          f"({_refusal(exc)})") from None

@@ -312,10 +312,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"cannot read weights file {path}: {exc}") from exc
+    from videolang.models.weights import load_tensors_file
+
+    obj = load_tensors_file(path, f"weights file {path}")
     # Common wrappers: {"state_dict": ...} (Lightning and others), {"model": ...} (fairseq).
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
