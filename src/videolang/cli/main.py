@@ -64,43 +64,42 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise VideolangError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-    return records
+def _shard_samples(video_dir: Path, annotations: Path | None) -> list[tuple[dict, Path]]:
+    """``(record, video file)`` for ``data shards``: the annotation lines (``id``, ``path``
+    inside ``video_dir``, checked) or, without annotations, every video file in the folder."""
+    from videolang.data.annotations import check_inside, read_jsonl_objects, validate_record
+    from videolang.data.stores.webdataset_store import ShardAnnotation
+    from videolang.data.video import VIDEO_EXTENSIONS
+
+    if annotations is None:
+        files = [p for p in sorted(video_dir.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(video_dir).parts)]
+        return [({"id": p.stem, "path": p.relative_to(video_dir).as_posix()}, p) for p in files]
+    samples = []
+    for lineno, raw in read_jsonl_objects(annotations):
+        where = f"{annotations}:{lineno}"
+        record = validate_record(ShardAnnotation, raw, where)
+        for relative in (record.path, Path(record.path).name):  # as given, or flattened into the folder
+            candidate = check_inside(video_dir, relative, where)
+            if candidate.is_file():
+                samples.append((raw, candidate))
+                break
+        else:
+            raise VideolangError(f"{where}: video {record.path!r} not found under {video_dir}")
+    return samples
 
 
 def _cmd_shards(args: argparse.Namespace) -> int:
     from videolang.data.stores import write_webdataset
 
-    video_dir = Path(args.video_dir)
-    records = _read_jsonl(Path(args.annotations)) if args.annotations else None
-    if records is None:
-        files = sorted(p for p in video_dir.rglob("*") if p.is_file())
-        records = [{"id": p.stem, "path": str(p.relative_to(video_dir))} for p in files]
+    samples = _shard_samples(Path(args.video_dir), Path(args.annotations) if args.annotations else None)
 
-    def resolve(rec: dict, where: str) -> Path:
-        if "path" not in rec or "id" not in rec:
-            raise VideolangError(f"{where}: record needs 'id' and 'path'")
-        for candidate in (video_dir / rec["path"], video_dir / Path(rec["path"]).name):
-            if candidate.is_file():
-                return candidate
-        raise VideolangError(f"{where}: video {rec['path']!r} not found under {video_dir}")
+    def items():
+        for record, path in samples:
+            yield {"__key__": record["id"], path.suffix.lstrip(".") or "mp4": path.read_bytes(), "json": record}
 
-    def samples():
-        for lineno, rec in enumerate(records, 1):
-            path = resolve(rec, f"{args.annotations or video_dir}:{lineno}")
-            yield {"__key__": rec["id"], path.suffix.lstrip(".") or "mp4": path.read_bytes(), "json": rec}
-
-    shards = write_webdataset(samples(), args.out, maxcount=args.maxcount, overwrite=args.overwrite)
-    print(f"wrote {len(records)} samples into {len(shards)} shards under {args.out}")
+    shards = write_webdataset(items(), args.out, maxcount=args.maxcount, overwrite=args.overwrite)
+    print(f"wrote {len(samples)} samples into {len(shards)} shards under {args.out}")
     return 0
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "check_inside",
     "read_csv_records",
     "read_json_document",
+    "read_jsonl_objects",
     "read_jsonl_records",
     "read_text_file",
     "validate_record",
@@ -136,18 +137,25 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
             yield lineno, _json_value(line, f"{path}:{lineno}")
 
 
+def read_jsonl_objects(path: str | os.PathLike, *, allow_empty: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` of every non-blank line of a JSONL file (syntax and encoding checked)."""
+    p = Path(path)
+    objects = []
+    for lineno, value in _jsonl_lines(p):
+        if not isinstance(value, dict):
+            raise AnnotationError(f"{p}:{lineno}: expected a JSON object, got {type(value).__name__}")
+        objects.append((lineno, value))
+    if not objects and not allow_empty:
+        raise AnnotationError(f"{p}: no annotations")
+    return objects
+
+
 def read_jsonl_records(path: str | os.PathLike, schema: type[RecordT], *, allow_empty: bool = False
                        ) -> list[tuple[int, RecordT]]:
     """``(line, record)`` of every non-blank line of a JSONL file, each validated."""
     p = Path(path)
-    records = []
-    for lineno, value in _jsonl_lines(p):
-        if not isinstance(value, dict):
-            raise AnnotationError(f"{p}:{lineno}: expected a JSON object, got {type(value).__name__}")
-        records.append((lineno, validate_record(schema, value, f"{p}:{lineno}")))
-    if not records and not allow_empty:
-        raise AnnotationError(f"{p}: no annotations")
-    return records
+    return [(lineno, validate_record(schema, value, f"{p}:{lineno}"))
+            for lineno, value in read_jsonl_objects(p, allow_empty=allow_empty)]
 
 
 def read_csv_records(path: str | os.PathLike, schema: type[RecordT], *, delimiter: str = ",",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from videolang.data.annotations import Identifier, Record, RelativePath
 from videolang.data.video import VIDEO_EXTENSIONS as ALL_VIDEO_EXTENSIONS
 from videolang.errors import StoreError
 from videolang.utils.io import (
@@ -37,12 +38,20 @@ from videolang.utils.io import (
     resumable_output,
 )
 
-__all__ = ["VIDEO_EXTENSIONS", "WebVideoDataset", "write_webdataset"]
+__all__ = ["VIDEO_EXTENSIONS", "ShardAnnotation", "WebVideoDataset", "write_webdataset"]
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 FORMAT_NAME = "videolang-webdataset"
+class ShardAnnotation(Record):
+    """A line of ``data shards --annotations``: the sample's key and its video inside the folder
+    (other fields are stored with the sample as its ``json``)."""
+
+    id: Identifier
+    path: RelativePath
+
+
 FORMAT_VERSION = 1
 ORIG_KEY_EXT = "key.txt"
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(ext.lstrip(".") for ext in ALL_VIDEO_EXTENSIONS)  # tar keys: no dot
