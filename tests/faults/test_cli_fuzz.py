@@ -47,6 +47,8 @@ BAD_COMMAND_LINES = [
     ["search", "{tmp}", "a red circle", "-k", "0"],
     ["search", "{tmp}", "a red circle", "-k", "many"],
     ["serve", "{missing}"],
+    ["serve", "{tmp}", "--port", "99999"],
+    ["serve", "{tmp}", "--port", "-1"],
     ["ask", "{missing}", "v.mp4", "what?", "--model", "{missing}"],
     ["glue", "--tasks", "nosuchtask"],
 ]

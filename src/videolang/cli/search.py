@@ -85,18 +85,20 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(minimum: int):
-    """An argparse type: an integer of at least ``minimum`` (argparse names the flag on error)."""
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``); argparse
+    names the flag on error."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"{value} is not in {allowed}")
         return value
 
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = f"integer {minimum}..{maximum}" if maximum is not None else f"integer >= {minimum}"
     return parse
 
 
@@ -149,7 +151,7 @@ def register(subparsers: Any) -> None:
                               "thumbnails, videos with range requests) on 127.0.0.1 unless --host says otherwise.")
     p.add_argument("index", help="an index folder (videolang index)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_count(1, 65535), default=8000, help="TCP port (1..65535)")
     p.add_argument("--token", default=os.environ.get("VIDEOLANG_SERVE_TOKEN"),
                    help="require this bearer token on every request (or ?token= in URLs); default "
                    "$VIDEOLANG_SERVE_TOKEN, which keeps it out of the process list")
