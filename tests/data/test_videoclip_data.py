@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from videolang.data.datasets import collate_skipping
 from videolang.data.stores import FeatureStoreWriter
 from videolang.data.videoclip import (
     FineTunePairs,
@@ -22,6 +23,7 @@ from videolang.data.videoclip import (
     collate_pairs,
     kmeans,
     load_timestamped_captions,
+    read_eval_pairs,
     retrieval_batches,
 )
 from videolang.errors import ConfigError, VideolangError
@@ -63,10 +65,10 @@ def test_load_captions_and_errors(world, tmp_path):
     assert len(tracks["b"].tokens[0]) == 4  # cut to max_clip_tokens
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"x": {"start": [0], "end": [1, 2], "text": ["a"]}}))
-    with pytest.raises(ConfigError, match=r"bad\.json: video 'x': start/end/text lengths differ"):
+    with pytest.raises(ConfigError, match=r"bad\.json: 'x': start, end and text have 1, 2 and 1 entries"):
         load_timestamped_captions(bad, fake_tokenize)
     bad.write_text("{not json")
-    with pytest.raises(ConfigError, match=r"bad\.json: invalid JSON"):
+    with pytest.raises(ConfigError, match=r"bad\.json: not valid JSON"):
         load_timestamped_captions(bad, fake_tokenize)
 
 
@@ -99,6 +101,27 @@ def test_eval_pairs(world):
     assert seg["vmask"].sum() == 3 and torch.allclose(seg["vfeats"][:3], torch.from_numpy(features["a"][2:5]))
     with pytest.raises(VideolangError, match="no features"):
         VideoTextPairs([("zz", 0, None, "x")], features, fake_tokenize, TextLayout())
+
+
+def test_eval_pair_formats_are_checked_against_their_schemas(tmp_path):
+    yc = tmp_path / "youcookii_annotations_trainval.json"
+    segment = {"segment": [1.0, 4.0], "sentence": "cut it"}
+    yc.write_text(json.dumps({"database": {"v1": {"subset": "validation", "annotations": [segment]}}}))
+    assert read_eval_pairs(str(yc), "youcook2", "validation") == [("v1", 1.0, 4.0, "cut it")]
+    yc.write_text(json.dumps({"database": {"v1": {"subset": "validation", "annotations": [
+        segment, {**segment, "segment": [5.0, 4.5]}]}}}))
+    with pytest.raises(ConfigError, match=r"database: 'v1': field 'annotations\.1\.segment': .*starts at 5\.0 after"):
+        read_eval_pairs(str(yc), "youcook2", "validation")
+    msr = tmp_path / "MSRVTT_data.json"
+    msr.write_text(json.dumps({"videos": [{"video_id": "v1", "split": "test"}],
+                               "sentences": [{"video_id": "v1", "caption": "a"}, {"video_id": "v9", "caption": "b"}]}))
+    with pytest.raises(ConfigError, match=r"MSRVTT_data\.json: sentences\[1\]: field 'video_id': 'v9' is not in"):
+        read_eval_pairs(str(msr), "msrvtt", "test")
+    jl = tmp_path / "captions.jsonl"
+    jl.write_text(json.dumps({"video_id": "v1", "caption": "a", "split": "val"}) + "\n"
+                  + json.dumps({"video_id": "v2", "caption": 7, "split": "val"}) + "\n")
+    with pytest.raises(ConfigError, match=r"captions\.jsonl:2: field 'caption': Input should be a valid string"):
+        read_eval_pairs(str(jl), "jsonl", "val")  # not taken as the text "7"
 
 
 def blobs(n_per=40, k=3, dim=8, seed=0):
@@ -158,7 +181,7 @@ def test_splits_build_the_objective_s_training_set(world, tmp_path):
     assert isinstance(train, PretrainPairs) and train.seed == 3
     assert train.captions["a"].starts.tolist() == [0.0, 4.0, 10.0]  # caption seconds -> feature rows
     assert isinstance(pre.train_batch_sampler(train), RetrievalBatchSampler)
-    assert pre.collate_fn("train") is collate_pairs and pre.collate_fn("test") is None
+    assert pre.collate_fn("train") is collate_pairs and pre.collate_fn("test") is collate_skipping
     assert not pre.has_split("val") and pre.dataset("train") is train  # built once
 
     pairs = tmp_path / "captions.jsonl"

@@ -84,8 +84,8 @@ def test_masks_depend_on_seed_and_step_only():
     ({"text": ["a"], "start": [float("nan")], "end": [1.0]}, r"not valid JSON|NaN"),
     ({"text": ["a"], "start": [-1.0], "end": [1.0]}, r"field 'start\.0'"),
     ({"text": ["a"], "start": ["0"], "end": [1.0]}, r"field 'start\.0'"),
-    ({"text": ["a"], "start": [2.0], "end": [1.0]}, r"caption 0 starts after it ends"),
-    ({"text": ["a", "b"], "start": [0.0], "end": [1.0]}, r"differ in length"),
+    ({"text": ["a"], "start": [2.0], "end": [1.0]}, r"start\[0\] = 2.0 is after end\[0\] = 1.0"),
+    ({"text": ["a", "b"], "start": [0.0], "end": [1.0]}, r"start, end and text have 1, 1 and 2 entries"),
     ({"text": ["a"], "start": [0.0]}, r"field 'end'"),
 ])
 def test_caption_tracks_name_file_line_and_field(tmp_path, track, message):

@@ -42,14 +42,22 @@ def test_msrvtt_mc_csv_and_jsonl(tmp_path):
     assert items[0].options[2] == "three" and items[0].answer == 2
     bad = tmp_path / "bad.csv"
     bad.write_text("key\tvid_key\ta1\tanswer\nk\tv\tx\t0\n")
-    with pytest.raises(ConfigError, match=r"bad\.csv:2: expected tab-separated"):
+    with pytest.raises(ConfigError, match=r"bad\.csv:1: missing column 'a2'"):
+        read_mc_items(bad, "msrvtt")
+    bad.write_text("key\tvid_key\ta1\ta2\ta3\ta4\ta5\tanswer\nk\tv\ta\tb\tc\td\te\t5\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv:2: field 'answer': Input should be less than 5"):
         read_mc_items(bad, "msrvtt")
     jl = tmp_path / "mc.jsonl"
-    jl.write_text(json.dumps({"video_id": "v", "options": ["x", "y"], "answer": 1, "split": "val"}) + "\n"
-                  + json.dumps({"video_id": "w", "options": ["x", "y"], "answer": 5, "split": "test"}) + "\n")
+    good = {"video_id": "v", "options": ["x", "y"], "answer": 1, "split": "val"}
+    jl.write_text(json.dumps(good) + "\n" + json.dumps({**good, "split": "test"}) + "\n")
     assert len(read_mc_items(jl, "jsonl", "val")) == 1
-    with pytest.raises(ConfigError, match="answer 5 outside"):
-        read_mc_items(jl, "jsonl", "test")
+    for broken, problem in [({"answer": 5}, "answer 5 is not an index of the 2 options"),
+                            ({"answer": "1"}, "field 'answer': Input should be a valid integer"),
+                            ({"answer": 1.0}, "field 'answer': Input should be a valid integer"),
+                            ({"options": "xy"}, "field 'options': Input should be a valid list")]:
+        jl.write_text(json.dumps(good) + "\n" + json.dumps({**good, **broken}) + "\n")
+        with pytest.raises(ConfigError, match=rf"mc\.jsonl:2: .*{problem}"):
+            read_mc_items(jl, "jsonl", "val")  # checked even outside the split read
 
 
 def test_multiple_choice_items_stack_every_option():

@@ -14,10 +14,9 @@ import json
 import random
 from pathlib import Path
 
-from tests.faults.fuzzing import Format, FuzzReport, assert_clean, run_fuzz
+from tests.faults.fuzzing import Format, FuzzReport, assert_clean, record_case, run_fuzz
 
 from videolang.data.clipbert import DATA_CONFIG_OF_RECIPE, ClipBertSplits, TextEncoder
-from videolang.errors import ConfigError
 
 ANSWERS = ["red", "blue", "two", "circle"]
 ANS2LABEL = json.dumps({a: i for i, a in enumerate(ANSWERS)}, indent=1)
@@ -117,18 +116,8 @@ def _fuzz_vocabulary(cases: int, seed: int, tmp_path: Path) -> FuzzReport:
         (folder / "train.jsonl").write_text(FRAMEQA, encoding="utf-8")
         broken, what = _broken_vocab(rng)
         (folder / "ans2label.json").write_bytes(broken)
-        report.cases += 1
-        try:
-            read(folder / "train.jsonl")
-        except ConfigError as exc:
-            if "ans2label.json" in str(exc):
-                report.refused += 1
-            else:
-                report.tracebacks.append(f"ans2label {what}: the error does not name the file: {exc}")
-        except Exception as exc:
-            report.tracebacks.append(f"ans2label {what}: {type(exc).__name__}: {exc}")
-        else:
-            report.accepted.append(f"ans2label {what}")
+        record_case(report, lambda folder=folder: read(folder / "train.jsonl"), f"ans2label {what}",
+                    ("ans2label.json",))
     return report
 
 

@@ -18,7 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, TypeVar
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from videolang.errors import ConfigError
 
@@ -29,6 +36,7 @@ __all__ = [
     "RelativePath",
     "Seconds",
     "Text",
+    "TimedCaptions",
     "check_inside",
     "read_csv_records",
     "read_json_document",
@@ -75,6 +83,25 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=1024), Af
 """A video or item id: not empty, no leading / trailing white space, no control characters."""
 RelativePath = Annotated[str, StringConstraints(min_length=1), AfterValidator(_relative)]
 """A file path relative to a data folder: never absolute, never through ``..``."""
+
+
+class TimedCaptions(Record):
+    """One video of HowTo100M's ``raw_caption.json`` (VideoCLIP, VLM and VidLanKD read it):
+    parallel lists, one entry per caption, each caption starting no later than it ends."""
+
+    start: list[Seconds]
+    end: list[Seconds]
+    text: list[Text]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> TimedCaptions:
+        if not len(self.start) == len(self.end) == len(self.text):
+            raise ValueError(f"start, end and text have {len(self.start)}, {len(self.end)} and {len(self.text)} "
+                             "entries (one each per caption)")
+        for i, (s, e) in enumerate(zip(self.start, self.end, strict=True)):
+            if s > e:
+                raise ValueError(f"start[{i}] = {s} is after end[{i}] = {e}")
+        return self
 
 
 def _describe(error: Any) -> str:

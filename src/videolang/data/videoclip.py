@@ -10,49 +10,83 @@ docs/videoclip.md ("Data").
 
 from __future__ import annotations
 
-import csv
-import json
+import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, Field
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler, SequentialSampler
 
-from videolang.data.datasets import epoch_choice, item_generator
+from videolang.data.annotations import (
+    AnnotationError,
+    Identifier,
+    Record,
+    Seconds,
+    Text,
+    TimedCaptions,
+    read_csv_records,
+    read_json_document,
+    read_jsonl_records,
+    read_text_file,
+    validate_record,
+)
+from videolang.data.datasets import SkippedSample, collate_skipping, epoch_choice, item_generator
 from videolang.data.sampling import videoclip_overlapped_pair
 from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.data.stores import FeatureStore, feature_rows_per_second
-from videolang.errors import ConfigError, VideolangError
+from videolang.errors import ConfigError, StoreError, VideolangError
 
 log = logging.getLogger(__name__)
+RecordT = TypeVar("RecordT", bound=Record)
 
 __all__ = [
+    "CaptionLine",
     "CaptionTrack",
     "EvalFormat",
     "FineTunePairs",
+    "MsrvttCsvRow",
+    "MsrvttSentence",
+    "MsrvttVideo",
     "PretrainPairs",
     "RetrievalBatchSampler",
+    "Segment",
     "TextLayout",
+    "TimedCaptions",
+    "UnreadableFeatures",
     "VideoCLIPDataConfig",
     "VideoCLIPPretrainDataConfig",
     "VideoCLIPRetrievalDataConfig",
     "VideoCLIPSplits",
     "VideoTextPairs",
+    "YouCook2Segment",
+    "YouCook2Video",
+    "all_skipped",
+    "checked_window",
     "collate_pairs",
+    "feature_rows",
+    "keyed_records",
     "kmeans",
+    "listed_records",
     "load_timestamped_captions",
     "protocol_name",
     "read_eval_pairs",
+    "read_pretraining_videos",
+    "read_timed_captions",
     "read_video_list",
+    "read_video_list_entries",
     "retrieval_batches",
     "scale_pairs",
+    "segment_window",
+    "skips_unreadable",
+    "tokenize_tracks",
 ]
 
 
@@ -93,6 +127,56 @@ class CaptionTrack:
         return len(self.tokens)
 
 
+class _VideoKey(Record):
+    """A video id on its own: a key of a JSON object, a line of a video list."""
+
+    video_id: Identifier
+
+
+def keyed_records(doc: Any, schema: type[RecordT], where: str) -> Iterator[tuple[str, RecordT]]:
+    """``(key, record)`` of a JSON object of objects (``{video_id: {...}}``), each validated;
+    errors name the key, e.g. ``raw_caption.json: 'video7': field 'start.3'``."""
+    if not isinstance(doc, dict):
+        raise AnnotationError(f"{where}: expected a JSON object {{video_id: {{...}}}}, got {type(doc).__name__}")
+    for key, value in doc.items():
+        validate_record(_VideoKey, {"video_id": key}, f"{where}: key {key!r}")
+        yield key, validate_record(schema, value, f"{where}: {key!r}")
+
+
+def listed_records(doc: Any, key: str, schema: type[RecordT], where: str) -> list[RecordT]:
+    """The records of the list ``doc[key]``, each validated; errors name ``key[i]``."""
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, list):
+        raise AnnotationError(f"{where}: expected a JSON object with a list {key!r}")
+    return [validate_record(schema, item, f"{where}: {key}[{i}]") for i, item in enumerate(value)]
+
+
+def read_timed_captions(path: str | os.PathLike, video_ids: Collection[str] | None = None
+                        ) -> dict[str, TimedCaptions]:
+    """``raw_caption.json`` validated: every video (or only ``video_ids``, which a 1.2M-video
+    file makes worth it), in file order."""
+    wanted = set(video_ids) if video_ids is not None else None
+    doc = read_json_document(path)
+    if not isinstance(doc, dict):
+        raise AnnotationError(f"{path}: expected a JSON object {{video_id: {{start, end, text}}}}")
+    doc = {k: v for k, v in doc.items() if wanted is None or k in wanted}
+    return dict(keyed_records(doc, TimedCaptions, os.fspath(path)))
+
+
+def tokenize_tracks(captions: Mapping[str, TimedCaptions], tokenize: Callable[[list[str]], list[list[int]]],
+                    *, max_clip_tokens: int = 32, source: str = "captions") -> dict[str, CaptionTrack]:
+    """Tokenized tracks of validated captions; videos with no caption are dropped with a warning."""
+    tracks: dict[str, CaptionTrack] = {}
+    for vid, entry in captions.items():
+        if not entry.text:
+            log.warning("%s: video %s has no captions; dropped", source, vid)
+            continue
+        tokens = [t[:max_clip_tokens] for t in tokenize(list(entry.text))]
+        tracks[vid] = CaptionTrack(np.asarray(entry.start, dtype=np.float64), np.asarray(entry.end, dtype=np.float64),
+                                   tokens)
+    return tracks
+
+
 def load_timestamped_captions(
     path: str | os.PathLike,
     tokenize: Callable[[list[str]], list[list[int]]],
@@ -100,34 +184,22 @@ def load_timestamped_captions(
     max_clip_tokens: int = 32,
     video_ids: Sequence[str] | None = None,
 ) -> dict[str, CaptionTrack]:
-    """Read ``raw_caption.json`` and tokenize it. Malformed entries are errors naming the file
-    and the video id; videos with no caption are dropped with a warning."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"caption file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
-    wanted = set(video_ids) if video_ids is not None else None
-    tracks: dict[str, CaptionTrack] = {}
-    for vid, entry in raw.items():
-        if wanted is not None and vid not in wanted:
-            continue
-        try:
-            starts = np.asarray(entry["start"], dtype=np.float64)
-            ends = np.asarray(entry["end"], dtype=np.float64)
-            texts = list(entry["text"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: video {vid!r}: needs 'start', 'end', 'text' lists ({exc})") from None
-        if not (len(starts) == len(ends) == len(texts)):
-            raise ConfigError(f"{path}: video {vid!r}: start/end/text lengths differ")
-        if len(texts) == 0:
-            log.warning("%s: video %s has no captions; dropped", path, vid)
-            continue
-        tokens = [t[:max_clip_tokens] for t in tokenize([str(x) for x in texts])]
-        tracks[vid] = CaptionTrack(starts, ends, tokens)
-    return tracks
+    """Read ``raw_caption.json`` (checked against :class:`TimedCaptions`) and tokenize it;
+    videos with no caption are dropped with a warning."""
+    return tokenize_tracks(read_timed_captions(path, video_ids), tokenize, max_clip_tokens=max_clip_tokens,
+                           source=os.fspath(path))
+
+
+def read_pretraining_videos(list_path: str | os.PathLike, captions_path: str | os.PathLike
+                            ) -> tuple[list[str], dict[str, TimedCaptions]]:
+    """``data.train_list`` and the captions of its videos; a listed video that the caption file
+    lacks is an error naming the list's line (a truncated or mistyped id)."""
+    entries = read_video_list_entries(list_path)
+    captions = read_timed_captions(captions_path, [v for _, v in entries])
+    for line, vid in entries:
+        if vid not in captions:
+            raise AnnotationError(f"{list_path}:{line}: video {vid!r} has no entry in {captions_path}")
+    return [v for _, v in entries], captions
 
 
 def _video_window(feats: np.ndarray, start: int, end: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,6 +210,55 @@ def _video_window(feats: np.ndarray, start: int, end: int, max_len: int) -> tupl
     mask = torch.zeros(max_len, dtype=torch.bool)
     mask[: len(rows)] = True
     return out, mask
+
+
+class UnreadableFeatures(VideolangError):
+    """A video's feature rows could not be used; the item becomes a :class:`SkippedSample`."""
+
+    def __init__(self, video_id: str, reason: str):
+        super().__init__(f"{video_id}: {reason}")
+        self.video_id, self.reason = video_id, reason
+
+
+def feature_rows(features: Mapping[str, np.ndarray], video_id: str) -> np.ndarray:
+    """``features[video_id]``, or :class:`UnreadableFeatures` when the store lacks the video,
+    cannot read its rows (a damaged shard) or has none."""
+    try:
+        feats = features[video_id]
+    except KeyError:
+        raise UnreadableFeatures(video_id, "not in the feature store") from None
+    except (StoreError, OSError, ValueError) as exc:
+        raise UnreadableFeatures(video_id, f"feature rows unreadable ({exc})") from None
+    if feats.ndim != 2 or len(feats) == 0:
+        raise UnreadableFeatures(video_id, f"no feature rows (shape {feats.shape})")
+    return feats
+
+
+def checked_window(video_id: str, feats: np.ndarray, start: int, end: int, max_len: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_video_window`, refusing rows that cannot be read or are not finite (NaN
+    features would make the loss NaN and stop the run)."""
+    try:
+        v, vm = _video_window(feats, start, end, max_len)
+    except (OSError, ValueError) as exc:  # a memory-mapped shard cut short reads as an error here
+        raise UnreadableFeatures(video_id, f"feature rows unreadable ({exc})") from None
+    if not bool(torch.isfinite(v).all()):
+        raise UnreadableFeatures(video_id, "non-finite feature values")
+    return v, vm
+
+
+def skips_unreadable(getitem: Callable[[Any, int], dict[str, Any]]) -> Callable[[Any, int], Any]:
+    """``__getitem__`` that returns a :class:`SkippedSample` for an item whose features raise
+    :class:`UnreadableFeatures`; the collate functions list it and the DataGuard counts it."""
+
+    @functools.wraps(getitem)
+    def wrapper(self: Any, index: int) -> dict[str, Any] | SkippedSample:
+        try:
+            return getitem(self, index)
+        except UnreadableFeatures as exc:
+            return SkippedSample(index, exc.video_id, exc.reason)
+
+    return wrapper
 
 
 class PretrainPairs(Dataset):
@@ -184,9 +305,10 @@ class PretrainPairs(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
+    @skips_unreadable
     def __getitem__(self, index: int) -> dict[str, Any]:
         vid = self.video_ids[index]
-        feats = self.features[vid]
+        feats = feature_rows(self.features, vid)
         track = self.captions[vid]
         g = item_generator(self.seed, self.epoch, index)
         seconds = max(len(feats), 1)
@@ -198,7 +320,7 @@ class PretrainPairs(Dataset):
                 max_text_tokens=self.text_range[1], min_video_len=self.min_video_len,
                 max_video_len=self.max_video_len, overlapped=self.overlapped, generator=g,
             )
-            v, vm = _video_window(feats, w.video_start, w.video_end, self.max_video_len)
+            v, vm = checked_window(vid, feats, w.video_start, w.video_end, self.max_video_len)
             words = [tok for c in range(w.text_start, w.text_end + 1) for tok in track.tokens[c]]
             ids, cm = self.layout.build(words)
             for key, val in zip(("vfeats", "vmask", "caps", "cmask"), (v, vm, ids, cm), strict=True):
@@ -236,19 +358,36 @@ class VideoTextPairs(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @skips_unreadable
     def __getitem__(self, index: int) -> dict[str, Any]:
         vid, start, end, _ = self.pairs[index]
-        feats = self.features[vid]
-        lo = math.floor(start)
-        hi = len(feats) if end is None else max(math.ceil(end), lo + 1)
-        v, vm = _video_window(feats, min(lo, max(len(feats) - 1, 0)), hi, self.max_video_len)
+        v, vm = segment_window(self.features, vid, start, end, self.max_video_len)
         ids, cm = self.layout.build(self.tokens[index])
         return {"vfeats": v, "vmask": vm, "caps": ids, "cmask": cm, "index": index}
 
 
-def collate_pairs(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack items and flatten their pair dimension: (B, P, ...) -> (B*P, ...)."""
-    return {k: torch.cat([b[k] for b in batch]) for k in batch[0]}
+def segment_window(features: Mapping[str, np.ndarray], video_id: str, start: float, end: float | None,
+                   max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``[floor(start), ceil(end))`` of a video (``end=None``: to its end), at least one."""
+    feats = feature_rows(features, video_id)
+    lo = math.floor(start)
+    hi = len(feats) if end is None else max(math.ceil(end), lo + 1)
+    return checked_window(video_id, feats, min(lo, len(feats) - 1), hi, max_len)
+
+
+def all_skipped(batch: Mapping[str, Any]) -> bool:
+    """True for a batch whose every item was skipped (it holds only ``"skipped"``): a recipe's
+    step returns without a loss or outputs for it."""
+    return "vfeats" not in batch
+
+
+def collate_pairs(batch: Sequence[dict[str, torch.Tensor] | SkippedSample]) -> dict[str, Any]:
+    """Stack items and flatten their pair dimension: (B, P, ...) -> (B*P, ...); skipped items
+    are listed under ``"skipped"`` (:func:`~videolang.data.datasets.collate_skipping`)."""
+    good = [b for b in batch if not isinstance(b, SkippedSample)]
+    out: dict[str, Any] = {k: torch.cat([b[k] for b in good]) for k in good[0]} if good else {}
+    out["skipped"] = [b for b in batch if isinstance(b, SkippedSample)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,6 +538,14 @@ class RetrievalBatchSampler(BatchSampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch and its embeddings: what a run resumed mid-epoch needs to draw the same batches
+        (the model has changed since the epoch's embeddings were computed)."""
+        return {"epoch": self.epoch, "embeddings": self.embeddings}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.embeddings = state["epoch"], state["embeddings"]
+
     def set_embeddings(self, embeddings: torch.Tensor | None) -> None:
         if embeddings is not None and embeddings.shape[0] != self.num_videos:
             raise ValueError(f"{embeddings.shape[0]} embeddings for {self.num_videos} videos")
@@ -431,8 +578,101 @@ class RetrievalBatchSampler(BatchSampler):
 EvalFormat = Literal["msrvtt", "youcook2", "jsonl"]
 
 
+class MsrvttCsvRow(Record):
+    """A row of a JSFusion-style MSR-VTT CSV (``key,vid_key,video_id,sentence``)."""
+
+    video_id: Identifier
+    sentence: Text
+
+
+class MsrvttVideo(Record):
+    """An entry of ``MSRVTT_data.json``'s ``videos``."""
+
+    video_id: Identifier
+    split: Identifier
+
+
+class MsrvttSentence(Record):
+    """An entry of ``MSRVTT_data.json``'s ``sentences``."""
+
+    video_id: Identifier
+    caption: Text
+
+
+def _ordered_segment(segment: list[float]) -> list[float]:
+    if segment[0] > segment[1]:
+        raise ValueError(f"starts at {segment[0]} after it ends at {segment[1]}")
+    return segment
+
+
+Segment = Annotated[list[Seconds], Field(min_length=2, max_length=2), AfterValidator(_ordered_segment)]
+"""``[start, end]`` in seconds, start <= end."""
+
+
+class YouCook2Segment(Record):
+    """An annotated segment of ``youcookii_annotations_trainval.json``."""
+
+    segment: Segment
+    sentence: Text
+
+
+class YouCook2Video(Record):
+    """A video of YouCook2's ``database``."""
+
+    subset: Identifier
+    annotations: list[YouCook2Segment]
+
+
+class CaptionLine(Record):
+    """A line of our ``captions.jsonl``."""
+
+    video_id: Identifier
+    caption: Text
+    split: Identifier
+
+
+def _msrvtt_csv_pairs(p: Path) -> list[tuple]:
+    rows = read_csv_records(p, MsrvttCsvRow, required_columns=("video_id", "sentence"))
+    return [(r.video_id, 0.0, None, r.sentence) for _, r in rows]
+
+
+def _msrvtt_json_pairs(p: Path, split: str, all_captions: bool) -> list[tuple]:
+    doc = read_json_document(p)
+    videos = listed_records(doc, "videos", MsrvttVideo, str(p))
+    sentences = listed_records(doc, "sentences", MsrvttSentence, str(p))
+    listed = {v.video_id for v in videos}
+    keep = {v.video_id for v in videos if v.split == split}
+    pairs, seen = [], set()
+    for i, s in enumerate(sentences):
+        if s.video_id not in listed:
+            raise AnnotationError(f"{p}: sentences[{i}]: field 'video_id': {s.video_id!r} is not in 'videos'")
+        if s.video_id in keep and (all_captions or s.video_id not in seen):
+            seen.add(s.video_id)
+            pairs.append((s.video_id, 0.0, None, s.caption))
+    return pairs
+
+
+def _youcook2_pairs(p: Path, split: str) -> list[tuple]:
+    doc = read_json_document(p)
+    if not isinstance(doc, dict) or "database" not in doc:
+        raise AnnotationError(f"{p}: expected a JSON object with a 'database' object")
+    videos = dict(keyed_records(doc["database"], YouCook2Video, f"{p}: database"))
+    return [(vid, seg.segment[0], seg.segment[1], seg.sentence)
+            for vid in sorted(videos) if videos[vid].subset == split for seg in videos[vid].annotations]
+
+
+def _jsonl_pairs(p: Path, split: str, all_captions: bool) -> list[tuple]:
+    pairs, seen = [], set()
+    for _, rec in read_jsonl_records(p, CaptionLine):
+        if rec.split == split and (all_captions or rec.video_id not in seen):
+            seen.add(rec.video_id)
+            pairs.append((rec.video_id, 0.0, None, rec.caption))
+    return pairs
+
+
 def read_eval_pairs(path: str, fmt: EvalFormat, split: str, *, all_captions: bool = False) -> list[tuple]:
-    """Read evaluation or fine-tuning pairs.
+    """Read evaluation or fine-tuning pairs ``(video_id, start_s, end_s | None, sentence)``,
+    every record checked against its format's schema (errors name file, line or key, field).
 
     * ``msrvtt``: a JSFusion-style CSV (``key,vid_key,video_id,sentence``) gives its rows; an
       ``MSRVTT_data.json`` gives every sentence of the videos whose ``split`` matches.
@@ -442,47 +682,16 @@ def read_eval_pairs(path: str, fmt: EvalFormat, split: str, *, all_captions: boo
       video of the split (``all_captions`` keeps all, for fine-tuning).
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"annotation file not found: {p}")
-    pairs: list[tuple] = []
     if fmt == "msrvtt" and p.suffix == ".csv":
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for lineno, row in enumerate(reader, 2):
-                if "video_id" not in row or "sentence" not in row:
-                    raise ConfigError(f"{p}:{lineno}: expected columns key,vid_key,video_id,sentence")
-                pairs.append((row["video_id"], 0.0, None, row["sentence"]))
+        pairs = _msrvtt_csv_pairs(p)
     elif fmt == "msrvtt":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        keep = {v["video_id"] for v in data["videos"] if v.get("split") == split}
-        seen: set[str] = set()
-        for s in data["sentences"]:
-            if s["video_id"] in keep and (all_captions or s["video_id"] not in seen):
-                seen.add(s["video_id"])
-                pairs.append((s["video_id"], 0.0, None, s["caption"]))
+        pairs = _msrvtt_json_pairs(p, split, all_captions)
     elif fmt == "youcook2":
-        db = json.loads(p.read_text(encoding="utf-8"))["database"]
-        for vid in sorted(db):
-            if db[vid].get("subset") != split:
-                continue
-            for seg in db[vid]["annotations"]:
-                pairs.append((vid, float(seg["segment"][0]), float(seg["segment"][1]), seg["sentence"]))
+        pairs = _youcook2_pairs(p, split)
     else:
-        seen = set()
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    vid, caption, rec_split = rec["video_id"], rec["caption"], rec.get("split")
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise ConfigError(f"{p}:{lineno}: expected JSON with video_id, caption, split ({exc})") from None
-                if rec_split == split and (all_captions or vid not in seen):
-                    seen.add(vid)
-                    pairs.append((vid, 0.0, None, caption))
+        pairs = _jsonl_pairs(p, split, all_captions)
     if not pairs:
-        raise ConfigError(f"{p}: no {fmt} pairs for split {split!r}")
+        raise AnnotationError(f"{p}: no {fmt} pairs for split {split!r}")
     return pairs
 
 
@@ -518,17 +727,34 @@ class FineTunePairs(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         options = self.by_video[self.videos[i]]
         pick = epoch_choice(self.seed, self.epoch, i, len(options))
-        return self.inner[self.index_of[options[pick]]]
+        item = self.inner[self.index_of[options[pick]]]
+        if isinstance(item, SkippedSample):
+            item.index = i  # this dataset's index, not the inner pair's
+        return item
 
 
-def read_video_list(path: str) -> list[str]:
+def read_video_list_entries(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """``(line, video_id)`` of a video list: one id a line, or a ``.csv`` with a ``video_id``
+    column (HowTo100M's). Bad and repeated ids are errors naming the line."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"data.train_list: file not found: {p}")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if p.suffix == ".csv" and lines and "," in lines[0]:
-        lines = [ln.split(",")[0] for ln in lines[1:]]  # first column, header dropped
-    return lines
+    if p.suffix == ".csv":
+        entries = [(line, r.video_id) for line, r in read_csv_records(p, _VideoKey, required_columns=("video_id",))]
+    else:
+        entries = [(line, validate_record(_VideoKey, {"video_id": text.strip()}, f"{p}:{line}").video_id)
+                   for line, text in enumerate(read_text_file(p).splitlines(), 1) if text.strip()]
+    first: dict[str, int] = {}
+    for line, vid in entries:
+        if vid in first:
+            raise AnnotationError(f"{p}:{line}: video {vid!r} is listed twice (first at line {first[vid]})")
+        first[vid] = line
+    if not entries:
+        raise AnnotationError(f"{p}: no video ids")
+    return entries
+
+
+def read_video_list(path: str | os.PathLike) -> list[str]:
+    """The ids of a video list (:func:`read_video_list_entries`)."""
+    return [vid for _, vid in read_video_list_entries(path)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,20 +883,30 @@ class VideoCLIPSplits(DataSplits[VideoCLIPDataConfig]):
         d = self.data
         if not d.captions:
             raise ConfigError("data.captions: videoclip.pretrain needs timestamped captions (raw_caption.json)")
-        ids = read_video_list(d.train_list) if d.train_list else None
-        tracks = load_timestamped_captions(d.captions, self.tokenize, video_ids=ids)
+        if d.train_list:
+            listed, captions = read_pretraining_videos(d.train_list, d.captions)
+        else:
+            captions = read_timed_captions(d.captions)
+        tracks = tokenize_tracks(captions, self.tokenize, source=d.captions)
         if self.feature_rate != 1.0:  # caption times are seconds, feature rows are not
             for t in tracks.values():
                 t.starts, t.ends = t.starts * self.feature_rate, t.ends * self.feature_rate
-        ids = [v for v in (ids or sorted(tracks)) if v in tracks and v in self.features]
+        if d.train_list:  # every listed video must have features (PretrainPairs says which do not)
+            ids = [v for v in listed if v in tracks]
+        else:
+            ids = [v for v in sorted(tracks) if v in self.features]
+            if len(ids) < len(tracks):
+                log.warning("%s: %d of %d captioned videos have no features in %s; left out (give "
+                            "data.train_list to make that an error)", d.captions, len(tracks) - len(ids),
+                            len(tracks), d.features)
         return PretrainPairs(
             self.features, tracks, ids, self.layout, pairs_per_video=d.pairs_per_video,
             max_video_len=d.max_video_len, min_text_tokens=d.min_text_tokens, max_text_tokens=d.max_text_tokens,
             min_video_len=d.min_video_len, overlapped=d.overlapped, seed=self.seed,
         )
 
-    def collate_fn(self, split: str) -> Callable[[Sequence[dict[str, torch.Tensor]]], dict[str, torch.Tensor]] | None:
-        return collate_pairs if split == "train" and self.data.objective == "pretrain" else None
+    def collate_fn(self, split: str) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        return collate_pairs if split == "train" and self.data.objective == "pretrain" else collate_skipping
 
     def train_batch_sampler(self, dataset: Dataset) -> Sampler | None:
         """Pretraining: :class:`RetrievalBatchSampler` (random until the recipe gives embeddings)."""

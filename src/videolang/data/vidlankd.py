@@ -15,15 +15,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import model_validator
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from videolang.data.annotations import (
     AnnotationError,
     Identifier,
     Record,
-    Seconds,
-    Text,
+    TimedCaptions,
     read_json_document,
     read_text_file,
     validate_record,
@@ -37,7 +35,6 @@ from videolang.errors import ConfigError, StoreError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CaptionTrack",
     "GlueDataConfig",
     "GlueFeatures",
     "GlueSplits",
@@ -123,27 +120,6 @@ def caption_window(texts: list[str], start: int, max_words: int) -> tuple[str, i
     return out.strip(), last
 
 
-class CaptionTrack(Record):
-    """One video's timed captions in ``data.captions``: lists of one length, each caption
-    non-blank text with ``0 <= start <= end`` seconds."""
-
-    text: list[Text]
-    start: list[Seconds]
-    end: list[Seconds]
-
-    @model_validator(mode="after")
-    def _aligned(self) -> CaptionTrack:
-        if not self.text:
-            raise ValueError("no captions")
-        if not len(self.text) == len(self.start) == len(self.end):
-            raise ValueError(f"'text', 'start' and 'end' differ in length ({len(self.text)}, {len(self.start)}, "
-                             f"{len(self.end)})")
-        for k, (s, e) in enumerate(zip(self.start, self.end, strict=True)):
-            if s > e:
-                raise ValueError(f"caption {k} starts after it ends ({s} > {e})")
-        return self
-
-
 class VideoId(Record):
     """A listed video id."""
 
@@ -191,7 +167,7 @@ def read_video_ids(path: str, what: str) -> list[str]:
 
 def read_caption_tracks(path: str) -> dict[str, dict[str, list]]:
     """``{video_id: {"text": [...], "start": [...], "end": [...]}}``, each track checked
-    (:class:`CaptionTrack`); an error names the file, the line of the video's key and the field."""
+    (:class:`~videolang.data.annotations.TimedCaptions`, at least one caption); an error names the file, the line of the video's key and the field."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"data.captions: file not found: {p}")
@@ -205,7 +181,9 @@ def read_caption_tracks(path: str) -> dict[str, dict[str, list]]:
         validate_record(VideoId, {"id": vid}, where)
         if not isinstance(rec, dict):
             raise AnnotationError(f"{where}: expected an object with 'text', 'start', 'end' lists")
-        track = validate_record(CaptionTrack, rec, where)
+        track = validate_record(TimedCaptions, rec, where)
+        if not track.text:
+            raise AnnotationError(f"{where}: no captions")
         tracks[vid] = {"text": track.text, "start": track.start, "end": track.end}
     return tracks
 

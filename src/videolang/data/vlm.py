@@ -9,38 +9,56 @@ served by split by the ``*Splits`` classes. Retrieval pairs come from :mod:`vide
 
 from __future__ import annotations
 
-import csv
-import json
-import math
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BeforeValidator, Field, model_validator
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler
 
-from videolang.data.datasets import epoch_choice
+from videolang.data.annotations import (
+    AnnotationError,
+    Identifier,
+    Record,
+    Text,
+    read_csv_records,
+    read_json_document,
+    read_jsonl_records,
+)
+from videolang.data.datasets import collate_skipping, epoch_choice
 from videolang.data.sampling import window_spans
 from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.data.stores import FeatureStore, feature_rows_per_second
 from videolang.data.text import mask_tokens
 from videolang.data.videoclip import (
+    Segment,
     TextLayout,
+    UnreadableFeatures,
     VideoCLIPDataConfig,
     VideoCLIPSplits,
-    _video_window,
+    checked_window,
+    feature_rows,
+    keyed_records,
     protocol_name,
     read_eval_pairs,
+    segment_window,
+    skips_unreadable,
 )
 from videolang.errors import ConfigError, VideolangError
 
 __all__ = [
     "CaptionItems",
     "CaptionVideos",
+    "CoinStep",
+    "CoinVideo",
     "McItem",
+    "McLine",
+    "MsrvttMcRow",
     "MultipleChoiceItems",
     "SegmentationWindows",
     "VLMCaptionDataConfig",
@@ -56,11 +74,13 @@ __all__ = [
     "coin_label_names",
     "feature_statistics",
     "read_coin",
+    "read_coin_database",
     "read_mc_items",
     "row_labels",
     "whole_modality_masks",
 ]
 
+log = logging.getLogger(__name__)
 Tokenize = Callable[[list[str]], list[list[int]]]
 
 
@@ -171,7 +191,23 @@ def feature_statistics(features: str, max_videos: int = 5000) -> tuple[torch.Ten
     store = FeatureStore(features)
     ids = list(store)
     step = max(1, len(ids) // max_videos)
-    rows = np.concatenate([np.asarray(store[i], dtype=np.float64) for i in ids[::step]])
+    parts, unreadable = [], []
+    for vid in ids[::step]:
+        try:
+            rows = np.asarray(feature_rows(store, vid), dtype=np.float64)
+        except UnreadableFeatures as exc:
+            unreadable.append(str(exc))
+            continue
+        if np.isfinite(rows).all():  # NaN rows would make every statistic NaN
+            parts.append(rows)
+        else:
+            unreadable.append(f"{vid}: non-finite feature values")
+    if unreadable:
+        log.warning("feature statistics leave out %d unreadable videos of %s, e.g. %s", len(unreadable), features,
+                    unreadable[0])
+    if not parts:
+        raise VideolangError(f"{features}: no readable feature rows for the feature statistics")
+    rows = np.concatenate(parts)
     return torch.from_numpy(rows.mean(0)).float(), torch.from_numpy(rows.std(0)).float()
 
 
@@ -186,44 +222,55 @@ class McItem:
     answer: int
 
 
+MC_OPTION_COLUMNS = ("a1", "a2", "a3", "a4", "a5")
+
+
+class MsrvttMcRow(Record):
+    """A row of MSR-VTT's tab-separated ``MSR_MC_test.csv`` (``key vid_key a1..a5 answer``):
+    ``answer`` indexes the five options from 0."""
+
+    vid_key: Identifier
+    a1: Text
+    a2: Text
+    a3: Text
+    a4: Text
+    a5: Text
+    answer: int = Field(ge=0, lt=len(MC_OPTION_COLUMNS))
+
+    def item(self) -> McItem:
+        vid = "video" + self.vid_key[3:] if self.vid_key.startswith("msr") else self.vid_key
+        return McItem(vid, tuple(getattr(self, c) for c in MC_OPTION_COLUMNS), self.answer)
+
+
+class McLine(Record):
+    """A line of our ``mc.jsonl``: ``answer`` indexes ``options`` (a list of two or more texts)."""
+
+    video_id: Identifier
+    options: list[Text] = Field(min_length=2)
+    answer: int
+    split: Identifier
+
+    @model_validator(mode="after")
+    def _answer_is_an_option(self) -> McLine:
+        if not 0 <= self.answer < len(self.options):
+            raise ValueError(f"answer {self.answer} is not an index of the {len(self.options)} options")
+        return self
+
+
 def read_mc_items(path: str | Path, fmt: Literal["msrvtt", "jsonl"], split: str = "test") -> list[McItem]:
-    """Multiple-choice items: ``msrvtt`` reads ``MSR_MC_test.csv`` (every row; MSR-VTT's
-    ``msrXXXX`` keys become ``videoXXXX`` as in MMPT, other ids are kept), ``jsonl`` reads
-    ``mc.jsonl`` records of ``split``."""
+    """Multiple-choice items, every record checked against its schema (:class:`MsrvttMcRow`,
+    :class:`McLine`): ``msrvtt`` reads ``MSR_MC_test.csv`` (every row; MSR-VTT's ``msrXXXX``
+    keys become ``videoXXXX`` as in MMPT, other ids are kept), ``jsonl`` reads ``mc.jsonl``
+    records of ``split``."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"multiple-choice file not found: {p}")
-    items: list[McItem] = []
     if fmt == "msrvtt":
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t")
-            for lineno, row in enumerate(reader, 2):
-                try:
-                    options = tuple(row[f"a{i}"] for i in range(1, 6))
-                    vid = row["vid_key"]
-                    answer = int(row["answer"])
-                except (KeyError, TypeError, ValueError):
-                    raise ConfigError(f"{p}:{lineno}: expected tab-separated columns key vid_key a1..a5 answer") from None
-                if vid.startswith("msr"):
-                    vid = "video" + vid[3:]
-                items.append(McItem(vid, options, answer))
+        rows = read_csv_records(p, MsrvttMcRow, delimiter="\t", required_columns=("vid_key", *MC_OPTION_COLUMNS, "answer"))
+        items = [row.item() for _, row in rows]
     else:
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    item = McItem(rec["video_id"], tuple(rec["options"]), int(rec["answer"]))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise ConfigError(f"{p}:{lineno}: expected JSON with video_id, options, answer ({exc})") from None
-                if rec.get("split", split) == split:
-                    items.append(item)
-    for i, item in enumerate(items):
-        if not 0 <= item.answer < len(item.options):
-            raise ConfigError(f"{p}: item {i} ({item.video_id}): answer {item.answer} outside its {len(item.options)} options")
+        items = [McItem(r.video_id, tuple(r.options), r.answer) for _, r in read_jsonl_records(p, McLine)
+                 if r.split == split]
     if not items:
-        raise ConfigError(f"{p}: no multiple-choice items for split {split!r}")
+        raise AnnotationError(f"{p}: no multiple-choice items for split {split!r}")
     return items
 
 
@@ -248,9 +295,10 @@ class MultipleChoiceItems(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @skips_unreadable
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
-        v, vm = _video_window(self.features[item.video_id], 0, self.max_video_len, self.max_video_len)
+        v, vm = segment_window(self.features, item.video_id, 0.0, float(self.max_video_len), self.max_video_len)
         built = [self.layout.build(words) for words in self.options[index]]
         return {"vfeats": v, "vmask": vm, "caps": torch.stack([b[0] for b in built]),
                 "cmask": torch.stack([b[1] for b in built]), "answer": item.answer, "index": index}
@@ -290,18 +338,13 @@ class CaptionItems(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
+    @skips_unreadable
     def __getitem__(self, index: int) -> dict[str, Any]:
         options = self.by_video[self.videos[index]]
         (vid, start, end, _), words = options[epoch_choice(self.seed, self.epoch, index, len(options))]
-        v, vm = _segment_window(self.features[vid], start, end, self.max_video_len)
+        v, vm = segment_window(self.features, vid, start, end, self.max_video_len)
         ids, cm = caption_layout(self.layout, words)
         return {"vfeats": v, "vmask": vm, "caps": ids, "cmask": cm, "index": index}
-
-
-def _segment_window(feats: np.ndarray, start: float, end: float | None, max_len: int):
-    lo = math.floor(start)
-    hi = len(feats) if end is None else max(math.ceil(end), lo + 1)
-    return _video_window(feats, min(lo, max(len(feats) - 1, 0)), hi, max_len)
 
 
 class CaptionVideos(Dataset):
@@ -319,9 +362,10 @@ class CaptionVideos(Dataset):
     def __len__(self) -> int:
         return len(self.keys)
 
+    @skips_unreadable
     def __getitem__(self, index: int) -> dict[str, Any]:
         vid, start, end = self.keys[index]
-        v, vm = _segment_window(self.features[vid], start, end, self.max_video_len)
+        v, vm = segment_window(self.features, vid, start, end, self.max_video_len)
         return {"vfeats": v, "vmask": vm, "index": index}
 
 
@@ -337,29 +381,60 @@ class VideoSegments:
     segments: tuple[tuple[float, float, int], ...]
 
 
+MAX_STEP_ID = 65_535
+"""The largest step id COIN.json may use: the head has one output per id (COIN has 778 steps),
+so a larger one is a broken file, not a class."""
+
+
+def _step_id(value: Any) -> Any:
+    """COIN writes step ids as digit strings (``"91"``); JSON integers are taken as they are."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+class CoinStep(Record):
+    """A labelled segment of COIN.json: step ``id`` (1.., 0 is the background), ``[start, end]``."""
+
+    id: Annotated[int, BeforeValidator(_step_id), Field(ge=1, le=MAX_STEP_ID)]
+    segment: Segment
+    label: Text
+
+
+class CoinVideo(Record):
+    """A video of COIN.json's ``database``."""
+
+    subset: Identifier
+    annotation: list[CoinStep]
+
+
+def read_coin_database(path: str | Path) -> dict[str, CoinVideo]:
+    """COIN.json's ``database``, every video checked against :class:`CoinVideo`; a step id
+    named differently in two places is an error naming the second."""
+    p = Path(path)
+    doc = read_json_document(p)
+    if not isinstance(doc, dict) or "database" not in doc:
+        raise AnnotationError(f"{p}: expected COIN.json, a JSON object with a 'database' object")
+    videos = dict(keyed_records(doc["database"], CoinVideo, f"{p}: database"))
+    names: dict[int, str] = {}
+    for vid, video in videos.items():
+        for i, step in enumerate(video.annotation):
+            if names.setdefault(step.id, step.label) != step.label:
+                raise AnnotationError(f"{p}: database.{vid!r}: field 'annotation.{i}.label': step id {step.id} is "
+                                      f"{names[step.id]!r} elsewhere, got {step.label!r}")
+    return videos
+
+
 def read_coin(path: str | Path, subset: str) -> tuple[list[VideoSegments], int]:
     """COIN's ``COIN.json`` (``{"database": {vid: {"subset", "annotation": [{"id", "segment",
     "label"}]}}}``): the videos of ``subset`` (``training`` / ``testing``) and the number of
     classes, ``1 + max step id`` over the whole file (0 is the background "O", as in MMPT)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"COIN annotation file not found: {p}")
-    try:
-        db = json.loads(p.read_text(encoding="utf-8"))["database"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise ConfigError(f"{p}: expected COIN.json with a 'database' object ({exc})") from None
-    videos, top = [], 0
-    for vid in sorted(db):
-        entry = db[vid]
-        try:
-            segs = tuple((float(a["segment"][0]), float(a["segment"][1]), int(a["id"])) for a in entry["annotation"])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ConfigError(f"{p}: video {vid}: bad annotation ({exc})") from None
-        top = max([top, *(s[2] for s in segs)])
-        if entry.get("subset") == subset:
-            videos.append(VideoSegments(vid, segs))
+    db = read_coin_database(path)
+    top = max((step.id for video in db.values() for step in video.annotation), default=0)
+    videos = [VideoSegments(vid, tuple((s.segment[0], s.segment[1], s.id) for s in db[vid].annotation))
+              for vid in sorted(db) if db[vid].subset == subset]
     if not videos:
-        raise ConfigError(f"{p}: no videos in subset {subset!r}")
+        raise AnnotationError(f"{path}: no videos in subset {subset!r}")
     return videos, top + 1
 
 
@@ -383,7 +458,7 @@ class SegmentationWindows(Dataset):
         if window < 1 or stride < 1:
             raise ConfigError(f"segmentation windows need window >= 1 and stride >= 1, got {window}, {stride}")
         self.videos, self.features, self.window = list(videos), features, window
-        self.labels = [row_labels(v.segments, len(features[v.video_id]), rate) for v in self.videos]
+        self.labels = [row_labels(v.segments, _row_count(features, v.video_id), rate) for v in self.videos]
         self.windows: list[tuple[int, int]] = []
         for i, labels in enumerate(self.labels):
             starts = [a for a, _ in window_spans(len(labels), window, stride)] or [0]
@@ -392,28 +467,33 @@ class SegmentationWindows(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    @skips_unreadable
     def __getitem__(self, index: int) -> dict[str, Any]:
         i, start = self.windows[index]
-        feats = self.features[self.videos[i].video_id]
-        v, vm = _video_window(feats, start, start + self.window, self.window)
+        vid = self.videos[i].video_id
+        v, vm = checked_window(vid, feature_rows(self.features, vid), start, start + self.window, self.window)
         labels = torch.full((self.window,), -100, dtype=torch.long)
         part = self.labels[i][start : start + self.window]
         labels[: len(part)] = torch.from_numpy(part)
         return {"vfeats": v, "vmask": vm, "labels": labels, "video": i, "offset": start}
 
 
+def _row_count(features: Mapping[str, np.ndarray], video_id: str) -> int:
+    """A video's feature rows; 0 for one that cannot be read, whose one window is then skipped
+    (and counted) when it is loaded."""
+    try:
+        return len(feature_rows(features, video_id))
+    except UnreadableFeatures:
+        return 0
+
+
 def coin_label_names(annotations: str, num_classes: int) -> list[str]:
     """Class names by id for a segmentation export: COIN.json's step ``label`` of each ``id``
-    (any subset), ``background`` for 0, the id itself where the file names none."""
+    (any subset), ``background`` for 0, the id itself for ids no step of the file uses."""
     names = {0: "background"}
-    try:
-        db = json.loads(Path(annotations).read_text(encoding="utf-8"))["database"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{annotations}: cannot read COIN.json class names ({exc})") from None
-    for entry in db.values():
-        for a in entry.get("annotation", []):
-            if "label" in a:
-                names.setdefault(int(a["id"]), str(a["label"]))
+    for video in read_coin_database(annotations).values():
+        for step in video.annotation:
+            names.setdefault(step.id, step.label)
     return [names.get(i, str(i)) for i in range(num_classes)]
 
 
@@ -502,6 +582,10 @@ class VLMSegmentationSplits(DataSplits[VLMSegmentationDataConfig]):
 
     def has_split(self, split: str) -> bool:
         return split != "val" or bool(self.data.val_subset)
+
+    def collate_fn(self, split: str) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        """Unreadable windows are listed under ``"skipped"`` (the DataGuard counts them)."""
+        return collate_skipping
 
     def protocol(self, split: str) -> str:
         return f"coin-{getattr(self.data, f'{split}_subset')}"

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from videolang.data.datasets import SkippedSample
 from videolang.data.stores import FeatureStore, feature_rows_per_second
 from videolang.data.videoclip import (
     PretrainPairs,
@@ -23,6 +24,7 @@ from videolang.data.videoclip import (
     VideoCLIPPretrainDataConfig,
     VideoCLIPRetrievalDataConfig,
     VideoCLIPSplits,
+    all_skipped,
     collate_pairs,
 )
 from videolang.engine import RunConfig, StagedEvalModule, register_recipe
@@ -89,6 +91,20 @@ class VideoCLIPModule(StagedEvalModule):
         # once per run instead of once per step (the tower is deterministic in eval mode).
         self._text_cache: dict[tuple[int, ...], torch.Tensor] = {}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The cached rows were computed in batches of other sizes than a resumed run would use
+        # (float sums differ in the last bits): a resume must continue with the same rows.
+        super().on_save_checkpoint(checkpoint)
+        if self._text_cache:
+            keys = list(self._text_cache)
+            checkpoint["videolang_text_cache"] = {"keys": [list(k) for k in keys],
+                                                  "rows": torch.stack([self._text_cache[k] for k in keys])}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cache = checkpoint.get("videolang_text_cache")
+        if cache:
+            self._text_cache = {tuple(k): row for k, row in zip(cache["keys"], cache["rows"], strict=True)}
+
     def build_model(self, m: Any, feature_dim: int) -> nn.Module:
         """The model of the run (VLM's recipes build theirs here)."""
         return build_videoclip(m, feature_dim, self.cfg.data.max_video_len)
@@ -134,7 +150,9 @@ class VideoCLIPModule(StagedEvalModule):
         fn = {"symmetric": videoclip_loss, "t2v": t2v_loss, "v2t": v2t_loss}[m.loss]
         return fn(video, text, **options)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if all_skipped(batch):
+            return None  # the DataGuard counted the skipped items
         video, text = self.encode_pairs(batch)
         loss = self._loss(video, text)
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
@@ -143,6 +161,8 @@ class VideoCLIPModule(StagedEvalModule):
     # -- retrieval evaluation --
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        if all_skipped(batch):
+            return
         video = self.model.encode_video(batch["vfeats"], batch["vmask"])
         text = self.model.encode_text(batch["caps"], batch["cmask"])
         self._eval.setdefault(stage, EvaluationBuffer()).add(batch["index"], video=video, text=text)
@@ -220,10 +240,12 @@ class VideoCLIPPretrain(VideoCLIPModule):
         out = torch.zeros(len(probe), self.model.config.projection_dim or self.model.config.text.hidden_size,
                           device=self.device)
         for start in range(0, len(mine), 64):
-            chunk = mine[start : start + 64]
-            batch = collate_pairs([probe[i] for i in chunk])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            v, t = self.encode_pairs(batch)
+            items = [(i, probe[i]) for i in mine[start : start + 64]]
+            chunk = [i for i, item in items if not isinstance(item, SkippedSample)]  # unreadable: a zero row
+            if not chunk:
+                continue
+            batch = collate_pairs([item for _, item in items])
+            v, t = self.encode_pairs({k: v.to(self.device) for k, v in batch.items() if k != "skipped"})
             z = ((v + t) / 2).view(len(chunk), d.retrieval_pairs_per_video, -1).mean(1)
             out[chunk] = z
         if world > 1:

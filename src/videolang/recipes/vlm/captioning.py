@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from videolang.data.videoclip import all_skipped
 from videolang.engine import RunConfig, StagedEvalModule
 from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.metrics import caption_metrics
@@ -44,7 +45,9 @@ class VLMCaptioning(StagedEvalModule):
                                features=cfg.data.features)
         self._eval: dict[str, EvaluationBuffer] = {}
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if all_skipped(batch):
+            return None  # every item was unreadable (the DataGuard counted them)
         caps, cmask = batch["caps"], batch["cmask"]
         logits = self.model.caption_logits(caps, cmask, batch["vfeats"], batch["vmask"])[:, :-1]
         targets = caps[:, 3:].masked_fill(~cmask[:, 3:].bool(), -100)
@@ -66,6 +69,8 @@ class VLMCaptioning(StagedEvalModule):
                                  tokenizer=self.tokenizer, captioning=decoding)
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        if all_skipped(batch):
+            return
         m: VLMCaptionModelConfig = self.cfg.model
         beam = self.model.generate(batch["vfeats"], batch["vmask"], max_length=m.max_decode_length,
                                    num_beams=m.num_beams, length_penalty=m.length_penalty)

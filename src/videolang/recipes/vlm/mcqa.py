@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videolang.data.videoclip import all_skipped
 from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.errors import ConfigError
 from videolang.recipes.vlm.model import build_vlm, data_tokenizer, retrieval_export
@@ -117,14 +118,16 @@ class VLMMultipleChoice(VLMRetrieval):
             return scores * self.logit_scale.clamp(max=math.log(100.0)).exp()
         return scores / self.cfg.model.temperature
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if "answer" not in batch:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if "answer" not in batch:  # retrieval pairs, or a batch whose every item was skipped
             return super().training_step(batch, batch_idx)
         loss = F.cross_entropy(self.item_scores(batch)[0], batch["answer"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["answer"].shape[0])
         return loss
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        if all_skipped(batch):
+            return
         k = batch["caps"].shape[1]
         # Control: the same options scored against another item's video. Accuracy above chance
         # there comes from the options' text alone.

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from videolang.data.videoclip import all_skipped
 from videolang.data.vlm import whole_modality_masks
 from videolang.losses import masked_frame_nce_loss, mlm_loss, mtm_loss
 from videolang.recipes.videoclip import VideoCLIPModule
@@ -53,7 +54,9 @@ class VLMPretrain(VideoCLIPModule):
         """A model folder for zero-shot retrieval (this recipe's validation)."""
         return retrieval_export(self, out_dir)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if all_skipped(batch):
+            return None  # every item was unreadable (the DataGuard counted them)
         m: VLMPretrainModelConfig = self.cfg.model
         cfg = self.model.config
         g = _mask_generator(self.cfg.seed, self.global_step)

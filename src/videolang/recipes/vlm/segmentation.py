@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from videolang.data.videoclip import all_skipped
 from videolang.data.vlm import VLMSegmentationDataConfig, coin_label_names, read_coin
 from videolang.engine import RunConfig, StagedEvalModule
 from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
@@ -46,13 +47,17 @@ class VLMSegmentation(StagedEvalModule):
         return export_vlm_folder(self, out_dir, "segmentation", window=d.window,
                                  segmentation=SegmentationSpec(stride=d.eval_stride, labels=labels))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if all_skipped(batch):
+            return None  # every item was unreadable (the DataGuard counted them)
         logits = self.model.segment_logits(batch["vfeats"], batch["vmask"])
         loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
         self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        if all_skipped(batch):
+            return
         logits = self.model.segment_logits(batch["vfeats"], batch["vmask"]).float()
         window_key = batch["video"] * 1_000_000 + batch["offset"]  # one window per (video, offset)
         self._eval.setdefault(stage, EvaluationBuffer()).add(
