@@ -133,8 +133,9 @@ def test_kill_9_mid_epoch_then_resume_is_exact(tmp_path):
 
     cfg = _splits_config(tmp_path)
     straight = fit(cfg)
-    script = (
-        "import os, signal, sys, json\n"
+    script = (  # the same thread count as this process: it sets the float reduction order
+        "import os, signal, sys, json, torch\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         "from lightning.pytorch.callbacks import Callback\n"
         "from videolang.engine import fit\n"
         "class Kill(Callback):\n"

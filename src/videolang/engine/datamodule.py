@@ -48,6 +48,14 @@ class ResumableLoader(DeferredDataLoader):
             state["batch_sampler"] = self.batch_sampler.state_dict()
         return state
 
+    # Lightning's stateful-loader protocol (it then knows the loader resumes; the DataModule's
+    # state, restored earlier, carries the same dict, and setting it twice changes nothing)
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.resume_state = state
+
     def _start(self) -> Iterator:
         """The epoch's real iterator (made by the first ``next``)."""
         resume, self.resume_state = self.resume_state, None
