@@ -41,7 +41,7 @@ def centre_clips(store: TokenStore, clip_len: int, stride: int, pad_id: int,
     keys = sorted(store.keys())[:limit]
     clips = TokenClips([store], keys, clip_len=clip_len, stride=stride, pad_id=pad_id, mode="eval")
     items = [clips[i] for i in range(len(clips))]
-    return torch.cat([x for _, x, _ in items]), torch.tensor([y for _, _, y in items])
+    return torch.cat([item["views"] for item in items]), torch.tensor([item["label"] for item in items])
 
 
 @torch.no_grad()

@@ -46,15 +46,15 @@ def test_token_clips_sampling(stores):
     store = TokenStore(stores / "center")
     keys = store.keys()[:4]
     pairs = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)
-    clip, label = pairs[0]
+    clip, label = pairs[0]["pairs"], pairs[0]["label"]
     n = store[keys[0]].shape[0]
     assert clip.shape == (2, 8, 2, 2) and label == 0 and n < 8
     assert (clip[:, n:] == 17).all()
-    again, _ = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)[0]
+    again = TokenClips([store], keys, clip_len=8, stride=1, pad_id=17, mode="pairs", seed=1)[0]["pairs"]
     assert torch.equal(clip, again)  # determined by (seed, epoch, index)
     views = TokenClips([store, TokenStore(stores / "flip")], keys, clip_len=2, stride=2, pad_id=17, mode="eval",
                        num_clips=3)
-    index, x, label = views[3]
+    index, x, label = views[3]["index"], views[3]["views"], views[3]["label"]
     assert index == 3 and x.shape == (6, 2, 2, 2) and label == 0
     tokens = store[keys[3]]
     last = tokens.shape[0] + 1 - 4  # delta of uniform clips; the third starts at the end
@@ -81,16 +81,16 @@ def test_splits_by_objective(stores):
     tune = VimpacSplits(_data(stores, val_stores=[str(stores / "center")], num_test_clips=2), seed=0)
     assert tune.pad_id == 17 and (tune.height, tune.width) == (2, 2) and tune.num_classes() == 3
     assert tune.model_shape() == {"codebook_size": 16, "length": 3, "height": 2, "width": 2}
-    clip, _ = tune.dataset("train")[0]
+    clip = tune.dataset("train")[0]["clip"]
     assert clip.shape == (3, 2, 2)
-    assert tune.dataset("val")[0][1].shape == (2, 3, 2, 2)  # one view x 2 clips
+    assert tune.dataset("val")[0]["views"].shape == (2, 3, 2, 2)  # one view x 2 clips
     assert tune.has_split("val") and not tune.has_split("test")
     with pytest.raises(ConfigError, match=r"data\.test_stores"):
         tune.dataset("test")
     pre = VimpacSplits(_data(stores, objective="pretrain", val_stores=[str(stores / "center")]), seed=0)
-    assert pre.dataset("train")[0][0].shape == (2, 3, 2, 2) and pre.dataset("val")[0][0].shape == (2, 3, 2, 2)
+    assert pre.dataset("train")[0]["pairs"].shape == (2, 3, 2, 2) and pre.dataset("val")[0]["pairs"].shape == (2, 3, 2, 2)
     bank = pre.dataset("knn_bank")  # one centre clip of each training video, first view
-    assert len(bank) == 12 and bank[5][1].shape == (1, 3, 2, 2) and bank.stores == pre.stores["train"][:1]
+    assert len(bank) == 12 and bank[5]["views"].shape == (1, 3, 2, 2) and bank.stores == pre.stores["train"][:1]
 
 
 def test_label_fraction_is_a_fixed_subset_for_fine_tuning_only(stores):

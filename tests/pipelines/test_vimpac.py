@@ -196,7 +196,7 @@ def run(world, one_torch_thread):
     tested = test(cfg, resume=ckpt)
     run_cfg, _ = load_run_config(cfg)
     ds = VimpacSplits(run_cfg.data, run_cfg.seed).dataset("test")
-    evaluated = {key: ds[i][1:] for i, key in enumerate(ds.keys)}  # video id -> (views, label)
+    evaluated = {key: (ds[i]["views"], ds[i]["label"]) for i, key in enumerate(ds.keys)}  # video id -> (views, label)
     stored = {key: [s[key] for s in ds.stores] for key in ds.keys[:2]}  # every frame of both views
     return {"cfg": cfg, "export": fitted.run_dir / "export", "ckpt": ckpt, "logged": tested.metrics["test"],
             "evaluated": evaluated, "stored": stored, "data": [tok_dir, *stores.values()]}

@@ -107,7 +107,7 @@ def _check_pretraining_export(export, stores):
     keys = store.keys()[:3]
     bank = TokenClips([store], keys, clip_len=3, stride=1, pad_id=17, mode="eval", num_clips=1)
     with torch.no_grad():
-        cls, _ = pipe.model.backbone(torch.cat([bank[i][1] for i in range(len(keys))]))
+        cls, _ = pipe.model.backbone(torch.cat([bank[i]["views"] for i in range(len(keys))]))
     torch.testing.assert_close(pipe.encode_video([Tokens(store[k]) for k in keys]), cls, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="no frame tokenizer"):
         pipe.encode_video(str(stores / "a.mp4"))
@@ -121,7 +121,7 @@ def _check_finetuning_export(export, stores):
     assert spec.task == "classification" and pipe.labels == ["a", "b", "c"]
     assert [v.hflip for v in spec.views] == [False, True] and spec.clips.num_clips == 2
     views = [TokenStore(stores / "center"), TokenStore(stores / "flip")]
-    item = TokenClips(views, ["v20"], clip_len=4, stride=1, pad_id=17, mode="eval", num_clips=2)[0][1]
+    item = TokenClips(views, ["v20"], clip_len=4, stride=1, pad_id=17, mode="eval", num_clips=2)[0]["views"]
     assert torch.equal(pipe.clips(Tokens([v["v20"] for v in views])), item)
     with torch.no_grad():
         want = pipe.model(item).softmax(-1).mean(0, keepdim=True)

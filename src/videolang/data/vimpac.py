@@ -7,19 +7,20 @@ pretraining samples two clips of one video. Clips and views: docs/vimpac.md ("Im
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videolang.data.datasets import SkippedSample, collate_skipping
 from videolang.data.sampling import vimpac_clip_indices, vimpac_clip_starts
 from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.data.tokens import TokenStore, read_video_list
-from videolang.errors import ConfigError
+from videolang.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ class VimpacFinetuneDataConfig(VimpacDataConfig):
 
 
 class TokenClips(Dataset):
-    """Clips of token stores. ``mode``: ``train`` -> ``(clip (L, H, W), label)``; ``pairs`` ->
-    ``((2, L, H, W), label)`` two clips of one view; ``eval`` -> ``(index, (V*K, L, H, W), label)``."""
+    """Clips of token stores, as dicts (``index``, ``video``: the key). ``mode``: ``train`` -> ``clip
+    (L, H, W)``, ``label``; ``pairs`` -> ``pairs (2, L, H, W)`` (two clips of one view), ``label``;
+    ``eval`` -> ``views (V*K, L, H, W)``, ``label``. A video whose tokens cannot be read
+    is a :class:`~videolang.data.datasets.SkippedSample` (collate with ``collate_skipping``)."""
 
     def __init__(self, stores: Sequence[TokenStore], keys: list[str], *, clip_len: int, stride: int, pad_id: int,
                  mode: Literal["train", "pairs", "eval"], num_clips: int = 1, relevance_range: int | None = None,
@@ -98,28 +101,42 @@ class TokenClips(Dataset):
         clip[torch.from_numpy(~valid)] = self.pad_id
         return clip
 
-    def __getitem__(self, i: int):
+    @staticmethod
+    def _read(store: TokenStore, key: str) -> dict[str, Any]:
+        item = store.item(key)
+        if item["tokens"].ndim != 3 or item["tokens"].shape[0] == 0:
+            raise StoreError(f"no token frames (shape {item['tokens'].shape})")
+        return item
+
+    def __getitem__(self, i: int) -> dict[str, Any] | SkippedSample:
         key = self.keys[i]
+        try:
+            return self._sample(i, key)
+        except (StoreError, KeyError, ValueError, OSError) as exc:  # a damaged or missing row
+            return SkippedSample(i, f"{self.stores[0].path}:{key}", str(exc) or type(exc).__name__)
+
+    def _sample(self, i: int, key: str) -> dict[str, Any]:
         # Per-sample generator from (seed, epoch, index): the same clips whatever the workers.
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.mode == "eval":
-            clips = []
+            clips, label = [], -1
             for store in self.stores:
-                tokens = store[key]
-                starts = vimpac_clip_starts(tokens.shape[0], self.clip_len, self.stride, mode="uniform",
+                item = self._read(store, key)
+                label = item["label"] if store is self.stores[0] else label
+                starts = vimpac_clip_starts(item["tokens"].shape[0], self.clip_len, self.stride, mode="uniform",
                                             num_clips=self.num_clips, legacy=self.legacy_first_clip)
-                clips += [self._clip(tokens, s) for s in starts]
-            return i, torch.stack(clips), self.stores[0].label(key)
-        store = self.stores[int(rng.integers(len(self.stores)))]
-        item = store.item(key)
+                clips += [self._clip(item["tokens"], s) for s in starts]
+            return {"index": i, "views": torch.stack(clips), "label": label, "video": key}
+        item = self._read(self.stores[int(rng.integers(len(self.stores)))], key)
         tokens, n = item["tokens"], item["tokens"].shape[0]
         first = vimpac_clip_starts(n, self.clip_len, self.stride, generator=rng)[0]
         if self.mode == "train":
-            return self._clip(tokens, first), item["label"]
+            return {"clip": self._clip(tokens, first), "label": item["label"], "index": i, "video": key}
         r = self.relevance_range
         bounds = (first - r, first + r) if r is not None else None
         second = vimpac_clip_starts(n, self.clip_len, self.stride, generator=rng, bounds=bounds)[0]
-        return torch.stack([self._clip(tokens, first), self._clip(tokens, second)]), item["label"]
+        return {"pairs": torch.stack([self._clip(tokens, first), self._clip(tokens, second)]),
+                "label": item["label"], "index": i, "video": key}
 
 
 def open_token_stores(paths: Sequence[str], key: str) -> list[TokenStore]:
@@ -194,6 +211,9 @@ class VimpacSplits(DataSplits[VimpacDataConfig]):
     def num_classes(self) -> int:
         """The training stores' classes: the header's names, else the largest label + 1."""
         return len(self.classes) if self.classes else 1 + max(self.stores["train"][0].label(k) for k in self.train_keys)
+
+    def collate_fn(self, split: str) -> Callable[[list[Any]], dict[str, Any]]:
+        return collate_skipping
 
     def has_split(self, split: str) -> bool:
         return split in ("train", "knn_bank") or bool(self.stores[split])

@@ -21,7 +21,7 @@ from videolang.engine import (
     create_recipe_model,
     register_recipe,
 )
-from videolang.engine.evaluation import EvaluationBuffer, batch_indices, gather_stage, log_metrics
+from videolang.engine.evaluation import EvaluationBuffer, gather_stage, log_metrics
 from videolang.engine.export import export_provenance
 from videolang.errors import ConfigError
 from videolang.losses.vimpac import arrow_of_time_loss, vimpac_nce_loss
@@ -192,7 +192,9 @@ class VimpacPretrain(_TokenModelModule):
         return {"loss": loss, **values}
 
     def training_step(self, batch, batch_idx):
-        pairs, _ = batch
+        if "pairs" not in batch:
+            return None  # every video of the batch was unreadable (counted by the engine)
+        pairs = batch["pairs"]
         values = self.losses(pairs)
         for name, value in values.items():
             self.log(f"train/{name}", value, prog_bar=name in ("loss", "mlm_acc"), batch_size=pairs.shape[0])
@@ -200,7 +202,9 @@ class VimpacPretrain(_TokenModelModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         if dataloader_idx == 0:
-            pairs, labels = batch
+            if "pairs" not in batch:
+                return
+            pairs, labels = batch["pairs"], batch["label"]
             values = self.losses(pairs)
             for name in ("loss", "mlm", "mlm_acc", "nce", "order", "order_acc"):
                 if name in values:
@@ -209,10 +213,12 @@ class VimpacPretrain(_TokenModelModule):
                              sync_dist=True)
             if (labels >= 0).all():
                 cls, _ = self.model.backbone(pairs[:, 0])
-                index = batch_indices(self.trainer, "val", batch_idx, dataloader_idx)
-                self._eval.setdefault("queries", EvaluationBuffer()).add(index, cls=cls.float(), label=labels)
+                self._eval.setdefault("queries", EvaluationBuffer()).add(batch["index"], cls=cls.float(),
+                                                                         label=labels)
         else:
-            index, views, labels = batch
+            if "views" not in batch:
+                return
+            index, views, labels = batch["index"], batch["views"], batch["label"]
             cls, _ = self.model.backbone(views[:, 0])
             self._eval.setdefault("bank", EvaluationBuffer()).add(index, cls=cls.float(), label=labels)
 
@@ -235,7 +241,9 @@ class VimpacFinetune(_TokenModelModule, StagedEvalModule):
     build_model = staticmethod(build_classifier)
 
     def training_step(self, batch, batch_idx):
-        clips, labels = batch
+        if "clip" not in batch:
+            return None  # every video of the batch was unreadable (counted by the engine)
+        clips, labels = batch["clip"], batch["label"]
         logits = self.model(clips)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.model.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
@@ -243,7 +251,9 @@ class VimpacFinetune(_TokenModelModule, StagedEvalModule):
         return loss
 
     def _eval_step(self, stage: str, batch) -> None:
-        index, views, labels = batch
+        if "views" not in batch:
+            return
+        index, views, labels = batch["index"], batch["views"], batch["label"]
         b, v = views.shape[:2]
         logits = self.model(views.flatten(0, 1)).float().view(b, v, -1)
         probs = logits.softmax(-1).mean(1)  # softmax averaged over spatial views x temporal clips
