@@ -82,7 +82,7 @@ def _fit(tmp_path, **data):
 def test_a_few_unreadable_samples_are_skipped_counted_and_listed(tmp_path):
     result = _fit(tmp_path, bad=[7, 150])
     report = json.loads((result.run_dir / "skipped.json").read_text())
-    assert report["seen"]["train"] == 200
+    assert report["seen"]["train"] == 200 and result.metrics["skipped"] == {"train": 2}
     assert sorted(r["source"] for r in report["skipped"]["train"]) == ["videos/clip007.mp4", "videos/clip150.mp4"]
 
 

@@ -135,7 +135,10 @@ def _summary(stage: str, result: Any) -> dict[str, Any]:
     metrics = result.metrics
     keys = {"fit": ("best", "final", "checkpoints", "export"), "validate": ("validate",),
             "test": ("test",), "predict": ("num_batches",)}[stage]
-    return {"run_dir": str(result.run_dir), **{k: metrics.get(k) for k in keys}}
+    summary = {"run_dir": str(result.run_dir), **{k: metrics.get(k) for k in keys}}
+    if metrics.get("skipped"):  # unreadable samples per split (listed in skipped.json)
+        summary["skipped"] = metrics["skipped"]
+    return summary
 
 
 def run_stage(stage: str, args: argparse.Namespace) -> int:

@@ -235,12 +235,20 @@ def _run(stage: str, cfg: RunConfig, ckpt: Path | None, callbacks: Sequence[Call
     if not trainer.is_global_zero:
         return RunResult(run_dir, {}, predictions)
     metrics = read_metrics(run_dir)
+    skipped = _skipped_counts(trainer)
+    if skipped:  # unreadable samples, per split: also in the printed summary
+        metrics = update_metrics(run_dir, skipped=skipped)
     if stage == "fit" and cfg.run.export:
         metrics = update_metrics(run_dir, export=_export(module, run_dir, metrics))
     elif stage == "predict":
         _save_predictions(module, predictions or [], run_dir)
         metrics = update_metrics(run_dir, stage="predict", num_batches=len(predictions or []))
     return RunResult(run_dir, metrics, predictions)
+
+
+def _skipped_counts(trainer: L.Trainer) -> dict[str, int]:
+    guard = next((c for c in trainer.callbacks if isinstance(c, DataGuard)), None)
+    return {stage: n for stage, n in guard.totals.items() if n} if guard is not None else {}
 
 
 def fit(
