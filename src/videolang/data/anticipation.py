@@ -684,6 +684,8 @@ class ObservedClips(Dataset):
             lo, hi = self.observed_rows(q, len(rows))
             if hi <= lo:
                 raise ConfigError(f"query {q.uid}: no feature row ends before {q.observe_end:.2f} s")
+            if not np.isfinite(rows[lo:hi]).all():  # a damaged extraction: NaN would poison the loss
+                raise ValueError(f"video {q.video_id}: non-finite feature values")
         except (ConfigError, StoreError, OSError, ValueError, KeyError) as exc:  # e.g. a damaged shard
             if not self.skip_unreadable:
                 raise

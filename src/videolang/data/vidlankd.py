@@ -218,6 +218,9 @@ class VideoCaptionWindows(Dataset):
         if feats.ndim != 2 or len(feats) == 0:
             log.warning("skipping video %s (item %d): no feature rows", vid, i)
             return SkippedSample(i, vid, f"features of shape {feats.shape}, expected (rows, dim)")
+        if not np.isfinite(feats).all():  # a damaged extraction: NaN would poison the batch's loss
+            log.warning("skipping video %s (item %d): non-finite feature values", vid, i)
+            return SkippedSample(i, vid, "non-finite feature values")
         n = len(feats)
         lo = min(math.floor(rec["start"][start] * self.rate), n - 1)
         hi = min(max(math.ceil(rec["end"][last] * self.rate), lo + 1), n)
