@@ -100,3 +100,23 @@ def test_a_non_finite_loss_stops_the_run_naming_the_batch(tmp_path):
     with pytest.raises(DataError, match=r"batch 3 of epoch 0 gave a non-finite loss \(nan\); its samples: video clip\d{3}"):
         fit({"recipe": "flaky.train", "model": {"nan_at_step": 3}, "run": {"root": str(tmp_path), "plots": False,
              "export": False}, "trainer": {"max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu"}})
+
+
+def test_skip_counts_survive_a_resume_in_the_middle_of_an_epoch(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    class Stop(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 15:
+                raise SystemExit
+
+    cfg = {"recipe": "flaky.train", "data": {"bad": [7, 150]}, "run": {"root": str(tmp_path), "plots": False,
+           "export": False}, "trainer": {"max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu",
+                                         "checkpoint_every_n_steps": 1, "monitor": None}}
+    with pytest.raises(SystemExit):
+        fit(cfg, callbacks=[Stop()])
+    stopped = sorted((tmp_path / "flaky.train").glob("version_*"))[-1]
+    resumed = fit(cfg, resume=stopped / "checkpoints" / "last.ckpt")
+    report = json.loads((resumed.run_dir / "skipped.json").read_text())
+    assert report["seen"]["train"] == 200  # the samples before the stop are counted once
+    assert sorted(r["source"] for r in report["skipped"]["train"]) == ["videos/clip007.mp4", "videos/clip150.mp4"]

@@ -109,9 +109,21 @@ class DataGuard(Callback):
         report = {"max_skipped_fraction": self.limit, "seen": self.seen, "skipped": self.skipped}
         atomic_write_text(self.run_dir / SKIPPED_FILE, json.dumps(report, indent=2) + "\n", overwrite=True)
 
+    # -- checkpointed: a run resumed mid-epoch keeps counting where it stopped ------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": dict(self.seen), "skipped": {k: list(v) for k, v in self.skipped.items()},
+                "totals": dict(self.totals)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seen = dict(state_dict.get("seen", {}))
+        self.skipped = {k: list(v) for k, v in state_dict.get("skipped", {}).items()}
+        self.totals = dict(state_dict.get("totals", {}))
+
     # -- Lightning hooks -----------------------------------------------------------------------
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # (Lightning calls no epoch-start hook when it resumes mid-epoch: the restored counts stay)
         self._start("train")
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
