@@ -39,13 +39,19 @@ from videolang.models.weights import read_checkpoint
 
 
 @dataclass
-class VideoCLIPModelConfig:
-    """``model.*`` of the VideoCLIP recipes."""
+class MMPTModelConfig:
+    """The ``model.*`` keys of every MMPT recipe (VideoCLIP and VLM): which model, from where."""
 
     name: str = "videoclip-minilm"  # a registered model (videolang.list_models())
     feature_dim: int | None = None  # None: the feature store's dimension
     init: str | None = None  # a saved model folder (run export) or an original MMPT checkpoint
     init_format: Literal["videolang", "mmpt"] = "videolang"
+
+
+@dataclass
+class VideoCLIPModelConfig(MMPTModelConfig):
+    """``model.*`` of the VideoCLIP recipes."""
+
     freeze_text: bool = False  # a frozen text tower runs in eval mode, its outputs cached
     loss: Literal["symmetric", "t2v", "v2t"] = "symmetric"
     normalize: bool = False  # cosine similarity (the original: raw dot product)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 from torch import nn
@@ -20,17 +20,14 @@ from videolang.models import create_model, load_pretrained
 from videolang.models.convert.vlm import convert_mmpt_vlm_state_dict
 from videolang.models.vlm import VLM
 from videolang.models.weights import load_strict, read_checkpoint
-from videolang.recipes.videoclip import VideoCLIPModule
+from videolang.recipes.videoclip import MMPTModelConfig, VideoCLIPModule
 
 
 @dataclass
-class VLMModelConfig:
+class VLMModelConfig(MMPTModelConfig):
     """``model.*`` shared by the VLM recipes."""
 
     name: str = "vlm-minilm"  # a registered model (videolang.list_models())
-    feature_dim: int | None = None  # None: the feature store's dimension
-    init: str | None = None  # a saved model folder (run export) or an original MMPT checkpoint
-    init_format: Literal["videolang", "mmpt"] = "videolang"
     # A fresh model (no model.init) standardizes input features per dimension with the mean
     # and std of the feature store's rows (unlabelled statistics, stored in the model).
     standardize_features: bool = False
