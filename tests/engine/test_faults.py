@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from videolang.data.datasets import SkippedSample, collate_skipping
 from videolang.data.splits import DataSplits, LoaderConfig
 from videolang.engine import RecipeModule, fit, register_recipe
-from videolang.errors import DataError
+from videolang.errors import ConfigError, DataError
 
 
 @dataclass
@@ -47,6 +47,8 @@ class FlakySet(Dataset):
 
 class FlakySplits(DataSplits[FlakyData]):
     def build(self, split):
+        if self.data.size < 1:
+            raise ConfigError(f"data.size: {self.data.size}: no samples")
         return FlakySet(self.data.size, set(self.data.bad or []))
 
     def has_split(self, split):
@@ -120,3 +122,15 @@ def test_skip_counts_survive_a_resume_in_the_middle_of_an_epoch(tmp_path):
     report = json.loads((resumed.run_dir / "skipped.json").read_text())
     assert report["seen"]["train"] == 200  # the samples before the stop are counted once
     assert sorted(r["source"] for r in report["skipped"]["train"]) == ["videos/clip007.mp4", "videos/clip150.mp4"]
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder_a_later_failure_keeps_its_logs(tmp_path):
+    with pytest.raises(ConfigError, match="no samples"):  # fails while its data is set up
+        _fit(tmp_path, size=0)
+    assert not (tmp_path / "flaky.train").exists()
+    with pytest.raises(DataError):
+        fit({"recipe": "flaky.train", "model": {"nan_at_step": 3}, "run": {"root": str(tmp_path), "plots": False,
+             "export": False}, "trainer": {"max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu",
+                                           "log_every_n_steps": 1}})
+    kept = list((tmp_path / "flaky.train").glob("version_*/metrics.csv"))
+    assert len(kept) == 1  # the steps before the NaN are logged, and kept

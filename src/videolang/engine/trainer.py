@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -224,13 +225,17 @@ def _run(stage: str, cfg: RunConfig, ckpt: Path | None, callbacks: Sequence[Call
     # recorded beside the metrics.
     extra = {"resumed_from" if stage == "fit" else "checkpoint": str(ckpt) if ckpt else None,
              "torch_threads": torch.get_num_threads()}
-    module = recipe.module_cls(cfg)
-    datamodule = recipe.make_datamodule(cfg)
-    trainer = build_trainer(cfg, run_dir, stage=stage, callbacks=callbacks, extra_metrics=extra)
     if stage != "fit" and ckpt is None:
         log.warning("%s without a checkpoint (--resume/--ckpt): the model keeps its initial weights", stage)
-    with shared_run_dir(run_dir), _quiet_expected_warnings():
-        output = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    try:
+        module = recipe.module_cls(cfg)
+        datamodule = recipe.make_datamodule(cfg)
+        trainer = build_trainer(cfg, run_dir, stage=stage, callbacks=callbacks, extra_metrics=extra)
+        with shared_run_dir(run_dir), _quiet_expected_warnings():
+            output = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    except BaseException:
+        _remove_if_empty(run_dir)
+        raise
     predictions = output if stage == "predict" else None
     if not trainer.is_global_zero:
         return RunResult(run_dir, {}, predictions)
@@ -244,6 +249,21 @@ def _run(stage: str, cfg: RunConfig, ckpt: Path | None, callbacks: Sequence[Call
         _save_predictions(module, predictions or [], run_dir)
         metrics = update_metrics(run_dir, stage="predict", num_batches=len(predictions or []))
     return RunResult(run_dir, metrics, predictions)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A run that failed before it logged anything (bad paths, bad data at setup) leaves no
+    version folder behind: only its config and the loggers' empty files would be in it."""
+    if not is_rank_zero_process() or not run_dir.is_dir():
+        return
+    made = [p for p in run_dir.rglob("*") if p.is_file()]
+    if any(p.name not in ("config.yaml", "hparams.yaml") and not p.name.startswith("events.out.tfevents")
+           for p in made):
+        return
+    log.info("removing %s: the run failed before it logged anything", run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the run name's folder, when this was its only version
+        run_dir.parent.rmdir()
 
 
 def _skipped_counts(trainer: L.Trainer) -> dict[str, int]:
