@@ -21,15 +21,25 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from videolang.engine import get_recipe, load_run_config
+from videolang.engine import get_recipe, list_recipes, load_run_config
 
 # Metrics of batch-level quantities: losses with in-batch negatives or masks drawn per batch,
 # and the multiple-choice control, which pairs each item with another item's video of its
 # batch. Batches differ between 1 and 2 processes, so these do too.
 BATCH_LEVEL = {
-    "vimpac.pretrain": {"val/loss", "val/mlm", "val/mlm_acc", "val/nce"},
+    # block masks drawn per batch; the NCE and arrow-of-time losses contrast the clips of a batch
+    "vimpac.pretrain": {"val/loss", "val/mlm", "val/mlm_acc", "val/nce", "val/order", "val/order_acc"},
+    # masks seeded by the batch's position; the hinge's negatives are the batch's other videos
     "vidlankd.teacher": {"val/mlm", "val/hinge"},
+    # NST and NT-Xent of each batch (NT-Xent's negatives are the batch's other blocks), and the
+    # loss that adds them; val/mlm and val/perplexity are per block (masks seeded by its index)
+    "vidlankd.student": {"val/nst", "val/contrastive", "val/loss"},
     "vlm.mcqa": {"test/other_video_accuracy"},
+}
+
+# Recipes without a validation or test loop: nothing to compare.
+NO_EVALUATION = {
+    "anticipation.mlm": "masked-LM pretraining of the teacher's encoder; its data has a training split only",
 }
 
 def _keep_first_lines(src: Path, dst: Path, n: int, header: int = 0) -> str:
@@ -60,7 +70,34 @@ def _odd_annotations(ws: Path, out: Path) -> dict[str, str]:
         "clipbert_mc": _keep_first_lines(c / "tgif_qa/action_test.jsonl", out / "cb_mc.jsonl", 5),
         "vimpac_list": _keep_first_lines(w / "formats/mmaction/synth_train_list_videos.txt", out / "vimpac.txt", 27),
         "vidlankd_val": _keep_first_lines(w / "formats/howto100m/val.lst", out / "val.lst", 5),
+        "student_val": _keep_last_lines(w / "text/corpus.txt", out / "corpus_val.txt", 10),  # 7 blocks of 30
+        **_image_annotations(w, out),
     }
+
+
+def _keep_last_lines(src: Path, dst: Path, n: int) -> str:
+    dst.write_text("\n".join(src.read_text().splitlines()[-n:]) + "\n")
+    return str(dst)
+
+
+def _image_annotations(w: Path, out: Path) -> dict[str, str]:
+    """Image-caption records of 7 images (21 captions) for ClipBERT's pretraining, and a VQA
+    file of 23 questions on the images (a caption as the question, its colour words as the
+    soft-scored answers, two answer types) with its answer vocabulary."""
+    images = [json.loads(line) for line in (w / "annotations/image_captions.jsonl").read_text().splitlines()]
+    (out / "images.jsonl").write_text("".join(json.dumps({"file_name": r["file_name"], "captions": r["captions"]})
+                                              + "\n" for r in images[:7]))
+    colours = ("red", "orange", "yellow", "green", "blue", "purple", "violet", "pink", "gray", "white", "black")
+    vqa = []
+    for i, r in enumerate(images[:23]):
+        words = [c for c in colours if c in r["captions"][0]]
+        vqa.append({"file_name": r["file_name"], "question": r["captions"][0], "question_id": i,
+                    "labels": dict(zip(words, [1.0, 0.3, 0.3], strict=False)),
+                    "answer_type": "colour" if i % 2 else "other"})
+    (out / "vqa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in vqa))
+    (out / "ans2label.json").write_text(json.dumps({c: i for i, c in enumerate(colours)}))
+    return {"images": str(out / "images.jsonl"), "vqa": str(out / "vqa.jsonl"),
+            "vqa_ans2label": str(out / "ans2label.json")}
 
 
 def evaluations(ws: Path, odd: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
@@ -82,7 +119,16 @@ def evaluations(ws: Path, odd: dict[str, str]) -> list[tuple[str, dict[str, Any]
     anticipation = {"format": "synthetic", "root": str(w), "anticipation_gap": 0.2, "hist_len": 3,
                     "tokenizer": tok, "features": str(ws / "features_5hz"), "max_rows": 8, "eval_batch_size": 2,
                     "val_split": None}
+    student_tiny = {**tiny_bert, "nst_head": True, "contrastive_head": True}
+    images = {"image_root": str(w / "images"), "frame_size": 32, "max_text_len": 24, "eval_batch_size": 2}
+    pairs = {"captions": str(w / "formats/howto100m/raw_caption.json"), "val_pairs": odd["captions"],
+             "val_format": "jsonl", "val_split": "test"}
     runs = [
+        ("validate", "videoclip.pretrain", {"name": "videoclip-tiny", "normalize": True},
+         {**clip, "tokenizer": "minilm", "max_text_len": 16, **pairs}),
+        ("validate", "vlm.pretrain", {"name": "vlm-tiny"}, {**clip, **pairs}),
+        ("test", "vlm.retrieval", {"init": str(m / "vlm-mcqa"), "normalize": True},
+         {**clip, "test_pairs": odd["captions"], "test_format": "jsonl", "eval_batch_size": 3}),
         ("test", "videoclip.retrieval", {"init": str(m / "videoclip"), "normalize": True},
          {**clip, "tokenizer": "minilm", "max_text_len": 16, "test_pairs": odd["captions"], "test_format": "jsonl"}),
         ("test", "vlm.mcqa", {"init": str(m / "vlm-mcqa"), "normalize": True},
@@ -102,15 +148,30 @@ def evaluations(ws: Path, odd: dict[str, str]) -> list[tuple[str, dict[str, Any]
           "ans2label": str(w / "formats/clipbert/tgif_qa/frameqa_trainval_ans2label.json")}),
         ("test", "clipbert.mcqa", {**clipbert_model, "init": str(m / "clipbert-mcqa")},
          {**clipbert, "test_file": odd["clipbert_mc"], "sampling": "tgif_action"}),
+        ("test", "clipbert.vqa", {**clipbert_model, "init": str(m / "clipbert-qa")},
+         {**images, "test_file": odd["vqa"], "ans2label": odd["vqa_ans2label"]}),
+        ("validate", "clipbert.pretrain", clipbert_model, {**images, "val_file": odd["images"], "eval_batch_size": 4}),
         ("test", "vimpac.finetune", {"init": str(m / "vimpac")},
          {**tokens, "test_stores": [str(ws / "tokens_train")], "test_list": odd["vimpac_list"]}),
+        # two views of three clips each, softmax-averaged per video
+        ("validate", "vimpac.finetune", {"init": str(m / "vimpac")},
+         {**tokens, "val_stores": [str(ws / "tokens_train")] * 2, "val_list": odd["vimpac_list"],
+          "num_test_clips": 3, "eval_batch_size": 4}),
         ("validate", "vimpac.pretrain", {"name": "vimpac-tiny", "overrides": vimpac_tiny},
          {**tokens, "val_stores": [str(ws / "tokens_train")], "val_list": odd["vimpac_list"]}),
+        # the arrow-of-time loss, and a kNN bank of an odd number of training videos
+        ("validate", "vimpac.pretrain", {"name": "vimpac-tiny", "overrides": vimpac_tiny, "order_weight": 0.5},
+         {**tokens, "val_stores": [str(ws / "tokens_train")], "val_list": odd["vimpac_list"],
+          "train_list": odd["vimpac_list"]}),
         ("test", "anticipation.student", {"init": str(m / "anticipation")}, anticipation),
         ("test", "anticipation.teacher", {"name": "anticipation-teacher-tiny", "vocab_size": 400}, anticipation),
         ("validate", "vidlankd.teacher", {"name": "vidlankd-teacher-tiny", "overrides": tiny_bert},
          {"features": feats, "captions": str(w / "formats/howto100m/raw_caption.json"), "tokenizer": tok,
           "val_list": odd["vidlankd_val"], "block_size": 24, "max_video_len": 4, "eval_batch_size": 3}),
+        ("validate", "vidlankd.student", {"name": "vidlankd-student-tiny", "overrides": student_tiny,
+                                          "teacher": str(m / "vidlankd-teacher"), "kd": ["nst", "contrastive"]},
+         {"train_files": [str(w / "text/corpus.txt")], "val_files": [odd["student_val"]], "format": "plain",
+          "tokenizer": tok, "block_size": 30, "eval_batch_size": 2}),
         ("validate", "vidlankd.glue", {"init": str(m / "vidlankd-student")},
          {"task_dir": str(Path(odd["glue_dev"]).parent), "task": "SST-2", "max_seq_length": 32,
           "eval_batch_size": 4}),
@@ -163,3 +224,16 @@ def test_two_processes_evaluate_like_one(runs, tmp_path, one_torch_thread):
         for name, value in sample_level.items():
             assert rank0[name] == pytest.approx(value, abs=1e-4), f"{config['recipe']} {name}"
             assert rank1[name] == rank0[name], f"{config['recipe']} {name}: the ranks disagree"
+
+
+def test_every_recipe_with_an_evaluation_is_compared():
+    """The list above covers every packaged recipe that has a validation or test loop."""
+    from collections import defaultdict
+
+    covered = {config["recipe"] for _, config in evaluations(Path("ws"), defaultdict(str))}
+    for name in list_recipes():
+        module = get_recipe(name).module_cls
+        evaluates = any(getattr(module, hook) is not getattr(L.LightningModule, hook)
+                        for hook in ("validation_step", "test_step"))
+        assert evaluates != (name in NO_EVALUATION), f"{name}: NO_EVALUATION is wrong about it"
+        assert (name in covered) == evaluates, f"{name}: not in evaluations()"

@@ -25,7 +25,7 @@ from videolang.data.vidlankd import (
     mask_for_step,
 )
 from videolang.engine import RecipeModule, RunConfig, create_recipe_model, register_recipe
-from videolang.engine.evaluation import EvaluationBuffer, log_metrics
+from videolang.engine.evaluation import EvaluationBuffer, batch_indices, log_metrics
 from videolang.engine.export import export_provenance
 from videolang.errors import ConfigError
 from videolang.losses import distill, mlm_loss
@@ -213,6 +213,7 @@ class StudentModule(RecipeModule):
         _check_vocab(model.config.bert.vocab_size, self.tok, "vidlankd.student")
         self.model: VidLanKDStudent = model
         self.teacher: VidLanKDTeacher | None = None
+        self._val = EvaluationBuffer()
         if m.teacher:
             teacher = load_pretrained(m.teacher)
             if not isinstance(teacher, VidLanKDTeacher):
@@ -242,39 +243,54 @@ class StudentModule(RecipeModule):
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
 
-    def _losses(self, ids: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        m: StudentModelConfig = self.cfg.model
-        mask = ids != self.tok.pad_token_id
-        inputs, labels = mask_for_step(self.cfg.seed, step, ids, self.tok, mask, m.mlm_probability)
+    def _forward(self, inputs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        """The student's outputs on masked ``inputs`` and, when it distills, the teacher's hidden states."""
         out = self.model(inputs, mask, mlm_labels=labels)
-        r = {"mlm": mlm_loss(out["mlm_logits"], out["mlm_targets"])}
-        total = r["mlm"]
-        if self.teacher is not None and m.kd:
-            if self.teacher.bert.embeddings.word_embeddings.weight.device != ids.device:
-                self.teacher.to(ids.device)  # not a child module: Lightning does not move it
-            with torch.no_grad():  # the teacher reads the student's corrupted input (the original)
-                t_hidden = self.teacher.text_hidden(inputs, mask)
-            for k, v in student_kd_terms(out, t_hidden, mask, m).items():
-                r[k] = v
-                total = total + m.kd_weight * v
-        r["loss"] = total
-        return r
+        if self.teacher is None or not self.cfg.model.kd:
+            return out, None
+        if self.teacher.bert.embeddings.word_embeddings.weight.device != inputs.device:
+            self.teacher.to(inputs.device)  # not a child module: Lightning does not move it
+        with torch.no_grad():  # the teacher reads the student's corrupted input (the original)
+            return out, self.teacher.text_hidden(inputs, mask)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        r = self._losses(batch, self.global_step)
+        m: StudentModelConfig = self.cfg.model
+        mask = batch != self.tok.pad_token_id
+        out, t_hidden = self._forward(*mask_for_step(self.cfg.seed, self.global_step, batch, self.tok, mask,
+                                                     m.mlm_probability), mask)
+        kd = student_kd_terms(out, t_hidden, mask, m) if t_hidden is not None else {}
+        r = {"mlm": mlm_loss(out["mlm_logits"], out["mlm_targets"]), **kd}
+        r["loss"] = r["mlm"]
+        for v in kd.values():
+            r["loss"] = r["loss"] + m.kd_weight * v
         for k, v in r.items():
             self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=batch.shape[0])
         return r["loss"]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        r = self._losses(batch, 10**9 + batch_idx)  # masks by batch: averaged over processes
-        for k, v in r.items():
-            self.log(f"val/{k}", v, batch_size=batch.shape[0], sync_dist=True)
+        m: StudentModelConfig = self.cfg.model
+        index, mask = batch_indices(self.trainer, "val", batch_idx), batch != self.tok.pad_token_id
+        # Masks drawn per block, seeded by its dataset index: the same in any batch or process.
+        inputs, labels = (torch.cat(x) for x in zip(*(
+            mask_for_step(self.cfg.seed, 10**9 + int(i), batch[j : j + 1], self.tok, mask[j : j + 1], m.mlm_probability)
+            for j, i in enumerate(index)), strict=True))
+        out, t_hidden = self._forward(inputs, labels, mask)
+        row = (labels != -100).nonzero(as_tuple=True)[0]  # the block of each masked token
+        ce = F.cross_entropy(out["mlm_logits"].float(), out["mlm_targets"], reduction="none")
+        rows = {"mlm_sum": torch.zeros(len(batch), device=ce.device).index_add_(0, row, ce),
+                "mlm_count": torch.bincount(row, minlength=len(batch))}
+        if t_hidden is not None:  # KD terms by batch (in-batch negatives): each block carries its batch's
+            rows.update({k: v.detach().expand(len(batch)) for k, v in student_kd_terms(out, t_hidden, mask, m).items()})
+        self._val.add(index, **rows)
 
     def on_validation_epoch_end(self) -> None:
-        mlm = self.trainer.callback_metrics.get("val/mlm")
-        if mlm is not None:
-            self.log("val/perplexity", torch.exp(mlm))
+        outputs, self._val = self._val.gather(), EvaluationBuffer()
+        if not outputs:
+            return
+        mlm = outputs.pop("mlm_sum").sum() / outputs.pop("mlm_count").sum().clamp(min=1)
+        kd = {k: v.float().mean() for k, v in outputs.items() if k != "index"}
+        loss = mlm + self.cfg.model.kd_weight * sum(kd.values())
+        log_metrics(self, {f"val/{k}": v for k, v in {"mlm": mlm, "perplexity": mlm.exp(), **kd, "loss": loss}.items()})
 
 
 register_recipe("vidlankd.teacher", TeacherModule, TeacherSplits, TeacherModelConfig, TeacherDataConfig)
