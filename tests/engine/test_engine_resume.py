@@ -152,3 +152,24 @@ def test_kill_9_mid_epoch_then_resume_is_exact(tmp_path):
     killed = sorted((tmp_path / "toy_splits").glob("version_*"))[-1]
     resumed = fit(cfg, resume=killed / "checkpoints" / "last.ckpt")
     assert max_difference(weights(straight.run_dir), weights(resumed.run_dir)) == 0.0
+
+
+class StopWhenEpochOneStarts(Callback):
+    """A kill between epochs: epoch 0, its validation and its end-of-epoch checkpoint are done."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise SystemExit("interrupted")
+
+
+def test_step_checkpoints_then_a_stop_between_epochs_keep_that_epochs_validation(tmp_path):
+    """With a checkpoint every step, last.ckpt is rewritten at the epoch's end: resuming from it
+    keeps epoch 0's validation in the history (the best checkpoint can come from it)."""
+    cfg = _splits_config(tmp_path)
+    straight = fit(cfg)
+    with pytest.raises(SystemExit):
+        fit(cfg, callbacks=[StopWhenEpochOneStarts()])
+    killed = sorted((tmp_path / "toy_splits").glob("version_*"))[-1]
+    resumed = fit(cfg, resume=killed / "checkpoints" / "last.ckpt")
+    assert max_difference(weights(straight.run_dir), weights(resumed.run_dir)) == 0.0
+    assert_same_history(straight.metrics["history"], resumed.metrics["history"])

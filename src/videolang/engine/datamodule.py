@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer import call
 from torch.utils.data import DataLoader
 
 from videolang.data.datasets import DeferredDataLoader
@@ -29,13 +30,19 @@ class ResumableLoader(DeferredDataLoader):
     current one is put back), the epoch is handed to the dataset and batch sampler (Lightning
     calls no epoch-start hook when it resumes mid-epoch) and the batches already trained on are
     drawn and dropped, so the rest of the epoch is what an uninterrupted run saw.
+
+    ``epoch_start`` (if given) is called first when an epoch's iterator is made: the data
+    module's :meth:`SplitsDataModule.missed_epoch_start`, which runs the epoch-start hooks where
+    Lightning entered the epoch without them.
     """
 
     def __init__(self, *args: Any, position: Callable[[], Position] | None = None,
-                 resume_state: dict[str, Any] | None = None, **kwargs: Any):
+                 resume_state: dict[str, Any] | None = None, epoch_start: Callable[[], None] | None = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.position = position
         self.resume_state = resume_state  # public: Lightning re-creates loaders from their attributes
+        self.epoch_start = epoch_start
         self._epoch_rng: torch.Tensor | None = None
 
     def __iter__(self) -> Iterator:  # type: ignore[override]
@@ -58,6 +65,8 @@ class ResumableLoader(DeferredDataLoader):
 
     def _start(self) -> Iterator:
         """The epoch's real iterator (made by the first ``next``)."""
+        if self.epoch_start is not None:
+            self.epoch_start()
         resume, self.resume_state = self.resume_state, None
         epoch = self.position()[0] if self.position is not None else 0
         if not resume or resume.get("epoch_rng") is None or resume["epoch"] != epoch or not resume["batches"]:
@@ -116,8 +125,12 @@ class SplitsDataModule(L.LightningDataModule):
         common: dict[str, Any] = {"collate_fn": self.splits.collate_fn(split), "num_workers": d.num_workers}
         size = self.splits.batch_size(split, train=train)
         if not train:
-            return DeferredDataLoader(ds, batch_size=size, shuffle=False, **common)
-        common.update(position=self._training_position, resume_state=self._resume_state)
+            # its own generator: each evaluation iterator draws a seed for its workers, which would
+            # advance the global RNG that the next training epoch's shuffle draws from (see
+            # missed_epoch_start: a resumed run may skip a validation an uninterrupted run ran)
+            return DeferredDataLoader(ds, batch_size=size, shuffle=False, generator=torch.Generator(), **common)
+        common.update(position=self._training_position, resume_state=self._resume_state,
+                      epoch_start=self.missed_epoch_start)
         sampler = self.splits.train_batch_sampler(ds)
         if sampler is not None:
             return ResumableLoader(ds, batch_sampler=sampler, **common)
@@ -130,6 +143,30 @@ class SplitsDataModule(L.LightningDataModule):
         if self.trainer is None:
             return 0, 0
         return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def missed_epoch_start(self) -> None:
+        """Run the ``on_train_epoch_start`` hooks of the current epoch if Lightning skipped them.
+
+        Lightning 2.6 resuming from a checkpoint written at an epoch's last batch (``last.ckpt``
+        with ``trainer.checkpoint_every_n_steps``, the usual one after a kill between epochs)
+        counts that epoch as finished and enters the next one as if restarted mid-epoch: it calls
+        no epoch-start hook. The recipe's hook (``set_epoch`` of the dataset, VideoCLIP's
+        retrieval embeddings) and the callbacks' would then be missing for a whole epoch, whose
+        data would differ from an uninterrupted run's. The epoch loop's counters tell: the hooks
+        of the running epoch were called (here or before the checkpoint) once ``started`` exceeds
+        ``processed``. Called by the training loader before it makes the epoch's iterator, where
+        an uninterrupted run has just run the hooks; the counters are advanced as Lightning does.
+        """
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return
+        progress = trainer.fit_loop.epoch_progress.current
+        if progress.started > progress.processed:
+            return
+        trainer.fit_loop.epoch_progress.increment_ready()
+        call._call_callback_hooks(trainer, "on_train_epoch_start")
+        call._call_lightning_module_hook(trainer, "on_train_epoch_start")
+        trainer.fit_loop.epoch_progress.increment_started()
 
     def state_dict(self) -> dict[str, Any]:
         loader = self.trainer.train_dataloader if self.trainer is not None else None

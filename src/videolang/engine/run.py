@@ -27,6 +27,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 
 from videolang.engine.config import RunConfig, dump_config
 from videolang.errors import ConfigError, VideolangError
@@ -241,13 +242,23 @@ class RunCheckpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if self._last_global_step_saved == trainer.global_step:
+            self._saved_in_batch = trainer.global_step  # a step checkpoint: the epoch's end is not in it
+
     def _refresh_last(self, trainer: L.Trainer) -> None:
         """Lightning 2.6 rewrites ``last.ckpt`` only when a top-k checkpoint was written at the
         same step, so an epoch whose monitored metric did not improve left a stale ``last.ckpt``
-        and resuming from it silently repeated that epoch. Write it whenever it is behind."""
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
-                and self._last_global_step_saved != trainer.global_step:
+        and resuming from it silently repeated that epoch. Write it whenever it is behind, and
+        at an epoch's end also over a step checkpoint of the same step (``checkpoint_every_n_steps``):
+        that one was written before the epoch's validation and end, which a resume from it would
+        skip (no validation of that epoch in the history, no best checkpoint from it)."""
+        behind = self._last_global_step_saved != trainer.global_step
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run
+        if self.save_last and fitting and (behind or getattr(self, "_saved_in_batch", None) == trainer.global_step):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._saved_in_batch = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("dirpath", self.dirpath) == self.dirpath:

@@ -148,28 +148,29 @@ class _TokenModelModule(RecipeModule):
 class VimpacPretrain(_TokenModelModule):
     build_model = staticmethod(build_pretrain_model)
 
-    def pretraining_mask(self, pad: torch.Tensor) -> torch.Tensor:
+    def pretraining_mask(self, pad: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Positions to predict for clips ``(N, L, H, W)`` whose PAD positions are ``pad``."""
         m = self.cfg.model
         if m.mask_prob is not None:
-            mask = iid_mask(pad.shape, m.mask_prob, pad=pad)
+            mask = iid_mask(pad.shape, m.mask_prob, generator=generator, pad=pad)
         else:
-            mask = block_mask(pad.shape, m.mask_blocks, pad=pad)
+            mask = block_mask(pad.shape, m.mask_blocks, generator=generator, pad=pad)
         if m.mask_last_frames:
             # Predicting the end of a clip from its start needs the direction of time; VIMPAC's
             # blocks are symmetric in time and can be filled in from both sides (docs/vimpac.md).
             mask[:, -m.mask_last_frames:] |= ~pad[:, -m.mask_last_frames:]
         return mask
 
-    def losses(self, pairs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Masked-token and contrastive losses of a batch of pairs ``(B, 2, L, H, W)``."""
+    def losses(self, pairs: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Masked-token and contrastive losses of a batch of pairs ``(B, 2, L, H, W)``; masks
+        drawn from ``generator`` (default: the global RNG, whose state checkpoints hold)."""
         m, mc = self.cfg.model, self.model.config
         b = pairs.shape[0]
         codes = pairs.transpose(0, 1).flatten(0, 1)  # rows 0..B-1 first clips, B..2B-1 second
         pad = codes == mc.pad_token_id
-        mask = self.pretraining_mask(pad)
+        mask = self.pretraining_mask(pad, generator)
         inputs, labels = apply_mask(codes, mask, mc.mask_token_id, vocab_size=mc.codebook_size,
-                                    replace=tuple(m.mask_replace))
+                                    replace=tuple(m.mask_replace), generator=generator)
         if m.order_weight > 0:
             # The first clips backwards, masked alike (the masks tell nothing apart), forwarded
             # with the pairs (one batch for the projection head's BatchNorm), no tokens predicted.
@@ -205,7 +206,12 @@ class VimpacPretrain(_TokenModelModule):
             if "pairs" not in batch:
                 return
             pairs, labels = batch["pairs"], batch["label"]
-            values = self.losses(pairs)
+            # Validation masks come from their own generator, seeded by the batch: drawn from the
+            # global RNG they would shift the next epoch's training draws by whether validation
+            # ran, and a run resumed from the checkpoint of an epoch's last batch skips the
+            # validation that an uninterrupted run ran there (Lightning), so it trained otherwise.
+            g = torch.Generator(device=pairs.device).manual_seed(self.cfg.seed * 1_000_003 + batch_idx)
+            values = self.losses(pairs, g)
             for name in ("loss", "mlm", "mlm_acc", "nce", "order", "order_acc"):
                 if name in values:
                     # batch-level losses (in-batch negatives, random masks): averaged over processes
