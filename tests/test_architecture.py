@@ -69,11 +69,12 @@ def test_recipes_are_thin():
 
 
 def test_every_recipe_is_served_by_the_engines_one_datamodule():
-    from videolang.data.splits import DataSplits
-    from videolang.engine import get_recipe, list_recipes
+    from tests.packaged import packaged_recipes
 
-    packaged = [get_recipe(name) for name in list_recipes()]
-    packaged = [r for r in packaged if r.module_cls.__module__.startswith("videolang.recipes.")]
+    from videolang.data.splits import DataSplits
+    from videolang.engine import get_recipe
+
+    packaged = [get_recipe(name) for name in packaged_recipes()]
     assert len(packaged) >= 20
     own = [r.name for r in packaged if not issubclass(r.datamodule_cls, DataSplits)]
     assert not own, f"recipes with a DataModule of their own: {own}"

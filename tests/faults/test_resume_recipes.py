@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from tests.packaged import packaged_recipes
 
-from videolang.engine import fit, list_recipes
+from videolang.engine import fit
 
 STEPS_PER_EPOCH = 3
 IN_EPOCH_0 = 1  # the checkpoint of step 1: epoch 0, 1 batch in
@@ -227,9 +228,7 @@ def _stop_and_resume(ws: Path, recipe: str, step: int, tag: str,
 
 
 def test_every_training_recipe_is_covered(workspace):
-    packaged = [name for name in list_recipes() if name.split(".")[0] in
-                ("videoclip", "vlm", "clipbert", "vimpac", "anticipation", "vidlankd")]
-    assert sorted(_configs(workspace)) == sorted(packaged)
+    assert sorted(_configs(workspace)) == packaged_recipes()
 
 
 def _assert_resumes_bit_equal(ws: Path, recipe: str, stops: tuple[int, ...], validate: bool = False) -> None:
@@ -246,7 +245,7 @@ def _assert_resumes_bit_equal(ws: Path, recipe: str, stops: tuple[int, ...], val
         assert resumed.losses == straight.losses, f"{recipe} stopped after step {step}: other training losses"
 
 
-@pytest.mark.parametrize("recipe", sorted(list_recipes()))
+@pytest.mark.parametrize("recipe", packaged_recipes())
 def test_a_resumed_run_ends_bit_equal(workspace, recipe, one_torch_thread):
     _assert_resumes_bit_equal(workspace, recipe, MORE_STOPS.get(recipe, STOPS))
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.packaged import packaged_recipes
 
 from videolang.cli.train import register
-from videolang.engine import config_to_dict, list_recipes, load_config
+from videolang.engine import config_to_dict, load_config
 from videolang.engine.config import (
     list_configs,
     packaged_config,
@@ -156,7 +157,7 @@ def test_vlm_text_is_always_the_mmpt_layout():
         load_config({"recipe": "vlm.captioning"}, ["data.mmpt_text_layout=false"])
 
 
-RECIPES = list_recipes()
+RECIPES = packaged_recipes()
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -20,8 +20,9 @@ import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tests.packaged import packaged_recipes
 
-from videolang.engine import get_recipe, list_recipes, load_run_config
+from videolang.engine import get_recipe, load_run_config
 
 # Metrics of batch-level quantities: losses with in-batch negatives or masks drawn per batch,
 # and the multiple-choice control, which pairs each item with another item's video of its
@@ -231,7 +232,7 @@ def test_every_recipe_with_an_evaluation_is_compared():
     from collections import defaultdict
 
     covered = {config["recipe"] for _, config in evaluations(Path("ws"), defaultdict(str))}
-    for name in list_recipes():
+    for name in packaged_recipes():
         module = get_recipe(name).module_cls
         evaluates = any(getattr(module, hook) is not getattr(L.LightningModule, hook)
                         for hook in ("validation_step", "test_step"))
