@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, TypeVar
 
@@ -38,8 +38,10 @@ __all__ = [
     "Text",
     "TimedCaptions",
     "check_inside",
+    "line_of",
     "read_csv_records",
     "read_json_document",
+    "read_json_text",
     "read_jsonl_objects",
     "read_jsonl_records",
     "read_text_file",
@@ -112,15 +114,18 @@ def _describe(error: Any) -> str:
     return f"field '{where}': {message}{shown}" if where else f"{message}{shown}"
 
 
-def validate_record(schema: type[RecordT], data: Any, where: str, *, text_cells: bool = False) -> RecordT:
-    """``data`` checked against ``schema``; ``where`` (``file:line``) starts the error message.
+def validate_record(schema: type[RecordT], data: Any, where: str | Callable[[], str], *,
+                    text_cells: bool = False) -> RecordT:
+    """``data`` checked against ``schema``; ``where`` (``file:line``, or a function giving it, called
+    only on an error: finding a line can cost a search) starts the error message.
     ``text_cells``: the values are CSV text, so numbers are parsed from strings."""
     try:
         if text_cells:
             return schema.model_validate(data)
         return schema.model_validate(data, strict=True)
     except pydantic.ValidationError as exc:
-        raise AnnotationError(f"{where}: {_describe(exc.errors()[0])}") from None
+        place = where() if callable(where) else where
+        raise AnnotationError(f"{place}: {_describe(exc.errors()[0])}") from None
 
 
 def read_text_file(path: Path) -> str:
@@ -154,8 +159,22 @@ def _refuse_constant(name: str) -> Any:
 def read_json_document(path: str | os.PathLike) -> Any:
     """A whole JSON file (an object or a list) after its syntax and encoding are checked; the
     caller validates its parts with :func:`validate_record` (naming the key it took them from)."""
+    return read_json_text(path)[0]
+
+
+def read_json_text(path: str | os.PathLike) -> tuple[Any, str]:
+    """:func:`read_json_document` and the file's text, read once: errors can then name the line
+    of a key or item (:func:`line_of`)."""
     p = Path(path)
-    return _json_value(read_text_file(p), os.fspath(p))
+    text = read_text_file(p)
+    return _json_value(text, os.fspath(p)), text
+
+
+def line_of(text: str, needle: str) -> int:
+    """The line of ``text`` where ``needle`` first occurs (1 if nowhere, e.g. a key written with
+    escapes), for error messages."""
+    at = text.find(needle)
+    return text.count("\n", 0, at) + 1 if at >= 0 else 1
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:

@@ -31,7 +31,8 @@ from videolang.data.annotations import (
     RelativePath,
     Text,
     check_inside,
-    read_json_document,
+    line_of,
+    read_json_text,
     read_jsonl_records,
     validate_record,
 )
@@ -370,13 +371,6 @@ class _Answer(Record):
     label: Annotated[int, Field(ge=0)]
 
 
-def _line_of_key(path: Path, key: str) -> int:
-    """The line of ``"key":`` in a JSON file (1 when not found: a key written with escapes)."""
-    text = path.read_text(encoding="utf-8-sig")
-    at = text.find(json.dumps(key) + ":")
-    return text.count("\n", 0, at) + 1 if at >= 0 else 1
-
-
 @dataclass
 class AnswerVocab:
     """``ans2label`` of an open-ended QA task. ``num_labels = max(len, min_labels)`` as the
@@ -392,16 +386,20 @@ class AnswerVocab:
         p = Path(path)
         if not p.is_file():
             raise AnnotationError(f"answer vocabulary not found: {p}")
-        data = read_json_document(p)
+        data, text = read_json_text(p)
         if not isinstance(data, dict) or not data:
             raise AnnotationError(f"{p}: expected a JSON object {{answer: label index}} with at least one answer")
+
+        def where(answer: str) -> str:
+            return f"{p}:{line_of(text, json.dumps(answer) + ':')}"
+
         for answer, label in data.items():
-            validate_record(_Answer, {"answer": answer, "label": label}, f"{p}:{_line_of_key(p, answer)}")
+            validate_record(_Answer, {"answer": answer, "label": label}, lambda answer=answer: where(answer))
         labels = sorted(data.values())
         if labels != list(range(len(data))):
             first = next(i for i, v in enumerate(labels) if v != i)
             answer = next(a for a, v in data.items() if v == labels[first])
-            raise AnnotationError(f"{p}:{_line_of_key(p, answer)}: field '{answer}': label indices must be "
+            raise AnnotationError(f"{where(answer)}: field '{answer}': label indices must be "
                                   f"0..{len(data) - 1} without gaps or repeats, got {labels[first]}")
         return cls(dict(data), min_labels)
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,8 @@ from videolang.data.annotations import (
     Identifier,
     Record,
     TimedCaptions,
-    read_json_document,
+    line_of,
+    read_json_text,
     read_text_file,
     validate_record,
 )
@@ -126,18 +128,15 @@ class VideoId(Record):
     id: Identifier
 
 
-def _line_of(text: str, needle: str) -> int:
-    """The line of ``text`` where ``needle`` first occurs (1 if nowhere), for error messages."""
-    at = text.find(needle)
-    return text.count("\n", 0, at) + 1 if at >= 0 else 1
-
-
-def _unique_ids(path: Path, ids: list[tuple[int, str]]) -> list[str]:
+def _unique_ids(path: Path, ids: list[tuple[int, str]], line: Callable[[int], int]) -> list[str]:
+    """The ids in order, each once; ``ids`` are (position, id) and ``line`` turns a position into
+    the line an error names (found only for an error)."""
     seen: dict[str, int] = {}
-    for line, vid in ids:
+    for position, vid in ids:
         if vid in seen:
-            raise AnnotationError(f"{path}:{line}: video id {vid!r} already listed on line {seen[vid]}")
-        seen[vid] = line
+            raise AnnotationError(f"{path}:{line(position)}: video id {vid!r} already listed on line "
+                                  f"{line(seen[vid])}")
+        seen[vid] = position
     return list(seen)
 
 
@@ -151,18 +150,20 @@ def read_video_ids(path: str, what: str) -> list[str]:
         lines = read_text_file(p).splitlines()
         ids = [(n, validate_record(VideoId, {"id": line.strip()}, f"{p}:{n}").id)
                for n, line in enumerate(lines, 1) if line.strip()]
+        line = int  # positions are line numbers
     else:
-        doc = read_json_document(p)
+        doc, text = read_json_text(p)
         if not isinstance(doc, list):
             raise AnnotationError(f"{p}: expected a JSON list of video ids, got {type(doc).__name__}")
-        text = p.read_text(encoding="utf-8-sig")
-        ids = []
-        for k, v in enumerate(doc):
-            line = _line_of(text, json.dumps(v))
-            ids.append((line, validate_record(VideoId, {"id": v}, f"{p}:{line}: item {k}").id))
+
+        def line(k: int) -> int:
+            return line_of(text, json.dumps(doc[k]))
+
+        ids = [(k, validate_record(VideoId, {"id": v}, lambda k=k: f"{p}:{line(k)}: item {k}").id)
+               for k, v in enumerate(doc)]
     if not ids:
         raise AnnotationError(f"{p}: no video ids ({what})")
-    return _unique_ids(p, ids)
+    return _unique_ids(p, ids, line)
 
 
 def read_caption_tracks(path: str) -> dict[str, dict[str, list]]:
@@ -171,19 +172,21 @@ def read_caption_tracks(path: str) -> dict[str, dict[str, list]]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"data.captions: file not found: {p}")
-    data = read_json_document(p)
+    data, text = read_json_text(p)
     if not isinstance(data, dict) or not data:
         raise AnnotationError(f"{p}: expected a JSON object of caption tracks by video id")
-    text = p.read_text(encoding="utf-8-sig")
+
+    def where(vid: str) -> str:  # found only for an error: the search costs a pass over the file
+        return f"{p}:{line_of(text, json.dumps(vid))}: video {vid!r}"
+
     tracks = {}
     for vid, rec in data.items():
-        where = f"{p}:{_line_of(text, json.dumps(vid))}: video {vid!r}"
-        validate_record(VideoId, {"id": vid}, where)
+        validate_record(VideoId, {"id": vid}, lambda vid=vid: where(vid))
         if not isinstance(rec, dict):
-            raise AnnotationError(f"{where}: expected an object with 'text', 'start', 'end' lists")
-        track = validate_record(TimedCaptions, rec, where)
+            raise AnnotationError(f"{where(vid)}: expected an object with 'text', 'start', 'end' lists")
+        track = validate_record(TimedCaptions, rec, lambda vid=vid: where(vid))
         if not track.text:
-            raise AnnotationError(f"{where}: no captions")
+            raise AnnotationError(f"{where(vid)}: no captions")
         tracks[vid] = {"text": track.text, "start": track.start, "end": track.end}
     return tracks
 
