@@ -55,13 +55,15 @@ class ResumableLoader(DeferredDataLoader):
             state["batch_sampler"] = self.batch_sampler.state_dict()
         return state
 
-    # Lightning's stateful-loader protocol (it then knows the loader resumes; the DataModule's
-    # state, restored earlier, carries the same dict, and setting it twice changes nothing)
+    # Lightning's stateful-loader protocol, so that Lightning knows the loader resumes. The state
+    # itself travels in the DataModule's checkpoint entry (Lightning 2.6 hands loaders their state
+    # before it has read the checkpoint), so it is not stored twice (a retrieval batch sampler's
+    # epoch embeddings can be large).
     def state_dict(self) -> dict[str, Any]:
-        return self.loader_state()
+        return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.resume_state = state
+        pass
 
     def _start(self) -> Iterator:
         """The epoch's real iterator (made by the first ``next``)."""
@@ -147,10 +149,11 @@ class SplitsDataModule(L.LightningDataModule):
     def missed_epoch_start(self) -> None:
         """Run the ``on_train_epoch_start`` hooks of the current epoch if Lightning skipped them.
 
-        Lightning 2.6 resuming from a checkpoint written at an epoch's last batch (``last.ckpt``
-        with ``trainer.checkpoint_every_n_steps``, the usual one after a kill between epochs)
-        counts that epoch as finished and enters the next one as if restarted mid-epoch: it calls
-        no epoch-start hook. The recipe's hook (``set_epoch`` of the dataset, VideoCLIP's
+        Lightning 2.6 resuming from a step checkpoint of an epoch's last batch (``last.ckpt`` with
+        ``trainer.checkpoint_every_n_steps`` after a kill during that epoch's validation or end
+        hooks; a kill between epochs resumes from the epoch-end rewrite of ``last.ckpt``, see
+        ``RunCheckpoint``) counts that epoch as finished and enters the next one as if restarted
+        mid-epoch: it calls no epoch-start hook. The recipe's hook (``set_epoch`` of the dataset, VideoCLIP's
         retrieval embeddings) and the callbacks' would then be missing for a whole epoch, whose
         data would differ from an uninterrupted run's. The epoch loop's counters tell: the hooks
         of the running epoch were called (here or before the checkpoint) once ``started`` exceeds
