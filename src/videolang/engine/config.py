@@ -455,6 +455,12 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
 _SECTIONS = ("model", "data", "optim", "trainer", "run")
 
 
+def _section_classes(schema: Mapping[str, type]) -> dict[str, type]:
+    """Every section's class: the engine's ``optim`` / ``trainer`` / ``run`` unless the recipe's
+    ``schema`` (``model``, ``data`` and any subclassed section) says otherwise."""
+    return {"optim": OptimConfig, "trainer": TrainerConfig, "run": RunFolderConfig, **schema}
+
+
 @functools.cache
 def _run_schema(sections: tuple[tuple[str, type], ...]) -> type:
     """:class:`RunConfig` with the recipe's section classes in place of ``Any`` (validation only)."""
@@ -466,7 +472,7 @@ def validate_config(data: Mapping, schema: Mapping[str, type], origins: Origins,
     """Build a :class:`RunConfig` from a merged mapping with pydantic; ``schema`` maps sections
     to classes (``model``, ``data``, and subclasses of the engine's ``optim`` / ``trainer`` / ``run``).
     Absent or empty sections get their defaults."""
-    classes = {"optim": OptimConfig, "trainer": TrainerConfig, "run": RunFolderConfig, **schema}
+    classes = _section_classes(schema)
     sections = tuple((name, classes[name]) for name in _SECTIONS)
     payload = dict(data)
     for name in _SECTIONS:
@@ -510,7 +516,7 @@ def _check_folder_name(value: str, key: str, origins: Origins, source: str, *, n
 
 def describe_schema(recipe: str, schema: Mapping[str, type]) -> str:
     """Every key of ``recipe``'s run config as YAML: its default, and its type as a comment."""
-    classes = {"optim": OptimConfig, "trainer": TrainerConfig, "run": RunFolderConfig, **schema}
+    classes = _section_classes(schema)
     lines = [f"# every key of recipe {recipe}: its default, then its type as a comment",
              f"recipe: {recipe}", "name: ''  # str (default: the recipe name)", "seed: 0  # int"]
     for section in _SECTIONS:

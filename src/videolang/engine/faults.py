@@ -75,7 +75,7 @@ class DataGuard(Callback):
         self.seen[stage] = 0
         self.skipped[stage] = []
 
-    def _count(self, trainer: L.Trainer, stage: str, batch: Any, split_size: int | None) -> None:
+    def _count(self, stage: str, batch: Any, split_size: int | None) -> None:
         skipped = batch.get("skipped", []) if isinstance(batch, Mapping) else []
         self.seen[stage] = self.seen.get(stage, 0) + batch_size_of(batch) + len(skipped)
         for sample in skipped:
@@ -128,7 +128,7 @@ class DataGuard(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        self._count(trainer, "train", batch, _split_size(trainer.train_dataloader))
+        self._count("train", batch, _split_size(trainer.train_dataloader))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -146,7 +146,7 @@ class DataGuard(Callback):
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._count(trainer, "val", batch, None)
+        self._count("val", batch, None)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -157,7 +157,7 @@ class DataGuard(Callback):
 
     def on_test_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                             batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._count(trainer, "test", batch, None)
+        self._count("test", batch, None)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end("test")
